@@ -1,0 +1,12 @@
+"""keras-sequencer: Sequencer (Deep LSTM for Image Classification) for Keras 3."""
+
+from keras_sequencer import layers
+from keras_sequencer.models import (
+    MODEL_CONFIGS,
+    Sequencer2D,
+    Sequencer2DL,
+    Sequencer2DM,
+    Sequencer2DS,
+)
+
+__version__ = "0.1.0"

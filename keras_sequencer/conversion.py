@@ -1,0 +1,262 @@
+"""Port PyTorch Sequencer checkpoints (timm and okojoalg/sequencer) to Keras.
+
+A checkpoint is read into a flat ``{name: numpy array}`` dict in timm's key
+layout (``stem.proj.weight``, ``stages.{i}.blocks.{j}.rnn_tokens.rnn_v.weight_ih_l0``,
+``head.fc.bias``, ...). The original repo's layout (``blocks.{stage}.{i}...``,
+``blocks.{stage}.{n}.down...``, ``head...``) is renamed on reading, as timm's
+``checkpoint_filter_fn`` does.
+
+Every checkpoint tensor must be consumed and every model weight assigned; a
+missing, unexpected or mis-shaped tensor raises a ``ValueError`` naming it.
+
+Tensor maps (torch -> Keras):
+    Conv2d weight ``(out, in, kh, kw)`` -> kernel ``(kh, kw, in, out)``
+    Linear weight ``(out, in)``         -> kernel ``(in, out)``
+    LayerNorm weight / bias             -> gamma / beta
+    LSTM / RNN: kernel ``W_ih.T``, recurrent_kernel ``W_hh.T``, bias ``b_ih + b_hh``
+    GRU: gate blocks reordered (r, z, n) -> (z, r, h); bias ``stack([b_ih, b_hh])``
+    ``*_reverse`` -> the backward layer of ``Bidirectional``.
+"""
+
+import os
+import re
+
+import keras
+import numpy as np
+
+from keras_sequencer.layers import BiLSTM2D, PatchEmbedding, Sequencer2DBlock
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+# ---------------------------------------------------------------- reading --
+def read_checkpoint(path):
+    """Reads a checkpoint file into ``{timm key: float32 numpy array}``.
+
+    ``.safetensors`` is read with the ``safetensors`` package and numpy (no
+    torch needed); ``.pth``/``.pt``/``.bin`` with ``torch.load(weights_only=True)``.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        try:
+            state_dict = load_file(path)
+        except Exception as error:  # safetensors raises its own error types
+            raise ValueError(f"Could not read safetensors checkpoint {path}: {error}") from error
+    elif path.endswith((".pth", ".pt", ".bin")):
+        try:
+            import torch
+        except ImportError as error:
+            raise ImportError(
+                f"Reading {path} needs PyTorch (`pip install torch`); "
+                "a .safetensors checkpoint needs only the safetensors package."
+            ) from error
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(f"Could not read PyTorch checkpoint {path}: {error}") from error
+    else:
+        raise ValueError(
+            f"Unknown checkpoint format {path!r}; expected one of {CHECKPOINT_SUFFIXES}."
+        )
+    return normalize_state_dict(state_dict)
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().float().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def normalize_state_dict(state_dict):
+    """Unwraps ``{"model": ...}``/``{"state_dict": ...}``, strips ``module.``,
+    renames the okojoalg/sequencer layout to timm's and converts to numpy."""
+    for wrapper in ("model", "state_dict", "model_ema"):
+        if isinstance(state_dict.get(wrapper), dict):
+            state_dict = state_dict[wrapper]
+            break
+    original_layout = not any(k.startswith("stages.") for k in state_dict)
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if original_layout:
+            key = re.sub(
+                r"^blocks\.([0-9]+)\.([0-9]+)\.down",
+                lambda m: f"stages.{int(m.group(1)) + 1}.downsample.down",
+                key,
+            )
+            key = re.sub(r"^blocks\.([0-9]+)\.([0-9]+)", r"stages.\1.blocks.\2", key)
+            key = re.sub(r"^head\.(?!fc\.)", "head.fc.", key)
+        out[key] = _to_numpy(value)
+    return out
+
+
+# ---------------------------------------------------------------- mapping --
+def _timm_prefix(layer_name):
+    """Keras layer name -> timm module prefix."""
+    match = re.fullmatch(r"stages_(\d+)_downsample", layer_name)
+    if match:
+        return f"stages.{match.group(1)}.downsample.down"
+    match = re.fullmatch(r"stages_(\d+)_blocks_(\d+)", layer_name)
+    if match:
+        return f"stages.{match.group(1)}.blocks.{match.group(2)}"
+    return {"stem": "stem.proj", "norm": "norm", "head": "head.fc"}.get(layer_name)
+
+
+def _linear(dense, prefix):
+    return [
+        (dense.kernel, (f"{prefix}.weight",), lambda w: w.T),
+        (dense.bias, (f"{prefix}.bias",), lambda b: b),
+    ]
+
+
+def _layer_norm(norm, prefix):
+    return [
+        (norm.gamma, (f"{prefix}.weight",), lambda w: w),
+        (norm.beta, (f"{prefix}.bias",), lambda b: b),
+    ]
+
+
+def _conv(conv, prefix):
+    return [
+        (conv.kernel, (f"{prefix}.weight",), lambda w: w.transpose(2, 3, 1, 0)),
+        (conv.bias, (f"{prefix}.bias",), lambda b: b),
+    ]
+
+
+def _gru_gates(w):
+    """torch GRU gate blocks (r, z, n) along axis 0 -> Keras order (z, r, h)."""
+    r, z, n = np.split(w, 3, axis=0)
+    return np.concatenate([z, r, n], axis=0)
+
+
+def _rnn(rnn_layer, rnn_type, prefix, suffix):
+    cell = rnn_layer.cell
+    names = tuple(f"{prefix}.{p}_l0{suffix}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    w_ih, w_hh, b_ih, b_hh = names
+    if rnn_type == "gru":
+        return [
+            (cell.kernel, (w_ih,), lambda w: _gru_gates(w).T),
+            (cell.recurrent_kernel, (w_hh,), lambda w: _gru_gates(w).T),
+            (cell.bias, (b_ih, b_hh), lambda bi, bh: np.stack([_gru_gates(bi), _gru_gates(bh)])),
+        ]
+    return [
+        (cell.kernel, (w_ih,), lambda w: w.T),
+        (cell.recurrent_kernel, (w_hh,), lambda w: w.T),
+        (cell.bias, (b_ih, b_hh), lambda bi, bh: bi + bh),
+    ]
+
+
+def _bilstm2d(layer, prefix):
+    assignments = []
+    for rnn, name in ((layer.rnn_v, "rnn_v"), (layer.rnn_h, "rnn_h")):
+        if rnn is None:
+            continue
+        if isinstance(rnn, keras.layers.Bidirectional):
+            assignments += _rnn(rnn.forward_layer, layer.rnn_type, f"{prefix}.{name}", "")
+            assignments += _rnn(rnn.backward_layer, layer.rnn_type, f"{prefix}.{name}", "_reverse")
+        else:
+            assignments += _rnn(rnn, layer.rnn_type, f"{prefix}.{name}", "")
+    if layer.fc is not None:
+        assignments += _linear(layer.fc, f"{prefix}.fc")
+    return assignments
+
+
+def _block(block, prefix):
+    return (
+        _layer_norm(block.norm1, f"{prefix}.norm1")
+        + _bilstm2d(block.rnn_tokens, f"{prefix}.rnn_tokens")
+        + _layer_norm(block.norm2, f"{prefix}.norm2")
+        + _linear(block.mlp_fc1, f"{prefix}.mlp_channels.fc1")
+        + _linear(block.mlp_fc2, f"{prefix}.mlp_channels.fc2")
+    )
+
+
+def weight_map(model):
+    """Lists ``(variable, timm keys, transform)`` for every weight of ``model``."""
+    assignments = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        prefix = _timm_prefix(layer.name)
+        if prefix is None:
+            raise ValueError(f"Layer {layer.name!r} has weights but no timm counterpart.")
+        if isinstance(layer, Sequencer2DBlock):
+            assignments += _block(layer, prefix)
+        elif isinstance(layer, PatchEmbedding):
+            assignments += _conv(layer, prefix)
+        elif isinstance(layer, keras.layers.LayerNormalization):
+            assignments += _layer_norm(layer, prefix)
+        elif isinstance(layer, keras.layers.Dense):
+            assignments += _linear(layer, prefix)
+        elif isinstance(layer, BiLSTM2D):
+            assignments += _bilstm2d(layer, prefix)
+        else:
+            raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) cannot be converted.")
+    return assignments
+
+
+def _list(names, limit=8):
+    names = sorted(names)
+    more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def load_state_dict(model, state_dict, skip_head=None):
+    """Assigns a timm-layout state dict to a Keras Sequencer2D model.
+
+    Args:
+        model: a model built by :func:`keras_sequencer.Sequencer2D`.
+        state_dict: ``{timm key: array}`` (torch tensors are accepted too).
+        skip_head: leave the classifier untouched and consume the ``head.*``
+            tensors without using them. Default: skip when the model has no
+            ``head`` layer (``include_top=False``).
+
+    Raises:
+        ValueError: naming the missing, unexpected or mis-shaped tensors.
+    """
+    state_dict = normalize_state_dict(dict(state_dict))
+    if skip_head is None:
+        skip_head = not any(layer.name == "head" for layer in model.layers)
+    assignments = weight_map(model)
+    if skip_head:
+        assignments = [a for a in assignments if not a[1][0].startswith("head.")]
+    needed = {key for _, keys, _ in assignments for key in keys}
+    missing = needed - state_dict.keys()
+    unexpected = {
+        k for k in state_dict.keys() - needed if not (skip_head and k.startswith("head."))
+    }
+    errors = []
+    if missing:
+        errors.append(f"missing tensors: {_list(missing)}")
+    if unexpected:
+        errors.append(f"unexpected tensors: {_list(unexpected)}")
+    values = []
+    if not errors:
+        for variable, keys, transform in assignments:
+            value = transform(*(state_dict[k] for k in keys))
+            if tuple(value.shape) != tuple(variable.shape):
+                errors.append(
+                    f"tensor {'+'.join(keys)} has shape {tuple(state_dict[keys[0]].shape)}, "
+                    f"which does not fit {variable.path} of shape {tuple(variable.shape)}"
+                )
+            values.append(value)
+    if errors:
+        raise ValueError(
+            f"Checkpoint does not match model {model.name!r} (another variant or "
+            "architecture?): " + "; ".join(errors)
+        )
+    assigned = {id(v) for v, _, _ in assignments}
+    unassigned = [
+        w.path for w in model.weights if id(w) not in assigned
+        and not (skip_head and w.path.startswith("head/"))
+    ]
+    if unassigned:
+        raise ValueError(f"Model weights with no checkpoint tensor: {_list(unassigned)}")
+    for (variable, _, _), value in zip(assignments, values):
+        variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
+    return model

@@ -1,0 +1,337 @@
+"""Sequencer building blocks: BiLSTM2D, the Sequencer2D block, patch embedding.
+
+All tensors are channels-last: ``(batch, height, width, channels)``, as in timm's
+``Sequencer2d`` (which permutes to NHWC right after the stem).
+"""
+
+import keras
+from keras import ops
+
+PACKAGE = "keras_sequencer"
+
+# Recurrent layer classes selectable by name (``rnn_type``). Keras GRU uses
+# ``reset_after=True`` by default, which is the PyTorch GRU formulation.
+RNN_TYPES = {
+    "lstm": keras.layers.LSTM,
+    "gru": keras.layers.GRU,
+    "rnn": keras.layers.SimpleRNN,
+}
+UNIONS = ("cat", "add", "vertical", "horizontal")
+
+
+def _register(cls):
+    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+@_register
+class BiLSTM2D(keras.layers.Layer):
+    """Vertical and horizontal (bi)directional RNNs over an image's columns and rows.
+
+    Input ``(B, H, W, C)``. The vertical RNN runs down each column (sequences of
+    length H, batch ``B*W``), the horizontal RNN along each row (length W, batch
+    ``B*H``). Their outputs, ``(B, H, W, D)`` each with ``D = hidden_size * (2 if
+    bidirectional else 1)``, are joined by ``union``:
+
+    - ``"cat"``: ``concat([vertical, horizontal])`` -> ``2D`` channels (the paper);
+    - ``"add"``: ``vertical + horizontal`` -> ``D`` channels;
+    - ``"vertical"`` / ``"horizontal"``: only that RNN is built -> ``D`` channels.
+
+    With ``with_fc`` a Dense layer maps the result back to ``C`` channels; without
+    it the union must already have ``C`` channels. H and W may be unknown.
+
+    Args:
+        hidden_size: units of each RNN direction.
+        bidirectional: run each RNN forwards and backwards (``Bidirectional``).
+        union: how the two RNN outputs are combined, see above.
+        with_fc: project the union back to the input channels.
+        rnn_type: ``"lstm"`` (``keras.layers.LSTM``), ``"gru"`` or ``"rnn"``
+            (``SimpleRNN``).
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        bidirectional=True,
+        union="cat",
+        with_fc=True,
+        rnn_type="lstm",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if union not in UNIONS:
+            raise ValueError(f"Unrecognized union {union!r}; expected one of {UNIONS}.")
+        if rnn_type not in RNN_TYPES:
+            raise ValueError(
+                f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}."
+            )
+        self.hidden_size = int(hidden_size)
+        self.bidirectional = bool(bidirectional)
+        self.union = union
+        self.with_fc = bool(with_fc)
+        self.rnn_type = rnn_type
+        self.with_vertical = union != "horizontal"
+        self.with_horizontal = union != "vertical"
+        self.rnn_v = self._make_rnn("rnn_v") if self.with_vertical else None
+        self.rnn_h = self._make_rnn("rnn_h") if self.with_horizontal else None
+        self.fc = None
+
+    @property
+    def rnn_output_size(self):
+        """Channels of one RNN's output (both directions)."""
+        return self.hidden_size * (2 if self.bidirectional else 1)
+
+    @property
+    def union_size(self):
+        """Channels after the union, before ``fc``."""
+        return self.rnn_output_size * (2 if self.union == "cat" else 1)
+
+    def _make_rnn(self, name):
+        rnn = RNN_TYPES[self.rnn_type](
+            self.hidden_size, return_sequences=True, name=name if not self.bidirectional else None
+        )
+        if self.bidirectional:
+            rnn = keras.layers.Bidirectional(rnn, merge_mode="concat", name=name)
+        return rnn
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError("BiLSTM2D needs a known channel dimension.")
+        for rnn in (self.rnn_v, self.rnn_h):
+            if rnn is not None:
+                rnn.build((None, None, channels))
+        if self.with_fc:
+            self.fc = keras.layers.Dense(channels, name="fc")
+            self.fc.build((None, self.union_size))
+        elif self.union_size != channels:
+            raise ValueError(
+                f"BiLSTM2D with with_fc=False and union={self.union!r} outputs "
+                f"{self.union_size} channels, but its input has {channels}; "
+                "the residual connection needs them equal."
+            )
+
+    def call(self, x):
+        batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
+        channels = x.shape[-1]
+        size = self.rnn_output_size
+        outputs = []
+        if self.with_vertical:
+            v = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, height, channels))
+            v = ops.reshape(self.rnn_v(v), (batch, width, height, size))
+            outputs.append(ops.transpose(v, (0, 2, 1, 3)))
+        if self.with_horizontal:
+            h = ops.reshape(x, (-1, width, channels))
+            outputs.append(ops.reshape(self.rnn_h(h), (batch, height, width, size)))
+        if len(outputs) == 1:
+            y = outputs[0]
+        elif self.union == "cat":
+            y = ops.concatenate(outputs, axis=-1)
+        else:
+            y = outputs[0] + outputs[1]
+        if self.fc is not None:
+            y = self.fc(y)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        channels = input_shape[-1] if self.with_fc else self.union_size
+        return tuple(input_shape[:-1]) + (channels,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_size": self.hidden_size,
+            "bidirectional": self.bidirectional,
+            "union": self.union,
+            "with_fc": self.with_fc,
+            "rnn_type": self.rnn_type,
+        }
+
+
+@_register
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops the whole residual branch per sample while training.
+
+    Kept samples are scaled by ``1 / (1 - rate)`` (timm's ``DropPath``).
+    """
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"DropPath rate must be in [0, 1), got {rate}.")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        mask = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype))
+        return x / keep * mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@_register
+class Sequencer2DBlock(keras.layers.Layer):
+    """One Sequencer2D block, ``(B, H, W, C) -> (B, H, W, C)``.
+
+    ``x + drop_path(BiLSTM2D(LayerNorm(x)))`` then
+    ``x + drop_path(MLP(LayerNorm(x)))`` with LayerNorm eps 1e-6 and an MLP of
+    ``Dense(mlp_ratio * C) -> exact GELU -> Dense(C)``.
+    Sublayers are named as timm's: ``norm1``, ``rnn_tokens``, ``norm2``,
+    ``mlp_fc1``, ``mlp_fc2``.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        mlp_ratio=3.0,
+        bidirectional=True,
+        union="cat",
+        with_fc=True,
+        rnn_type="lstm",
+        drop_path_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_size = int(hidden_size)
+        self.mlp_ratio = float(mlp_ratio)
+        self.bidirectional = bool(bidirectional)
+        self.union = union
+        self.with_fc = bool(with_fc)
+        self.rnn_type = rnn_type
+        self.drop_path_rate = float(drop_path_rate)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.norm1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm1")
+        self.rnn_tokens = BiLSTM2D(
+            hidden_size,
+            bidirectional=bidirectional,
+            union=union,
+            with_fc=with_fc,
+            rnn_type=rnn_type,
+            name="rnn_tokens",
+        )
+        self.norm2 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm2")
+        self.drop_path = DropPath(drop_path_rate, name="drop_path")
+        self.mlp_fc1 = None
+        self.mlp_fc2 = None
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.norm1.build(input_shape)
+        self.rnn_tokens.build(input_shape)
+        self.norm2.build(input_shape)
+        self.mlp_fc1 = keras.layers.Dense(int(self.mlp_ratio * dim), name="mlp_fc1")
+        self.mlp_fc1.build(input_shape)
+        self.mlp_fc2 = keras.layers.Dense(dim, name="mlp_fc2")
+        self.mlp_fc2.build(tuple(input_shape[:-1]) + (int(self.mlp_ratio * dim),))
+
+    def call(self, x, training=None):
+        x = x + self.drop_path(self.rnn_tokens(self.norm1(x)), training=training)
+        y = self.mlp_fc2(ops.gelu(self.mlp_fc1(self.norm2(x)), approximate=False))
+        return x + self.drop_path(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_size": self.hidden_size,
+            "mlp_ratio": self.mlp_ratio,
+            "bidirectional": self.bidirectional,
+            "union": self.union,
+            "with_fc": self.with_fc,
+            "rnn_type": self.rnn_type,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+
+@_register
+class PatchEmbedding(keras.layers.Conv2D):
+    """Non-overlapping patch embedding / downsampling: Conv2D with kernel = stride = patch.
+
+    ``(B, H, W, C) -> (B, H // patch, W // patch, filters)``. Also used with
+    ``patch_size=1`` (the 1x1 "downsample" convs of stages 3 and 4). Raises a
+    ``ValueError`` when the input is smaller than one patch.
+    """
+
+    def __init__(self, filters, patch_size, **kwargs):
+        for key in ("kernel_size", "strides", "padding"):
+            kwargs.pop(key, None)
+        super().__init__(
+            filters, kernel_size=patch_size, strides=patch_size, padding="valid", **kwargs
+        )
+        self.patch_size = int(patch_size)
+
+    def call(self, x):
+        height, width = x.shape[1], x.shape[2]
+        for size in (height, width):
+            if size is not None and size < self.patch_size:
+                raise ValueError(
+                    f"{self.name}: input of spatial size {height}x{width} is smaller "
+                    f"than the patch size {self.patch_size}."
+                )
+        return super().call(x)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("kernel_size", "strides", "padding"):
+            config.pop(key, None)
+        return {**config, "patch_size": self.patch_size}
+
+
+@_register
+class ImageInputCheck(keras.layers.Layer):
+    """Identity that rejects inputs the network cannot handle, with a clear message.
+
+    Checks rank 4 ``(batch, height, width, channels)``, the channel count and
+    that height and width are at least ``min_size`` (the model's total stride),
+    whenever those dimensions are known (always on eager calls and in
+    ``predict``/``fit``).
+    """
+
+    def __init__(self, channels, min_size, model_name="model", **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.min_size = int(min_size)
+        self.model_name = model_name
+
+    def call(self, x):
+        shape = tuple(x.shape)
+        if len(shape) != 4:
+            raise ValueError(
+                f"{self.model_name} expects a batch of images of shape "
+                f"(batch, height, width, {self.channels}); got an input of shape {shape}."
+            )
+        if shape[-1] is not None and shape[-1] != self.channels:
+            raise ValueError(
+                f"{self.model_name} expects images with {self.channels} channels "
+                f"(channels last); got an input of shape {shape}."
+            )
+        height, width = shape[1], shape[2]
+        if any(s is not None and s < self.min_size for s in (height, width)):
+            raise ValueError(
+                f"{self.model_name} needs images of at least {self.min_size}x{self.min_size} "
+                f"pixels (its total stride); got {height}x{width}."
+            )
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "min_size": self.min_size,
+            "model_name": self.model_name,
+        }

@@ -1,0 +1,230 @@
+"""Sequencer2D models in the style of ``keras.applications``.
+
+One builder, :func:`Sequencer2D`, takes the architecture as arguments; the
+published variants are rows of :data:`MODEL_CONFIGS` with thin wrappers
+(:func:`Sequencer2DS`, :func:`Sequencer2DM`, :func:`Sequencer2DL`).
+
+Layer names follow timm's module names so the weight port is a direct map:
+``stem`` (timm ``stem.proj``), ``stages_{i}_downsample`` (``stages.{i}.downsample.down``),
+``stages_{i}_blocks_{j}`` (``stages.{i}.blocks.{j}``), ``norm``, ``head`` (``head.fc``).
+"""
+
+import math
+
+import keras
+
+from keras_sequencer.layers import ImageInputCheck, PatchEmbedding, Sequencer2DBlock
+
+# Architectures of timm's sequencer2d_{s,m,l} (== the official okojoalg/sequencer).
+_SEQUENCER2D_BASE = dict(
+    patch_sizes=(7, 2, 1, 1),
+    embed_dims=(192, 384, 384, 384),
+    hidden_sizes=(48, 96, 96, 96),
+    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
+)
+MODEL_CONFIGS = {
+    "sequencer2d_s": dict(layers=(4, 3, 8, 3), **_SEQUENCER2D_BASE),
+    "sequencer2d_m": dict(layers=(4, 3, 14, 3), **_SEQUENCER2D_BASE),
+    "sequencer2d_l": dict(layers=(8, 8, 16, 4), **_SEQUENCER2D_BASE),
+}
+
+# ImageNet-1k normalisation used by the published checkpoints (timm defaults).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def stage_output_name(stage_index, num_blocks):
+    """Name of the layer whose output is stage ``stage_index``'s feature map."""
+    return f"stages_{stage_index}_blocks_{num_blocks - 1}"
+
+
+def _resolve_input(input_tensor, input_shape, name):
+    if input_shape is None:
+        input_shape = (None, None, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"input_shape must be (height, width, channels); got {input_shape}."
+        )
+    if input_tensor is None:
+        return keras.Input(shape=input_shape, name="images"), None
+    if not keras.utils.is_keras_tensor(input_tensor):
+        return keras.Input(tensor=input_tensor, shape=input_shape, name="images"), input_tensor
+    return input_tensor, input_tensor
+
+
+def Sequencer2D(
+    layers,
+    patch_sizes,
+    embed_dims,
+    hidden_sizes,
+    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
+    bidirectional=True,
+    union="cat",
+    with_fc=True,
+    rnn_type="lstm",
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    drop_path_rate=0.0,
+    include_preprocessing=False,
+    name="sequencer2d",
+):
+    """Builds a Sequencer2D network (Tatsunami & Taki, NeurIPS 2022).
+
+    Stem ``PatchEmbedding(patch_sizes[0])`` -> stages of ``Sequencer2DBlock``
+    (stages 1.. start with ``PatchEmbedding(patch_sizes[i])``) -> LayerNorm
+    (eps 1e-6) -> global average pooling -> ``head`` Dense. Identical to timm's
+    ``Sequencer2d`` (drop path is the same rate in every block, as there).
+
+    Args:
+        layers, patch_sizes, embed_dims, hidden_sizes, mlp_ratios: per-stage
+            depth, patch size of the stem/downsampling, channels, RNN units and
+            MLP expansion.
+        bidirectional, union, with_fc, rnn_type: the BiLSTM2D options (see
+            :class:`keras_sequencer.layers.BiLSTM2D`).
+        include_top: add the pooling + classification head.
+        weights: ``None`` (random init), ``"imagenet"``, or a path to a
+            ``.weights.h5`` (Keras), ``.safetensors`` (timm) or ``.pth``/``.bin``
+            (timm or okojoalg/sequencer) file.
+        input_tensor: optional Keras tensor to use as the image input.
+        input_shape: ``(height, width, 3)``; default ``(None, None, 3)``: any
+            size of at least the total stride (14 for S/M/L) works.
+        pooling: with ``include_top=False``: ``None`` (4-D features after the
+            final norm), ``"avg"`` or ``"max"``.
+        classes: classifier outputs.
+        classifier_activation: activation of the head (``None`` for logits).
+        drop_path_rate: stochastic depth rate of every block.
+        include_preprocessing: accept raw ``[0, 255]`` images and normalise them
+            with the ImageNet mean/std inside the model.
+        name: model name.
+
+    Returns:
+        A ``keras.Model``.
+    """
+    num_stages = len(layers)
+    for arg_name, values in (
+        ("patch_sizes", patch_sizes),
+        ("embed_dims", embed_dims),
+        ("hidden_sizes", hidden_sizes),
+        ("mlp_ratios", mlp_ratios),
+    ):
+        if len(values) != num_stages:
+            raise ValueError(
+                f"{arg_name} has {len(values)} entries but layers has {num_stages}."
+            )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
+    total_stride = math.prod(patch_sizes)
+
+    inputs, source_tensor = _resolve_input(input_tensor, input_shape, name)
+    channels = inputs.shape[-1]
+    if channels is None:
+        raise ValueError("The number of input channels must be known.")
+    for size in inputs.shape[1:3]:
+        if size is not None and size < total_stride:
+            raise ValueError(
+                f"{name} needs images of at least {total_stride}x{total_stride} pixels "
+                f"(its total stride); got input_shape {tuple(inputs.shape[1:])}."
+            )
+    x = ImageInputCheck(channels, total_stride, model_name=name, name="input_check")(inputs)
+    if include_preprocessing:
+        if channels != 3:
+            raise ValueError("include_preprocessing needs RGB inputs (3 channels).")
+        x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
+        x = keras.layers.Normalization(
+            mean=IMAGENET_MEAN,
+            variance=[s**2 for s in IMAGENET_STD],
+            name="normalization",
+        )(x)
+
+    x = PatchEmbedding(embed_dims[0], patch_sizes[0], name="stem")(x)
+    for i in range(num_stages):
+        if i > 0:
+            x = PatchEmbedding(embed_dims[i], patch_sizes[i], name=f"stages_{i}_downsample")(x)
+        for j in range(layers[i]):
+            x = Sequencer2DBlock(
+                hidden_sizes[i],
+                mlp_ratio=mlp_ratios[i],
+                bidirectional=bidirectional,
+                union=union,
+                with_fc=with_fc,
+                rnn_type=rnn_type,
+                drop_path_rate=drop_path_rate,
+                name=f"stages_{i}_blocks_{j}",
+            )(x)
+    x = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    model_inputs = inputs
+    if source_tensor is not None:
+        model_inputs = keras.utils.get_source_inputs(source_tensor)
+    model = keras.Model(model_inputs, x, name=name)
+
+    if weights is not None:
+        from keras_sequencer import weights as weights_lib
+
+        arch = dict(
+            layers=layers,
+            patch_sizes=patch_sizes,
+            embed_dims=embed_dims,
+            hidden_sizes=hidden_sizes,
+            mlp_ratios=mlp_ratios,
+            bidirectional=bidirectional,
+            union=union,
+            with_fc=with_fc,
+            rnn_type=rnn_type,
+        )
+        weights_lib.load_weights(model, weights, arch)
+    return model
+
+
+def _variant(variant, doc_name):
+    def builder(
+        include_top=True,
+        weights=None,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=1000,
+        classifier_activation="softmax",
+        drop_path_rate=0.0,
+        include_preprocessing=False,
+        name=variant,
+    ):
+        return Sequencer2D(
+            **MODEL_CONFIGS[variant],
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            drop_path_rate=drop_path_rate,
+            include_preprocessing=include_preprocessing,
+            name=name,
+        )
+
+    builder.__name__ = doc_name
+    builder.__doc__ = (
+        f"{doc_name}: timm's ``{variant}`` "
+        f"(layers {MODEL_CONFIGS[variant]['layers']}). Arguments as :func:`Sequencer2D`."
+    )
+    return builder
+
+
+Sequencer2DS = _variant("sequencer2d_s", "Sequencer2DS")
+Sequencer2DM = _variant("sequencer2d_m", "Sequencer2DM")
+Sequencer2DL = _variant("sequencer2d_l", "Sequencer2DL")
