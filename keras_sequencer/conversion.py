@@ -260,3 +260,114 @@ def load_state_dict(model, state_dict, skip_head=None):
     for (variable, _, _), value in zip(assignments, values):
         variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
     return model
+
+
+# ------------------------------------------------------ architecture / CLI --
+def infer_arch(state_dict):
+    """Reads the Sequencer2D architecture (builder kwargs) off a timm-layout state dict."""
+    blocks = {}
+    for key in state_dict:
+        match = re.match(r"stages\.(\d+)\.blocks\.(\d+)\.", key)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), block + 1)
+    if "stem.proj.weight" not in state_dict or not blocks:
+        raise ValueError("Not a Sequencer2D checkpoint: no stem.proj.weight / stages.*.blocks.* tensors.")
+    num_stages = max(blocks) + 1
+    layers, patch_sizes, embed_dims, hidden_sizes, mlp_ratios = [], [], [], [], []
+    for i in range(num_stages):
+        conv = state_dict["stem.proj.weight" if i == 0 else f"stages.{i}.downsample.down.weight"]
+        block = f"stages.{i}.blocks.0"
+        layers.append(blocks[i])
+        patch_sizes.append(int(conv.shape[-1]))
+        embed_dims.append(int(conv.shape[0]))
+        rnn = "rnn_v" if f"{block}.rnn_tokens.rnn_v.weight_hh_l0" in state_dict else "rnn_h"
+        hidden_sizes.append(int(state_dict[f"{block}.rnn_tokens.{rnn}.weight_hh_l0"].shape[1]))
+        mlp_ratios.append(state_dict[f"{block}.mlp_channels.fc1.weight"].shape[0] / conv.shape[0])
+    block = "stages.0.blocks.0.rnn_tokens"
+    has_v = f"{block}.rnn_v.weight_hh_l0" in state_dict
+    has_h = f"{block}.rnn_h.weight_hh_l0" in state_dict
+    rnn = "rnn_v" if has_v else "rnn_h"
+    bidirectional = f"{block}.{rnn}.weight_hh_l0_reverse" in state_dict
+    gates = state_dict[f"{block}.{rnn}.weight_hh_l0"].shape[0] // hidden_sizes[0]
+    rnn_type = {4: "lstm", 3: "gru", 1: "rnn"}[gates]
+    with_fc = f"{block}.fc.weight" in state_dict
+    rnn_out = hidden_sizes[0] * (2 if bidirectional else 1)
+    if has_v and has_h:
+        union_width = state_dict[f"{block}.fc.weight"].shape[1] if with_fc else embed_dims[0]
+        union = "cat" if union_width == 2 * rnn_out else "add"
+    else:
+        union = "vertical" if has_v else "horizontal"
+    return dict(
+        layers=tuple(layers),
+        patch_sizes=tuple(patch_sizes),
+        embed_dims=tuple(embed_dims),
+        hidden_sizes=tuple(hidden_sizes),
+        mlp_ratios=tuple(mlp_ratios),
+        bidirectional=bidirectional,
+        union=union,
+        with_fc=with_fc,
+        rnn_type=rnn_type,
+    )
+
+
+def convert_checkpoint(checkpoint_path, output_path, model_name=None):
+    """Converts a timm / okojoalg checkpoint into a Keras ``.weights.h5`` file.
+
+    Args:
+        checkpoint_path: ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file.
+        output_path: where to write; must end in ``.weights.h5``.
+        model_name: ``sequencer2d_s``/``_m``/``_l`` to check the checkpoint
+            against; by default the architecture is read off the checkpoint.
+
+    Returns:
+        The Keras model holding the converted weights (logits, no softmax).
+    """
+    from keras_sequencer.models import MODEL_CONFIGS, Sequencer2D
+
+    output_path = os.fspath(output_path)
+    if not output_path.endswith(".weights.h5"):
+        raise ValueError(f"The output must end in .weights.h5; got {output_path!r}.")
+    state_dict = read_checkpoint(checkpoint_path)
+    if model_name is not None:
+        if model_name not in MODEL_CONFIGS:
+            raise ValueError(f"Unknown model {model_name!r}; expected one of {sorted(MODEL_CONFIGS)}.")
+        arch = dict(MODEL_CONFIGS[model_name])
+    else:
+        arch = infer_arch(state_dict)
+    classes = int(state_dict["head.fc.bias"].shape[0]) if "head.fc.bias" in state_dict else None
+    model = Sequencer2D(
+        **arch,
+        include_top=classes is not None,
+        classes=classes or 1000,
+        classifier_activation=None,
+        name=model_name or "sequencer2d",
+    )
+    load_state_dict(model, state_dict)
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    model.save_weights(output_path)
+    return model
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a timm/okojoalg PyTorch checkpoint to a Keras .weights.h5",
+        description="Convert a Sequencer2D checkpoint (.safetensors, or .pth/.bin with torch) "
+        "in timm or okojoalg/sequencer layout to a Keras .weights.h5 file.",
+    )
+    parser.add_argument("checkpoint", help="input .safetensors/.pth/.pt/.bin file")
+    parser.add_argument("output", help="output file, ending in .weights.h5")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="sequencer2d_s, sequencer2d_m or sequencer2d_l (checked against the "
+        "checkpoint); default: read the architecture off the checkpoint",
+    )
+    parser.set_defaults(func=_convert_command)
+
+
+def _convert_command(args):
+    model = convert_checkpoint(args.checkpoint, args.output, model_name=args.model)
+    print(f"wrote {args.output} ({model.count_params():,} parameters)")
+    return 0
