@@ -69,19 +69,17 @@ def _head_differs(model, checkpoint_classes):
 
 
 def _stored_classes(path):
-    """Output size of the ``head`` Dense stored in a ``.weights.h5`` file, or None."""
+    """Output size of the ``head`` Dense stored in a ``.weights.h5`` file, or None.
+
+    Keras names the file's groups after the layer classes, not the layer names:
+    the head is the model's only top-level Dense, ``layers/dense`` (the Dense
+    layers of the blocks are nested inside ``layers/sequencer2d_block*``).
+    """
     import h5py
 
     with h5py.File(path, "r") as f:
-        found = []
-
-        def visit(name, obj):
-            parts = name.split("/")
-            if "head" in parts and isinstance(obj, h5py.Dataset) and obj.ndim == 1:
-                found.append(obj.shape[0])
-
-        f.visititems(visit)
-    return found[0] if found else None
+        bias = f.get("layers/dense/vars/1")
+        return None if bias is None else bias.shape[0]
 
 
 def load_keras_weights(model, path, arch):
