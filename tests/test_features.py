@@ -27,18 +27,22 @@ def test_stage_features_and_embeddings_match_timm():
     backbone = Sequencer2D(**TINY_ARCH, include_top=False)
     load_state_dict(backbone, torch_model.state_dict())
 
-    features = feature_extractor(backbone)  # timm's default out_indices (0, 1, 2)
-    outputs = [to_numpy(o) for o in features(images)]
-    expected = _timm_stages(torch_model, images, [0, 1, 2])
-    assert [o.shape for o in outputs] == [(2, 6, 8, 16), (2, 3, 4, 24), (2, 3, 4, 24)]
+    every_stage = feature_extractor(backbone, out_indices=(0, 1, 2, -1))
+    outputs = [to_numpy(o) for o in every_stage(images)]
+    expected = _timm_stages(torch_model, images, [0, 1, 2, 3])
+    assert [o.shape for o in outputs] == [(2, 6, 8, 16), (2, 3, 4, 24), (2, 3, 4, 24), (2, 3, 4, 24)]
     for actual, wanted in zip(outputs, expected):
         np.testing.assert_allclose(actual, wanted, atol=ATOL)
+    # The default is timm's out_indices (0, 1, 2); outputs come in the order asked for.
+    def same(model, indices):  # identity: KerasTensor's == is symbolic
+        return len(model.outputs) == len(indices) and all(
+            a is every_stage.outputs[i] for a, i in zip(model.outputs, indices)
+        )
 
-    last_then_second = feature_extractor(backbone, out_indices=(-1, 1))
-    outputs = [to_numpy(o) for o in last_then_second(images)]
-    expected = _timm_stages(torch_model, images, [1, 3])
-    np.testing.assert_allclose(outputs[0], expected[1], atol=ATOL)
-    np.testing.assert_allclose(outputs[1], expected[0], atol=ATOL)
+    assert same(feature_extractor(backbone), [0, 1, 2])
+    assert same(feature_extractor(backbone, out_indices=(-1, 1)), [3, 1])
+    assert not same(feature_extractor(backbone, out_indices=(1, 3)), [3, 1])
+    assert not np.allclose(outputs[2], outputs[3], atol=1e-2)  # stages 2 and 3 differ
 
     # forward_features: the final-norm feature map; pre-logits: its average.
     unpooled = timm_forward(torch_model, images, features=True)

@@ -125,7 +125,7 @@ def test_validate_on_a_folder_with_known_accuracy(tiny, tmp_path, capsys, amp):
     top1, top5 = _known_folder(str(tmp_path / "data"), torch_model, wnids, 28, [0, 0, 0, 2, 2, 400])
     assert (top1, top5) == (50.0, pytest.approx(500 / 6))
     results_file = str(tmp_path / "results.json")
-    argv = ["validate", str(tmp_path / "data"), "--model", NAME, "--weights", weights, "-b", "4",
+    argv = ["validate", str(tmp_path / "data"), "--model", NAME, "--weights", weights, "-b", "4",  # 4 + 2 (padded)
             "--input-size", "3", "28", "28", "--results-file", results_file]
     assert cli.main(argv + (["--amp"] if amp else [])) == 0
     with open(results_file) as f:
