@@ -56,6 +56,9 @@ def test_stage_features_and_embeddings_match_timm():
     np.testing.assert_allclose(to_numpy(pooled_model(images)), pre_logits, atol=ATOL)
 
 
+# Builds the full S (27.6M parameters): ~10 s on torch/tensorflow, up to a minute on
+# jax (random initialisers on CPU); no forward pass.
+@pytest.mark.slow
 @requires_timm
 def test_sequencer2d_s_default_features_and_embedding_shapes():
     import timm
