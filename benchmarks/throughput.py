@@ -305,8 +305,8 @@ def main(argv=None):
     parser.add_argument("--reference", default="timm", help="'timm', or '' for none")
     parser.add_argument(
         "--implementation",
-        default=None,
-        help="BiLSTM2D implementation(s), comma-separated (e.g. keras,fused); default: the layer default",
+        default="fused",
+        help="BiLSTM2D implementation(s) to run, comma-separated: fused, keras or keras,fused",
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per round")

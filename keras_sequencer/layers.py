@@ -199,11 +199,9 @@ class BiLSTM2D(keras.layers.Layer):
         }
 
 
-
-
 def _scan_step(step, state, z, recurrent, units):
     state = step(state, z, recurrent, units)
-    return state, state[0]
+    return state, state  # (ys = (h, c): the TF backend wants ys shaped like the carry)
 
 
 def _lstm_step(state, z, recurrent, units):
@@ -224,7 +222,8 @@ def _torch_lstm_step(state, z, recurrent, units):
     h, c = state
     z = torch.baddbmm(z, h, recurrent)
     gates = torch.sigmoid(z)
-    c = torch.addcmul(gates[..., units : 2 * units] * c, gates[..., :units], torch.tanh(z[..., 2 * units : 3 * units]))
+    g = torch.tanh(z[..., 2 * units : 3 * units])
+    c = torch.addcmul(gates[..., units : 2 * units] * c, gates[..., :units], g)
     return gates[..., 3 * units :] * torch.tanh(c), c
 
 
@@ -248,8 +247,8 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
     The input projections of every direction and time step are one batched
     matmul ``(S, N*T, C) @ (S, C, D*4U)`` hoisted out of the loop; the loop then
     does one ``(S*D, N, U) @ (S*D, U, 4U)`` matmul and the gate math per step
-    (on torch with fused ``baddbmm``/``addcmul`` kernels). Gate order i, f, c, o and activations sigmoid/tanh as
-    ``keras.layers.LSTM`` (and ``torch.nn.LSTM``).
+    (on torch with fused ``baddbmm``/``addcmul`` kernels). Gate order i, f, c,
+    o and activations sigmoid/tanh as ``keras.layers.LSTM`` (and ``torch.nn.LSTM``).
     """
     num_seq, per_seq = len(sequences), len(cells[0])
     x = ops.stack(sequences) if num_seq > 1 else sequences[0][None]
@@ -290,7 +289,8 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
             hs.append(state[0])
         hs = ops.stack(hs)
     else:
-        _, hs = ops.scan(lambda st, z: _scan_step(step, st, z, recurrent, units), state, proj)
+        scan_step = lambda st, z: _scan_step(step, st, z, recurrent, units)  # noqa: E731
+        _, (hs, _) = ops.scan(scan_step, state, proj)
     hs = ops.reshape(hs, (t, num_seq, per_seq, n, units))
     if reverse:
         hs = ops.stack([hs[:, :, 0], ops.flip(hs[:, :, 1], axis=0)], axis=2)
