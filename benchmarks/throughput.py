@@ -206,6 +206,8 @@ def worker(args):
 def _engines(args):
     """[(label, engine, implementation)] in run order: reference first."""
     engines = []
+    if args.reference not in ("timm", ""):
+        raise SystemExit(f"Unknown reference {args.reference!r}; expected 'timm' or ''.")
     if args.reference:
         engines.append((args.reference, args.reference, None))
     impls = args.implementation.split(",") if args.implementation else [None]
