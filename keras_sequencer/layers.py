@@ -17,6 +17,8 @@ RNN_TYPES = {
     "rnn": keras.layers.SimpleRNN,
 }
 UNIONS = ("cat", "add", "vertical", "horizontal")
+# How BiLSTM2D runs its recurrences (see BiLSTM2D); both read the same variables.
+IMPLEMENTATIONS = ("keras", "fused")
 
 
 def _register(cls):
@@ -46,6 +48,12 @@ class BiLSTM2D(keras.layers.Layer):
         with_fc: project the union back to the input channels.
         rnn_type: ``"lstm"`` (``keras.layers.LSTM``), ``"gru"`` or ``"rnn"``
             (``SimpleRNN``).
+        implementation: ``"keras"`` calls the ``keras.layers.LSTM`` (or
+            GRU/SimpleRNN) layers; ``"fused"`` (LSTM only) runs every direction
+            of both RNNs as one batched recurrence (:func:`fused_lstm`) over the
+            *same* LSTM layers' variables, so weights, conversion and saved
+            files are identical; it is much faster on CPU (see the README's
+            "Speed" section).
     """
 
     def __init__(
@@ -55,9 +63,19 @@ class BiLSTM2D(keras.layers.Layer):
         union="cat",
         with_fc=True,
         rnn_type="lstm",
+        implementation="keras",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"Unrecognized implementation {implementation!r}; expected one of {IMPLEMENTATIONS}."
+            )
+        if implementation == "fused" and rnn_type != "lstm":
+            raise ValueError(
+                f"implementation='fused' supports only rnn_type='lstm', got rnn_type={rnn_type!r}; "
+                "use implementation='keras' for other RNN types."
+            )
         if union not in UNIONS:
             raise ValueError(f"Unrecognized union {union!r}; expected one of {UNIONS}.")
         if rnn_type not in RNN_TYPES:
@@ -69,6 +87,7 @@ class BiLSTM2D(keras.layers.Layer):
         self.union = union
         self.with_fc = bool(with_fc)
         self.rnn_type = rnn_type
+        self.implementation = implementation
         self.with_vertical = union != "horizontal"
         self.with_horizontal = union != "vertical"
         self.rnn_v = self._make_rnn("rnn_v") if self.with_vertical else None
@@ -110,18 +129,50 @@ class BiLSTM2D(keras.layers.Layer):
                 "the residual connection needs them equal."
             )
 
+    def _cells(self, rnn):
+        """LSTM cells of one RNN: ``[forward]`` or ``[forward, backward]``."""
+        if isinstance(rnn, keras.layers.Bidirectional):
+            return [rnn.forward_layer.cell, rnn.backward_layer.cell]
+        return [rnn.cell]
+
+    def _run_fused(self, sequences):
+        """Runs ``{name: (N, T, C)}`` through the named RNNs with :func:`fused_lstm`.
+
+        RNNs whose sequences have the same static shape share one recurrence.
+        """
+        groups = {}
+        for name, seq in sequences.items():
+            key = tuple(seq.shape[:2]) if None not in seq.shape[:2] else name
+            groups.setdefault(key, []).append(name)
+        outputs = {}
+        for names in groups.values():
+            results = fused_lstm(
+                [sequences[n] for n in names],
+                [self._cells(getattr(self, n)) for n in names],
+                reverse=self.bidirectional,
+            )
+            outputs.update(zip(names, results))
+        return outputs
+
     def call(self, x):
         batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
         channels = x.shape[-1]
         size = self.rnn_output_size
+        sequences = {}
+        if self.with_vertical:
+            sequences["rnn_v"] = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, height, channels))
+        if self.with_horizontal:
+            sequences["rnn_h"] = ops.reshape(x, (-1, width, channels))
+        if self.implementation == "fused":
+            results = self._run_fused(sequences)
+        else:
+            results = {name: getattr(self, name)(seq) for name, seq in sequences.items()}
         outputs = []
         if self.with_vertical:
-            v = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, height, channels))
-            v = ops.reshape(self.rnn_v(v), (batch, width, height, size))
+            v = ops.reshape(results["rnn_v"], (batch, width, height, size))
             outputs.append(ops.transpose(v, (0, 2, 1, 3)))
         if self.with_horizontal:
-            h = ops.reshape(x, (-1, width, channels))
-            outputs.append(ops.reshape(self.rnn_h(h), (batch, height, width, size)))
+            outputs.append(ops.reshape(results["rnn_h"], (batch, height, width, size)))
         if len(outputs) == 1:
             y = outputs[0]
         elif self.union == "cat":
@@ -144,7 +195,108 @@ class BiLSTM2D(keras.layers.Layer):
             "union": self.union,
             "with_fc": self.with_fc,
             "rnn_type": self.rnn_type,
+            "implementation": self.implementation,
         }
+
+
+def _scan_step(step, state, z, recurrent, units):
+    state = step(state, z, recurrent, units)
+    return state, state  # (ys = (h, c): the TF backend wants ys shaped like the carry)
+
+
+def _lstm_step(state, z, recurrent, units):
+    """One LSTM step for all directions: ``z`` ``(D, N, 4U)`` input projection,
+    ``state`` ``(h, c)`` each ``(D, N, U)``, ``recurrent`` ``(D, U, 4U)``."""
+    h, c = state
+    z = z + ops.matmul(h, recurrent)
+    gates = ops.sigmoid(z)
+    g = ops.tanh(z[..., 2 * units : 3 * units])
+    c = gates[..., units : 2 * units] * c + gates[..., :units] * g
+    return gates[..., 3 * units :] * ops.tanh(c), c
+
+
+def _torch_lstm_step(state, z, recurrent, units):
+    """:func:`_lstm_step` with fused torch kernels (fewer ops per step in eager mode)."""
+    import torch
+
+    h, c = state
+    z = torch.baddbmm(z, h, recurrent)
+    gates = torch.sigmoid(z)
+    g = torch.tanh(z[..., 2 * units : 3 * units])
+    c = torch.addcmul(gates[..., units : 2 * units] * c, gates[..., :units], g)
+    return gates[..., 3 * units :] * torch.tanh(c), c
+
+
+def fused_lstm(sequences, cells, reverse, unroll=None):
+    """Runs several (bi)directional LSTMs as one batched recurrence.
+
+    Args:
+        sequences: ``S`` tensors ``(N, T, C)`` of one shape.
+        cells: for each sequence, its ``keras.layers.LSTMCell`` s: ``[forward]``
+            or, with ``reverse``, ``[forward, backward]`` (the layers of a
+            ``Bidirectional``); all with the same units ``U``.
+        reverse: whether the second cell of each sequence runs backwards.
+        unroll: run the time loop as a Python loop (``True``; needs a static
+            ``T``) or with ``ops.scan`` (``False``). Default: unrolled when
+            ``T`` is static.
+
+    Returns:
+        ``S`` tensors ``(N, T, D * U)`` (``D`` cells each, concatenated as
+        ``Bidirectional(merge_mode="concat")``), equal to the Keras layers'.
+
+    The input projections of every direction and time step are one batched
+    matmul ``(S, N*T, C) @ (S, C, D*4U)`` hoisted out of the loop; the loop then
+    does one ``(S*D, N, U) @ (S*D, U, 4U)`` matmul and the gate math per step
+    (on torch with fused ``baddbmm``/``addcmul`` kernels). Gate order i, f, c,
+    o and activations sigmoid/tanh as ``keras.layers.LSTM`` (and ``torch.nn.LSTM``).
+    """
+    num_seq, per_seq = len(sequences), len(cells[0])
+    x = ops.stack(sequences) if num_seq > 1 else sequences[0][None]
+    dtype = x.dtype
+    n, t, c = ops.shape(x)[1], ops.shape(x)[2], x.shape[-1]
+    units = cells[0][0].units
+
+    def weight(cell, attr):
+        return ops.cast(getattr(cell, attr), dtype)
+
+    kernel = ops.stack(
+        [ops.concatenate([weight(cl, "kernel") for cl in seq_cells], axis=-1) for seq_cells in cells]
+    )  # (S, C, D*4U)
+    bias = ops.stack(
+        [ops.concatenate([weight(cl, "bias") for cl in seq_cells], axis=-1) for seq_cells in cells]
+    )  # (S, D*4U)
+    recurrent = ops.stack(
+        [weight(cl, "recurrent_kernel") for seq_cells in cells for cl in seq_cells]
+    )  # (S*D, U, 4U)
+    proj = ops.matmul(ops.reshape(x, (num_seq, -1, c)), kernel) + bias[:, None, :]
+    proj = ops.reshape(proj, (num_seq, n, t, per_seq, 4 * units))
+    proj = ops.transpose(proj, (2, 0, 3, 1, 4))  # (T, S, D, N, 4U)
+    if reverse:
+        proj = ops.stack([proj[:, :, 0], ops.flip(proj[:, :, 1], axis=0)], axis=2)
+    proj = ops.reshape(proj, (t, num_seq * per_seq, n, 4 * units))
+
+    step = _torch_lstm_step if keras.backend.backend() == "torch" else _lstm_step
+    state = (ops.zeros_like(proj[0][..., :units]),) * 2  # (S*D, N, U)
+    steps = proj.shape[0]
+    if unroll is None:
+        unroll = steps is not None
+    if unroll:
+        if steps is None:
+            raise ValueError("fused_lstm(unroll=True) needs a static sequence length.")
+        hs = []
+        for k in range(steps):
+            state = step(state, proj[k], recurrent, units)
+            hs.append(state[0])
+        hs = ops.stack(hs)
+    else:
+        scan_step = lambda st, z: _scan_step(step, st, z, recurrent, units)  # noqa: E731
+        _, (hs, _) = ops.scan(scan_step, state, proj)
+    hs = ops.reshape(hs, (t, num_seq, per_seq, n, units))
+    if reverse:
+        hs = ops.stack([hs[:, :, 0], ops.flip(hs[:, :, 1], axis=0)], axis=2)
+    hs = ops.transpose(hs, (1, 3, 0, 2, 4))  # (S, N, T, D, U)
+    hs = ops.reshape(hs, (num_seq, n, t, per_seq * units))
+    return [hs[s] for s in range(num_seq)]
 
 
 @_register
@@ -198,6 +350,7 @@ class Sequencer2DBlock(keras.layers.Layer):
         rnn_type="lstm",
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
+        implementation="keras",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -209,6 +362,7 @@ class Sequencer2DBlock(keras.layers.Layer):
         self.rnn_type = rnn_type
         self.drop_path_rate = float(drop_path_rate)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.implementation = implementation
         self.norm1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm1")
         self.rnn_tokens = BiLSTM2D(
             hidden_size,
@@ -216,6 +370,7 @@ class Sequencer2DBlock(keras.layers.Layer):
             union=union,
             with_fc=with_fc,
             rnn_type=rnn_type,
+            implementation=implementation,
             name="rnn_tokens",
         )
         self.norm2 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm2")
@@ -252,6 +407,7 @@ class Sequencer2DBlock(keras.layers.Layer):
             "rnn_type": self.rnn_type,
             "drop_path_rate": self.drop_path_rate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "implementation": self.implementation,
         }
 
 

@@ -73,6 +73,7 @@ def Sequencer2D(
     drop_path_rate=0.0,
     include_preprocessing=False,
     name="sequencer2d",
+    implementation="keras",
 ):
     """Builds a Sequencer2D network (Tatsunami & Taki, NeurIPS 2022).
 
@@ -102,6 +103,9 @@ def Sequencer2D(
         include_preprocessing: accept raw ``[0, 255]`` images and normalise them
             with the ImageNet mean/std inside the model.
         name: model name.
+        implementation: how BiLSTM2D runs its LSTMs, ``"keras"`` or
+            ``"fused"`` (faster, LSTM only; same weights), see
+            :class:`keras_sequencer.layers.BiLSTM2D`.
 
     Returns:
         A ``keras.Model``.
@@ -155,6 +159,7 @@ def Sequencer2D(
                 with_fc=with_fc,
                 rnn_type=rnn_type,
                 drop_path_rate=drop_path_rate,
+                implementation=implementation,
                 name=f"stages_{i}_blocks_{j}",
             )(x)
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
@@ -202,6 +207,7 @@ def _variant(variant, doc_name):
         drop_path_rate=0.0,
         include_preprocessing=False,
         name=variant,
+        implementation="keras",
     ):
         return Sequencer2D(
             **MODEL_CONFIGS[variant],
@@ -215,6 +221,7 @@ def _variant(variant, doc_name):
             drop_path_rate=drop_path_rate,
             include_preprocessing=include_preprocessing,
             name=name,
+            implementation=implementation,
         )
 
     builder.__name__ = doc_name

@@ -1,0 +1,366 @@
+"""Throughput of keras-sequencer on each Keras backend against timm (PyTorch eager).
+
+    python benchmarks/throughput.py --model sequencer2d_s --batch 8 --img-size 224 \
+        --mode infer --backends jax,tensorflow,torch --reference timm
+
+Every engine (each Keras backend, and timm) runs in its own subprocess (the Keras
+backend is fixed per process), and the engines are run interleaved ``--rounds``
+times so that load on a shared machine hits them alike. In each subprocess:
+
+- ``compile_s``: wall time of the first call (tracing/compilation + one step);
+- ``warmup`` more untimed calls, then ``repeats`` timed calls; ``images/s`` is
+  ``batch / median(step time)`` over the timed calls of all rounds;
+- ``peak_rss_mb``: the subprocess's peak resident memory (``ru_maxrss``:
+  framework + model + activations, on CPU) and, on a GPU, the framework's peak
+  device memory where it reports one (torch, jax).
+
+``--mode infer`` calls the compiled predict function (Keras ``predict_on_batch``;
+timm ``model.eval()`` under ``torch.no_grad``). ``--mode train`` is one step of
+forward + backward + AdamW update on cross-entropy (Keras ``train_on_batch``
+after ``compile(AdamW)``; timm ``loss.backward()`` + ``torch.optim.AdamW``).
+``--device gpu`` runs on the GPU, ``--precision mixed`` uses Keras'
+``mixed_float16`` policy and ``torch.autocast(float16)`` (+ ``GradScaler``) for timm.
+
+Prints a table with the ratio of each engine's images/s to the reference's and
+writes the raw numbers as JSON to ``benchmarks/results/`` (git-ignored).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
+KERAS_BACKENDS = ("jax", "tensorflow", "torch")
+
+
+# ------------------------------------------------------------------ worker --
+def _peak_rss_mb():
+    import resource
+
+    # Linux reports kilobytes, macOS bytes.
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _time_steps(step, sync, args):
+    """Returns (first-call seconds, [timed step seconds])."""
+    start = time.perf_counter()
+    sync(step())
+    compile_s = time.perf_counter() - start
+    for _ in range(args.warmup):
+        sync(step())
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        sync(step())
+        times.append(time.perf_counter() - start)
+    return compile_s, times
+
+
+def _data(args, num_classes=1000):
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    images = rng.uniform(-1, 1, (args.batch, args.img_size, args.img_size, 3)).astype("float32")
+    labels = rng.randint(0, num_classes, (args.batch,)).astype("int64")
+    return images, labels
+
+
+def _run_timm(args):
+    import timm
+    import torch
+
+    device = torch.device("cuda" if args.device == "gpu" else "cpu")
+    model = timm.create_model(args.model, pretrained=False).to(device)
+    images, labels = _data(args)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+    y = torch.from_numpy(labels).to(device)
+    amp = args.precision == "mixed"
+    autocast = lambda: torch.autocast(device.type, dtype=torch.float16, enabled=amp)  # noqa: E731
+
+    if args.mode == "infer":
+        model.eval()
+
+        def step():
+            with torch.no_grad(), autocast():
+                return model(x)
+
+    else:
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss = loss_fn(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            return loss
+
+    def sync(out):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    compile_s, times = _time_steps(step, sync, args)
+    extra = {"torch_threads": torch.get_num_threads(), "versions": {"torch": torch.__version__, "timm": timm.__version__}}
+    if device.type == "cuda":
+        extra["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return compile_s, times, extra
+
+
+def _run_keras(args, backend):
+    import keras
+
+    sys.path.insert(0, ROOT)
+    from keras_sequencer.models import MODEL_CONFIGS, Sequencer2D
+
+    if args.precision == "mixed":
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    if args.model not in MODEL_CONFIGS:
+        raise SystemExit(f"Unknown model {args.model!r}; expected one of {sorted(MODEL_CONFIGS)}.")
+    kwargs = {} if args.implementation is None else {"implementation": args.implementation}
+    model = Sequencer2D(
+        **MODEL_CONFIGS[args.model],
+        input_shape=(args.img_size, args.img_size, 3),
+        classifier_activation=None,
+        name=args.model,
+        **kwargs,
+    )
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    images, labels = _data(args)
+    x = keras.ops.convert_to_tensor(images)
+    y = keras.ops.convert_to_tensor(labels)
+    if args.mode == "infer":
+        model.compile(jit_compile=jit)
+
+        def step():
+            return model.predict_on_batch(x)
+
+    else:
+        model.compile(
+            optimizer=keras.optimizers.AdamW(1e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit,
+        )
+
+        def step():
+            return model.train_on_batch(x, y)
+
+    compile_s, times = _time_steps(step, lambda out: out, args)
+    extra = {"jit_compile": bool(model.jit_compile), "versions": {"keras": keras.__version__}}
+    if backend == "torch":
+        import torch
+
+        extra["torch_threads"] = torch.get_num_threads()
+        extra["versions"]["torch"] = torch.__version__
+        if args.device == "gpu":
+            extra["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    elif backend == "jax":
+        import jax
+
+        extra["versions"]["jax"] = jax.__version__
+        if args.device == "gpu":
+            stats = jax.devices()[0].memory_stats() or {}
+            if "peak_bytes_in_use" in stats:
+                extra["peak_device_mb"] = stats["peak_bytes_in_use"] / 2**20
+    else:
+        import tensorflow as tf
+
+        extra["versions"]["tensorflow"] = tf.__version__
+    return compile_s, times, extra
+
+
+def worker(args):
+    start = time.perf_counter()
+    if args.engine == "timm":
+        compile_s, times, extra = _run_timm(args)
+    else:
+        compile_s, times, extra = _run_keras(args, args.engine)
+    result = {
+        "engine": args.engine,
+        "implementation": args.implementation,
+        "compile_s": compile_s,
+        "step_s": times,
+        "peak_rss_mb": _peak_rss_mb(),
+        "process_s": time.perf_counter() - start,
+        **extra,
+    }
+    with open(args.worker_output, "w") as f:
+        json.dump(result, f)
+
+
+# ------------------------------------------------------------------ driver --
+def _engines(args):
+    """[(label, engine, implementation)] in run order: reference first."""
+    engines = []
+    if args.reference not in ("timm", ""):
+        raise SystemExit(f"Unknown reference {args.reference!r}; expected 'timm' or ''.")
+    if args.reference:
+        engines.append((args.reference, args.reference, None))
+    impls = args.implementation.split(",") if args.implementation else [None]
+    for backend in args.backends.split(","):
+        if backend not in KERAS_BACKENDS:
+            raise SystemExit(f"Unknown backend {backend!r}; expected some of {KERAS_BACKENDS}.")
+        for impl in impls:
+            label = backend if impl is None else f"{backend}:{impl}"
+            engines.append((label, backend, impl))
+    return engines
+
+
+def _run_worker(args, engine, implementation):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if engine in KERAS_BACKENDS:
+        env["KERAS_BACKEND"] = engine
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env["JAX_PLATFORMS"] = "cpu"
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out_path = f.name
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", engine, "--worker-output", out_path]
+    for key in ("model", "batch", "img_size", "mode", "warmup", "repeats", "device", "precision", "jit_compile"):
+        cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if implementation:
+        cmd += ["--implementation", implementation]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
+            return {"engine": engine, "implementation": implementation, "error": f"exit {proc.returncode}: {tail}"}
+        with open(out_path) as f:
+            return json.load(f)
+    finally:
+        os.unlink(out_path)
+
+
+def _machine():
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version(), "loadavg": load}
+
+
+def summarize(label, runs):
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors:
+        return {"label": label, "error": errors[0]}
+    steps = [t for r in runs for t in r["step_s"]]
+    first = runs[0]
+    row = {
+        "label": label,
+        "step_s_median": statistics.median(steps),
+        "compile_s_median": statistics.median(r["compile_s"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "jit_compile": first.get("jit_compile"),
+        "versions": first.get("versions", {}),
+    }
+    if any("peak_device_mb" in r for r in runs):
+        row["peak_device_mb"] = max(r.get("peak_device_mb", 0) for r in runs)
+    return row
+
+
+def format_table(rows, batch, reference):
+    ref = next((r for r in rows if r["label"] == reference and "error" not in r), None)
+    lines = [
+        "| engine | images/s | vs timm | step ms | first call s | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['label']} | error: {row['error'].splitlines()[-1][:80]} | | | | |")
+            continue
+        ips = batch / row["step_s_median"]
+        ratio = f"{ips / (batch / ref['step_s_median']):.2f}x" if ref else "-"
+        mem = f"{row['peak_rss_mb']:.0f}"
+        if "peak_device_mb" in row:
+            mem += f" (GPU {row['peak_device_mb']:.0f})"
+        lines.append(
+            f"| {row['label']} | {ips:.2f} | {ratio} | {1000 * row['step_s_median']:.0f} | "
+            f"{row['compile_s_median']:.1f} | {mem} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="sequencer2d_s")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--mode", choices=("infer", "train"), default="infer")
+    parser.add_argument("--backends", default="jax,tensorflow,torch")
+    parser.add_argument("--reference", default="timm", help="'timm', or '' for none")
+    parser.add_argument(
+        "--implementation",
+        default="fused",
+        help="BiLSTM2D implementation(s) to run, comma-separated: fused, keras or keras,fused",
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per round")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds over all engines")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--precision", choices=("fp32", "mixed"), default="fp32")
+    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto")
+    parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/<...>.json)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-output", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        args.engine = args.worker
+        return worker(args)
+
+    engines = _engines(args)
+    runs = {label: [] for label, _, _ in engines}
+    machine = _machine()
+    print(f"# {args.model} batch {args.batch} {args.img_size}px {args.mode} {args.device} {args.precision}; "
+          f"{machine['cpu']} x{machine['nproc']}, load {machine['loadavg']}", flush=True)
+    for round_index in range(args.rounds):
+        for label, engine, impl in engines:
+            result = _run_worker(args, engine, impl)
+            runs[label].append(result)
+            status = result.get("error", "").splitlines()[-1:] or [
+                f"{args.batch / statistics.median(result['step_s']):.2f} img/s, first call {result['compile_s']:.1f}s"
+            ]
+            print(f"  round {round_index + 1} {label}: {status[0]}", flush=True)
+    rows = [summarize(label, runs[label]) for label, _, _ in engines]
+    table = format_table(rows, args.batch, args.reference)
+    machine["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(table)
+    report = {
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
+        "machine": machine,
+        "rows": rows,
+        "runs": runs,
+        "table": table,
+    }
+    path = args.output
+    if path is None:
+        os.makedirs(RESULTS_DIR, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = os.path.join(
+            RESULTS_DIR,
+            f"{args.model}_{args.mode}_{args.device}_{args.precision}_b{args.batch}_{args.img_size}_{stamp}.json",
+        )
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"wrote {path} (load average at end {machine['loadavg_end']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

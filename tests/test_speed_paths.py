@@ -1,0 +1,150 @@
+"""BiLSTM2D's ``implementation="fused"`` path: same weights, same numbers as timm and
+as the ``keras.layers.LSTM`` path, same gradients, serializable."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sequencer import Sequencer2D
+from keras_sequencer.conversion import load_state_dict
+from keras_sequencer.layers import BiLSTM2D, Sequencer2DBlock, fused_lstm
+from tests.helpers import (
+    TINY_ARCH,
+    random_images,
+    requires_timm,
+    save_and_reload,
+    state_dict_numpy,
+    timm_forward,
+    timm_model,
+    to_numpy,
+)
+
+IMPLEMENTATIONS = ("keras", "fused")
+
+
+def _layer_pair(shape, **kwargs):
+    """A keras-path and a fused-path BiLSTM2D holding the same weights."""
+    layers = [BiLSTM2D(5, implementation=impl, **kwargs) for impl in IMPLEMENTATIONS]
+    for layer in layers:
+        layer.build(shape)
+    layers[1].set_weights(layers[0].get_weights())
+    return layers
+
+
+@requires_timm
+@pytest.mark.parametrize("size", [(28, 28), (42, 28)])
+def test_both_paths_match_timm(size):
+    torch_model = timm_model(TINY_ARCH, num_classes=7)
+    images = random_images(2, *size)
+    expected = timm_forward(torch_model, images)
+    state = state_dict_numpy(torch_model)
+    for impl in IMPLEMENTATIONS:
+        model = Sequencer2D(
+            **TINY_ARCH, classes=7, classifier_activation=None, implementation=impl
+        )
+        load_state_dict(model, state)
+        got = to_numpy(model(images))
+        np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0, err_msg=impl)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(union="cat"),
+        dict(union="add", bidirectional=False),
+        dict(union="vertical"),
+        dict(union="horizontal", bidirectional=False),
+    ],
+)
+@pytest.mark.parametrize("shape", [(2, 4, 4, 6), (3, 5, 2, 6)])
+def test_fused_layer_matches_keras_layer(kwargs, shape):
+    keras_layer, fused_layer = _layer_pair(shape, **kwargs)
+    assert [tuple(w.shape) for w in keras_layer.weights] == [
+        tuple(w.shape) for w in fused_layer.weights
+    ]
+    x = random_images(*shape)
+    np.testing.assert_allclose(
+        to_numpy(fused_layer(x)), to_numpy(keras_layer(x)), atol=1e-6, rtol=0
+    )
+
+
+def test_fused_lstm_scan_and_loop_agree():
+    """The ``ops.scan`` recurrence (used when T is not static) equals the unrolled one."""
+    layer = BiLSTM2D(5, implementation="fused")
+    layer.build((2, 3, 4, 6))
+    x = keras.ops.convert_to_tensor(random_images(1, 3, 4, 6)[0])  # (N, T, C)
+    cells = [layer._cells(layer.rnn_v), layer._cells(layer.rnn_h)]
+    outputs = {
+        unroll: [to_numpy(y) for y in fused_lstm([x, x * 2.0], cells, reverse=True, unroll=unroll)]
+        for unroll in (True, False)
+    }
+    for looped, scanned in zip(outputs[True], outputs[False]):
+        assert looped.shape == (3, 4, 10)
+        np.testing.assert_allclose(scanned, looped, atol=1e-6, rtol=0)
+
+
+def test_both_paths_train_identically():
+    """One SGD step (lr 1) from the same weights moves every weight by the same
+    amount on both paths, i.e. the gradients are equal."""
+    images = random_images(4, 28, 42)
+    labels = np.array([0, 1, 2, 1])
+    models = []
+    for impl in IMPLEMENTATIONS:
+        keras.utils.set_random_seed(3)
+        model = Sequencer2D(
+            **TINY_ARCH, classes=3, classifier_activation=None, implementation=impl
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(1.0),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        models.append(model)
+    models[1].set_weights(models[0].get_weights())
+    before = [w.copy() for w in models[0].get_weights()]
+    for model in models:
+        model.train_on_batch(images, labels)
+    names = [w.path for w in models[0].weights]
+    moved = 0
+    for name, w0, wk, wf in zip(names, before, *(m.get_weights() for m in models)):
+        np.testing.assert_allclose(wf - w0, wk - w0, atol=2e-6, rtol=1e-4, err_msg=name)
+        if "rnn" in name and np.abs(wk - w0).max() > 1e-6:
+            moved += 1
+    assert moved >= 3 * 4 * sum(TINY_ARCH["layers"])  # kernels of every LSTM direction
+
+
+def test_implementation_is_serialized():
+    layer = BiLSTM2D(4, implementation="fused", name="bilstm")
+    clone = BiLSTM2D.from_config(layer.get_config())
+    assert clone.implementation == "fused"
+    block = Sequencer2DBlock(4, implementation="fused")
+    assert Sequencer2DBlock.from_config(block.get_config()).rnn_tokens.implementation == "fused"
+
+    model = Sequencer2D(**TINY_ARCH, classes=3, implementation="fused")
+    images = random_images(1, 28, 35)
+    reloaded = save_and_reload(model)
+    layers = [l for l in reloaded.layers if isinstance(l, Sequencer2DBlock)]
+    assert layers and all(l.rnn_tokens.implementation == "fused" for l in layers)
+    np.testing.assert_allclose(
+        to_numpy(reloaded(images)), to_numpy(model(images)), atol=1e-6, rtol=0
+    )
+
+
+def test_weights_file_is_shared_between_paths(tmp_path):
+    images = random_images(1, 28, 28)
+    keras_model = Sequencer2D(**TINY_ARCH, classes=3, implementation="keras")
+    path = str(tmp_path / "tiny.weights.h5")
+    keras_model.save_weights(path)
+    fused_model = Sequencer2D(**TINY_ARCH, classes=3, implementation="fused")
+    fused_model.load_weights(path)
+    np.testing.assert_allclose(
+        to_numpy(fused_model(images)), to_numpy(keras_model(images)), atol=1e-6, rtol=0
+    )
+
+
+def test_bad_implementation_arguments():
+    with pytest.raises(ValueError, match="implementation='fused' supports only rnn_type='lstm'"):
+        BiLSTM2D(4, rnn_type="gru", implementation="fused")
+    with pytest.raises(ValueError, match="Unrecognized implementation 'cudnn'"):
+        BiLSTM2D(4, implementation="cudnn")
+    with pytest.raises(ValueError, match="implementation"):
+        Sequencer2D(**TINY_ARCH, rnn_type="rnn", implementation="fused")
