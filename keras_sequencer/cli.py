@@ -13,6 +13,7 @@ import sys
 # module path -> its add_parser adds one or more sub-commands.
 COMMAND_MODULES = [
     "conversion",
+    "training",
 ]
 
 
