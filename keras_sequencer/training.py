@@ -219,6 +219,7 @@ def train_pipeline(dataset, config, num_classes, global_batch_size):
             use_image_if_no_bounding_boxes=True,
         )
         image = tf.image.resize(tf.slice(image, begin, size), (height, width))
+        image = tf.ensure_shape(image, (height, width, 3))
         if config.hflip > 0:
             flip = tf.random.uniform([]) < config.hflip
             image = tf.where(flip, tf.image.flip_left_right(image), image)
