@@ -465,6 +465,8 @@ def fit(config, data, callbacks=(), distribution=None):
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.smoothing),
                 metrics=["accuracy"],
             )
+            if distribution.num_workers > 1 and keras.backend.backend() == "tensorflow":
+                _build_for_multi_worker(model, train)
             history = model.fit(
                 train,
                 validation_data=val,
@@ -475,6 +477,16 @@ def fit(config, data, callbacks=(), distribution=None):
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return model, history
+
+
+def _build_for_multi_worker(model, dataset):
+    """Workaround for Keras 3.15's TF trainer under ``MultiWorkerMirroredStrategy``:
+    before training, ``fit`` eagerly reduces an ``(x, y)`` tuple of per-replica
+    batches, which that strategy rejects ("Attempt to convert a value (PerReplica...")).
+    Build the model, loss, metrics and optimizer from the dataset's element spec
+    instead, and skip that step."""
+    model._symbolic_build(data_batch=dataset.element_spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def run(config, data, dataset=""):
