@@ -149,23 +149,30 @@ def load_tfds(name, data_dir=None, train_split="train", val_split=None):
     except Exception as error:  # DatasetNotFoundError and friends
         raise ValueError(f"Unknown TensorFlow Datasets name {name!r}: {error}") from None
     builder.download_and_prepare()
-    splits = builder.info.splits
+    splits = builder.info.splits  # empty when only the code is known (tfds mock data)
     if val_split is None:
         val_split = "validation" if "validation" in splits else "test"
     for split in (train_split, val_split):
-        if split not in splits:
+        if splits and split not in splits:
             raise ValueError(f"{name} has no split {split!r}; it has {sorted(splits)}.")
     features = builder.info.features
     if "label" not in features or "image" not in features:
         raise ValueError(f"{name} is not an image classification dataset (image, label).")
     train = builder.as_dataset(split=train_split, as_supervised=True, shuffle_files=True)
     val = builder.as_dataset(split=val_split, as_supervised=True)
+
+    def size(split, dataset):
+        if split in splits:
+            return splits[split].num_examples
+        count = int(dataset.cardinality())
+        return count if count >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
+
     return DataSplits(
         train.shuffle(2048, reshuffle_each_iteration=True),
         val,
         list(features["label"].names),
-        splits[train_split].num_examples,
-        splits[val_split].num_examples,
+        size(train_split, train),
+        size(val_split, val),
     )
 
 
