@@ -265,8 +265,12 @@ def train_pipeline(dataset, config, num_classes, global_batch_size):
     )
 
 
-def eval_pipeline(dataset, config, num_classes, global_batch_size):
-    """Validation data: resize to ``image_size / crop_pct``, centre crop, normalise."""
+def eval_pipeline(dataset, config, num_classes, global_batch_size, batch_multiple=1):
+    """Validation data: resize to ``image_size / crop_pct``, centre crop, normalise.
+
+    ``batch_multiple``: trim the last batch to a multiple of it (JAX's
+    ``DataParallel`` needs every batch to split evenly over the devices), which
+    leaves out fewer than ``batch_multiple`` images."""
     import tensorflow as tf
 
     height, width = config.image_size
@@ -278,11 +282,14 @@ def eval_pipeline(dataset, config, num_classes, global_batch_size):
         image = tf.clip_by_value(image[top : top + height, left : left + width], 0.0, 255.0)
         return _normalize(image), tf.one_hot(label, num_classes)
 
-    return (
-        dataset.map(prepare, num_parallel_calls=config.workers)
-        .batch(global_batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    def trim(images, labels):
+        keep = tf.shape(images)[0] // batch_multiple * batch_multiple
+        return images[:keep], labels[:keep]
+
+    batches = dataset.map(prepare, num_parallel_calls=config.workers).batch(global_batch_size)
+    if batch_multiple > 1:
+        batches = batches.map(trim).filter(lambda images, _: tf.shape(images)[0] > 0)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 # ---------------------------------------------------------------- model, optimizer
@@ -373,7 +380,13 @@ def read_history(csv_path):
     """The ``CSVLogger`` file as ``{column: [float, ...]}``."""
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    def number(text):
+        try:
+            return float(text)
+        except ValueError:  # "NA": a metric missing that epoch
+            return float("nan")
+
+    return {key: [number(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
 def plot_history(csv_path, png_path):
@@ -404,7 +417,7 @@ def make_callbacks(config, output_dir):
     csv_path = os.path.join(output_dir, "history.csv")
     best = None  # keep the best of an interrupted run's epochs when resuming
     if os.path.exists(csv_path):
-        previous = read_history(csv_path).get("val_accuracy")
+        previous = [v for v in read_history(csv_path).get("val_accuracy", []) if v == v]
         best = max(previous) if previous else None
     return [
         StopOnNonFiniteLoss(),
@@ -453,7 +466,8 @@ def fit(config, data, callbacks=(), distribution=None):
         output_dir = os.path.join(config.output, f".worker_{distribution.worker_index}")
     keras.utils.set_random_seed(config.seed)
     train = train_pipeline(data.train, config, num_classes, global_batch)
-    val = eval_pipeline(data.val, config, num_classes, global_batch)
+    multiple = distribution.num_replicas if keras.backend.backend() == "jax" else 1
+    val = eval_pipeline(data.val, config, num_classes, global_batch, batch_multiple=multiple)
     previous_policy = keras.config.dtype_policy()
     if config.amp:
         keras.config.set_dtype_policy("mixed_float16")

@@ -277,3 +277,13 @@ def test_learns_digits_from_scratch(tmp_path):
     accuracy = float(np.mean(predictions == y_val))
     print(f"digits: validation accuracy {accuracy:.4f} in {time.time() - start:.0f} s")
     assert accuracy >= 0.95
+
+
+def test_eval_batches_trimmed_to_split_over_devices():
+    images = np.zeros((9, 16, 16, 3), "uint8")
+    splits = data.from_arrays((images, [0] * 9), (images, [0] * 9))
+    config = tiny_config("unused")
+    sizes = lambda ds: [int(x.shape[0]) for x, _ in ds]  # noqa: E731
+    assert sizes(training.eval_pipeline(splits.val, config, 2, 4)) == [4, 4, 1]
+    assert sizes(training.eval_pipeline(splits.val, config, 2, 4, batch_multiple=2)) == [4, 4]
+    assert sizes(training.eval_pipeline(splits.val, config, 2, 5, batch_multiple=2)) == [4, 4]  # 5 -> 4, 4
