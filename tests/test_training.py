@@ -9,7 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from train_helpers import TINY_TRAIN_ARCH, digits_splits, tiny_config
+from train_helpers import TINY_TRAIN_ARCH, tiny_config
 
 from keras_sequencer import MODEL_CONFIGS, cli, data, training
 from keras_sequencer.models import IMAGENET_MEAN, IMAGENET_STD, Sequencer2D
