@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "conversion",
     "imagenet",
     "validation",
+    "training",
 ]
 
 

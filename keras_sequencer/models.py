@@ -166,7 +166,14 @@ def Sequencer2D(
 
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
+        # Under a mixed policy the classifier computes in float32 (stable softmax / loss).
+        mixed = keras.config.dtype_policy().name.startswith("mixed")
+        x = keras.layers.Dense(
+            classes,
+            activation=classifier_activation,
+            name="head",
+            dtype="float32" if mixed else None,
+        )(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":

@@ -1,0 +1,219 @@
+"""Data parallelism: the strategy helper, 2 simulated devices, 2 TensorFlow workers.
+
+Device counts are fixed when JAX / TensorFlow start, so the multi-device runs are
+subprocesses with their own environment.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sequencer import distribute
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND = keras.backend.backend()
+
+# A tiny Sequencer2D behind a probe layer that records how its input batch is laid
+# out, trained with the recipe's optimizer and pipeline inside the strategy's scope.
+TRAIN_WITH_PROBE = """
+import sys
+sys.path.insert(0, "tests")
+import keras
+from train_helpers import digits_splits, tiny_config
+from keras_sequencer import distribute, training
+
+def train(distribution, probe):
+    config = tiny_config("unused", batch_size=8, epochs=1, warmup_epochs=0)
+    splits = digits_splits(num_train=32, num_val=8)
+    global_batch = config.batch_size * distribution.num_replicas
+    with distribution.scope():
+        inputs = keras.Input((16, 16, 3))
+        outputs = training.build_model(config, 10)(probe(inputs))
+        model = keras.Model(inputs, outputs)
+        model.compile(
+            optimizer=training.build_optimizer(config, model, 32 // global_batch),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+        )
+        history = model.fit(
+            training.train_pipeline(splits.train, config, 10, global_batch), epochs=1, verbose=0
+        )
+    return model, history
+"""
+
+
+def run_script(body, env=None, timeout=300):
+    script = TRAIN_WITH_PROBE + textwrap.dedent(body)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env=dict(os.environ, PYTHONPATH=REPO, **(env or {})),
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_tf_config_workers(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.tf_config_workers() == (1, 0)
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 2}}))
+    assert distribute.tf_config_workers() == (3, 2)
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        distribute.tf_config_workers()
+
+
+def test_single_device_by_default(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    distribution = distribute.setup_distribution()
+    if BACKEND == "jax" and len(keras.distribution.list_devices()) > 1:
+        pytest.skip("this JAX process already has several devices")
+    assert distribution.num_replicas == 1 and distribution.strategy is None
+    assert distribution.is_chief and distribute.setup_distribution() is distribution
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch backend's limits")
+def test_torch_refuses_what_keras_cannot_do(monkeypatch):
+    with pytest.raises(ValueError, match="not supported by Keras' torch backend"):
+        distribute.setup_distribution(devices=["cpu:0", "cpu:1"])
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setattr(distribute, "_CACHE", {})
+    with pytest.raises(ValueError, match="Multi-machine training is not supported"):
+        distribute.setup_distribution()
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution.DataParallel is the JAX path")
+def test_jax_data_parallel_splits_the_batch_over_two_devices():
+    result = run_script(
+        """
+        import json, jax
+        distribution = distribute.setup_distribution()
+        shard_shapes = []
+
+        class Probe(keras.layers.Layer):
+            def call(self, x):
+                jax.debug.inspect_array_sharding(
+                    x, callback=lambda s: shard_shapes.append(s.shard_shape(x.shape)))
+                return x
+
+        model, history = train(distribution, Probe())
+        print(json.dumps(dict(
+            replicas=distribution.num_replicas,
+            description=distribution.description,
+            shard_shapes=[list(s) for s in shard_shapes],
+            weight_devices=[len(v.value.sharding.device_set) for v in model.trainable_variables],
+            replicated=all(v.value.sharding.is_fully_replicated for v in model.trainable_variables),
+            steps=int(model.optimizer.iterations),
+        )))
+        """,
+        env={"JAX_NUM_CPU_DEVICES": "2"},
+    )
+    assert result["replicas"] == 2 and "DataParallel" in result["description"]
+    # every global batch of 16 reaches the model as two shards of 8, one per device
+    assert result["shard_shapes"] and all(s == [8, 16, 16, 3] for s in result["shard_shapes"])
+    assert set(result["weight_devices"]) == {2} and result["replicated"]
+    assert result["steps"] == 2
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is the TensorFlow path")
+def test_tf_mirrored_strategy_splits_the_batch_over_two_devices():
+    result = run_script(
+        """
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        distribution = distribute.setup_distribution(devices=["/cpu:0", "/cpu:1"])
+        per_replica = []
+
+        class Probe(keras.layers.Layer):
+            def call(self, x):
+                context = tf.distribute.get_replica_context()
+                if context is not None:  # None while Keras builds the model symbolically
+                    replica = tf.get_static_value(context.replica_id_in_sync_group)
+                    per_replica.append((int(replica), x.shape[0], x.device))
+                return x
+
+        model, history = train(distribution, Probe())
+        print(json.dumps(dict(
+            replicas=distribution.num_replicas,
+            per_replica=per_replica,
+            mirrored=[type(v.value).__name__ for v in model.trainable_variables],
+            copies=[len(v.value.values) for v in model.trainable_variables],
+            steps=int(model.optimizer.iterations.numpy()),
+        )))
+        """
+    )
+    assert result["replicas"] == 2
+    replicas = {replica: batch for replica, batch, _ in result["per_replica"]}
+    assert replicas == {0: 8, 1: 8}  # global batch 16 -> 8 per replica
+    assert set(result["mirrored"]) == {"MirroredVariable"} and set(result["copies"]) == {2}
+    assert result["steps"] == 2
+
+
+WORKER = """
+import json, os, sys
+sys.path.insert(0, "tests")
+import numpy as np
+from train_helpers import digits_splits, tiny_config
+from keras_sequencer import distribute, training
+
+distribution = distribute.setup_distribution()
+config = tiny_config(sys.argv[1], batch_size=8, epochs=2, warmup_epochs=1)
+model, history = training.fit(config, digits_splits(num_train=64, num_val=16), distribution=distribution)
+index = distribution.worker_index
+np.savez(os.path.join(sys.argv[1], f"weights_{index}.npz"), *[np.asarray(w) for w in model.get_weights()])
+print(json.dumps(dict(replicas=distribution.num_replicas, workers=distribution.num_workers,
+                      steps=int(model.optimizer.iterations.numpy()), loss=history.history["loss"])))
+"""
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="MultiWorkerMirroredStrategy is TensorFlow's")
+def test_two_workers_train_to_identical_weights(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, PYTHONPATH=REPO, TF_CONFIG=json.dumps(tf_config))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path)], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-4000:]
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for result in outputs:
+        # 64 images, global batch 8 x 2 replicas -> 4 steps per epoch, 2 epochs
+        assert (result["replicas"], result["workers"], result["steps"]) == (2, 2, 8)
+    chief, other = (np.load(tmp_path / f"weights_{i}.npz") for i in range(2))
+    assert len(chief.files) == len(other.files) > 0
+    for name in chief.files:
+        np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+    assert (tmp_path / "history.csv").exists() and (tmp_path / "best.keras").exists()
+    assert not (tmp_path / ".worker_1" / "history.csv").samefile(tmp_path / "history.csv")

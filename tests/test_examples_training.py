@@ -1,0 +1,38 @@
+"""examples/cifar10_finetune.py runs one short epoch on mock CIFAR-10 (no network)."""
+
+import csv
+import importlib.util
+import os
+
+import keras
+import pytest
+from train_helpers import TINY_TRAIN_ARCH
+
+from keras_sequencer import MODEL_CONFIGS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # the recipe's RandAugment takes ~15-60 s to trace in tf.data
+def test_cifar10_finetune_one_epoch_on_mock_data(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setitem(MODEL_CONFIGS, "sequencer2d_s", TINY_TRAIN_ARCH)  # a tiny "S"
+    example = load_example("cifar10_finetune")
+    argv = ["--epochs", "1", "--batch-size", "8", "--image-size", "16", "--weights", "none",
+            "--warmup-epochs", "0", "--output-dir", str(tmp_path), "--data-dir", str(tmp_path / "tfds")]
+    with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+        assert example.main(argv) == 0
+    with open(tmp_path / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["0"] and "val_accuracy" in rows[0]
+    model = keras.saving.load_model(tmp_path / "best.keras")
+    assert tuple(model.output.shape) == (None, 10)  # CIFAR-10's classes
+    assert (tmp_path / "curves.png").exists() and not (tmp_path / "backup").exists()
