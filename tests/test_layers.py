@@ -1,0 +1,166 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_sequencer import layers
+from tests.helpers import random_images, to_numpy
+
+UNION_CASES = [
+    # union, bidirectional, with_fc, channels, expected output channels
+    ("cat", True, True, 10, 10),
+    ("add", True, True, 10, 10),
+    ("vertical", True, True, 10, 10),
+    ("horizontal", False, True, 10, 10),
+    ("cat", True, False, 16, 16),  # 2 * 2 * 4 == 16
+    ("add", False, False, 4, 4),
+    ("vertical", True, False, 8, 8),
+]
+
+
+@pytest.mark.parametrize("union,bidirectional,with_fc,channels,out_channels", UNION_CASES)
+def test_bilstm2d_shapes_non_square(union, bidirectional, with_fc, channels, out_channels):
+    layer = layers.BiLSTM2D(4, bidirectional=bidirectional, union=union, with_fc=with_fc)
+    y = layer(random_images(2, 3, 5, channels))
+    assert tuple(y.shape) == (2, 3, 5, out_channels)
+    assert layer.compute_output_shape((2, 3, 5, channels)) == (2, 3, 5, out_channels)
+
+
+def test_bilstm2d_unknown_height_width():
+    inputs = keras.Input((None, None, 6))
+    outputs = layers.BiLSTM2D(3)(inputs)
+    assert tuple(outputs.shape) == (None, None, None, 6)
+    model = keras.Model(inputs, outputs)
+    for h, w in ((2, 7), (5, 3)):
+        assert model.predict(random_images(2, h, w, 6), verbose=0).shape == (2, h, w, 6)
+
+
+def test_bilstm2d_vertical_runs_over_columns():
+    """vertical(x) must equal transpose(horizontal(transpose(x))) with the same RNN weights."""
+    x = random_images(2, 3, 5, 8)
+    vertical = layers.BiLSTM2D(4, union="vertical", with_fc=False)
+    horizontal = layers.BiLSTM2D(4, union="horizontal", with_fc=False)
+    vertical.build(x.shape)
+    horizontal.build(x.shape)
+    horizontal.rnn_h.set_weights(vertical.rnn_v.get_weights())
+    v = to_numpy(vertical(x))
+    h_t = to_numpy(horizontal(np.transpose(x, (0, 2, 1, 3))))
+    np.testing.assert_allclose(v, np.transpose(h_t, (0, 2, 1, 3)), atol=1e-6)
+    # and the sequences really mix along the column: changing the last row changes
+    # the (backward direction) output of the first row in that column only.
+    x2 = x.copy()
+    x2[:, -1, 0, :] += 1.0
+    diff = np.abs(to_numpy(vertical(x2)) - v).max(axis=-1)
+    assert diff[:, 0, 0].min() > 1e-4
+    assert diff[:, :, 1:].max() == 0.0
+
+
+@pytest.mark.parametrize("union", ["cat", "add"])
+def test_bilstm2d_union_of_vertical_and_horizontal(union):
+    """cat: fc([v, h]); add: fc(v + h), with v, h from the single-direction layers."""
+    x = random_images(2, 4, 3, 4)
+    joined = layers.BiLSTM2D(2, union=union)
+    vertical = layers.BiLSTM2D(2, union="vertical", with_fc=False)  # 2 * 2 == 4 channels
+    horizontal = layers.BiLSTM2D(2, union="horizontal", with_fc=False)
+    for layer in (joined, vertical, horizontal):
+        layer.build(x.shape)
+    vertical.rnn_v.set_weights(joined.rnn_v.get_weights())
+    horizontal.rnn_h.set_weights(joined.rnn_h.get_weights())
+    v, h = to_numpy(vertical(x)), to_numpy(horizontal(x))
+    union_value = np.concatenate([v, h], -1) if union == "cat" else v + h
+    kernel, bias = joined.fc.get_weights()
+    np.testing.assert_allclose(to_numpy(joined(x)), union_value @ kernel + bias, atol=1e-5)
+
+
+def test_bilstm2d_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="union"):
+        layers.BiLSTM2D(4, union="mul")
+    with pytest.raises(ValueError, match="rnn_type"):
+        layers.BiLSTM2D(4, rnn_type="transformer")
+    with pytest.raises(ValueError, match="input has 10"):
+        layers.BiLSTM2D(4, with_fc=False).build((None, 3, 3, 10))
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
+def test_bilstm2d_rnn_types(rnn_type):
+    layer = layers.BiLSTM2D(3, rnn_type=rnn_type)
+    y = layer(random_images(1, 2, 4, 5))
+    assert tuple(y.shape) == (1, 2, 4, 5)
+    expected = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+    assert isinstance(layer.rnn_v.forward_layer, expected[rnn_type])
+
+
+def test_drop_path():
+    x = np.ones((64, 2, 2, 3), "float32")
+    layer = layers.DropPath(0.5, seed=1)
+    np.testing.assert_array_equal(to_numpy(layer(x, training=False)), x)
+    y = to_numpy(layer(x, training=True))
+    per_sample = y.reshape(64, -1)
+    # each sample is either dropped entirely or kept and scaled by 1 / (1 - rate)
+    assert set(np.unique(per_sample)) <= {0.0, 2.0}
+    assert np.all(per_sample.min(axis=1) == per_sample.max(axis=1))
+    assert 5 < (per_sample[:, 0] == 0).sum() < 59
+    with pytest.raises(ValueError):
+        layers.DropPath(1.0)
+
+
+def test_patch_embedding():
+    layer = layers.PatchEmbedding(8, 7)
+    assert tuple(layer(random_images(2, 14, 22, 3)).shape) == (2, 2, 3, 8)
+    with pytest.raises(ValueError, match="smaller than the patch size 7"):
+        layer(random_images(1, 6, 30, 3))
+    one = layers.PatchEmbedding(4, 1)
+    assert tuple(one(random_images(1, 3, 2, 5)).shape) == (1, 3, 2, 4)
+
+
+def test_sequencer2d_block_residuals_and_drop_path():
+    x = random_images(2, 3, 4, 8)
+    block = layers.Sequencer2DBlock(2, mlp_ratio=2.0, drop_path_rate=0.0)
+    y = to_numpy(block(x))
+    assert y.shape == x.shape
+    assert block.mlp_fc1.units == 16
+    # zeroing both branch outputs makes the block the identity (pure residual)
+    for dense in (block.rnn_tokens.fc, block.mlp_fc2):
+        dense.set_weights([np.zeros_like(w) for w in dense.get_weights()])
+    np.testing.assert_allclose(to_numpy(block(x)), x, atol=1e-6)
+    assert np.abs(y - x).max() > 1e-3
+    # with drop path, training outputs vary and inference does not
+    dropping = layers.Sequencer2DBlock(2, drop_path_rate=0.5)
+    a = to_numpy(dropping(x, training=False))
+    np.testing.assert_array_equal(a, to_numpy(dropping(x, training=False)))
+    assert any(np.abs(to_numpy(dropping(x, training=True)) - a).max() > 1e-4 for _ in range(5))
+
+
+def test_image_input_check():
+    check = layers.ImageInputCheck(3, 14, model_name="m")
+    x = np.zeros((1, 14, 20, 3), "float32")
+    np.testing.assert_array_equal(to_numpy(check(x)), x)
+    with pytest.raises(ValueError, match="3 channels"):
+        check(np.zeros((1, 14, 14, 4), "float32"))
+    with pytest.raises(ValueError, match="at least 14x14"):
+        check(np.zeros((1, 13, 20, 3), "float32"))
+    with pytest.raises(ValueError, match="batch of images"):
+        check(np.zeros((14, 14, 3), "float32"))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: layers.BiLSTM2D(3, bidirectional=False, union="add", rnn_type="gru"),
+        lambda: layers.Sequencer2DBlock(3, mlp_ratio=2.0, union="cat", drop_path_rate=0.1),
+        lambda: layers.PatchEmbedding(5, 2),
+        lambda: layers.DropPath(0.2, seed=3),
+        lambda: layers.ImageInputCheck(3, 2, model_name="x"),
+    ],
+)
+def test_layer_config_round_trip(layer):
+    layer = layer()
+    x = random_images(1, 4, 6, 3)
+    y = to_numpy(layer(x))
+    config = layer.get_config()
+    restored = layer.__class__.from_config(config)
+    assert restored.get_config() == config
+    restored(x)
+    restored.set_weights(layer.get_weights())
+    np.testing.assert_allclose(to_numpy(restored(x)), y, atol=1e-6)
+    # registered under the package name for .keras files
+    assert keras.saving.get_registered_name(layer.__class__).startswith("keras_sequencer>")

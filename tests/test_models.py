@@ -1,0 +1,125 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_sequencer
+from keras_sequencer import MODEL_CONFIGS, Sequencer2D
+from tests.helpers import TINY_ARCH, random_images, save_and_reload, to_numpy
+
+# timm's parameter counts (timm.create_model(name).parameters()).
+TIMM_PARAMS = {"sequencer2d_s": 27_651_688, "sequencer2d_m": 38_307_688, "sequencer2d_l": 54_298_216}
+# Keras keeps one LSTM bias per direction (b_ih + b_hh) where torch keeps two.
+KERAS_PARAMS = {"sequencer2d_s": 27_627_112, "sequencer2d_m": 38_273_896, "sequencer2d_l": 54_249_064}
+
+
+def _torch_only_biases(config):
+    """4 * hidden per LSTM direction: 2 LSTMs x 2 directions per block."""
+    return sum(n * 2 * 2 * 4 * h for n, h in zip(config["layers"], config["hidden_sizes"]))
+
+
+@pytest.mark.parametrize(
+    "builder,variant",
+    [
+        (keras_sequencer.Sequencer2DS, "sequencer2d_s"),
+        (keras_sequencer.Sequencer2DM, "sequencer2d_m"),
+        (keras_sequencer.Sequencer2DL, "sequencer2d_l"),
+    ],
+)
+def test_parameter_counts(builder, variant):
+    model = builder()
+    assert model.count_params() == KERAS_PARAMS[variant]
+    assert KERAS_PARAMS[variant] == TIMM_PARAMS[variant] - _torch_only_biases(MODEL_CONFIGS[variant])
+    assert model.name == variant
+
+
+def test_configs_match_timm():
+    assert MODEL_CONFIGS["sequencer2d_s"]["layers"] == (4, 3, 8, 3)
+    assert MODEL_CONFIGS["sequencer2d_m"]["layers"] == (4, 3, 14, 3)
+    assert MODEL_CONFIGS["sequencer2d_l"]["layers"] == (8, 8, 16, 4)
+    for config in MODEL_CONFIGS.values():
+        assert config["patch_sizes"] == (7, 2, 1, 1)
+        assert config["embed_dims"] == (192, 384, 384, 384)
+        assert config["hidden_sizes"] == (48, 96, 96, 96)
+        assert config["mlp_ratios"] == (3.0, 3.0, 3.0, 3.0)
+
+
+def test_full_model_feature_shapes_at_224():
+    model = keras_sequencer.Sequencer2DS(include_top=False, input_shape=(224, 224, 3))
+    assert tuple(model.output.shape) == (None, 16, 16, 384)
+    shapes = [
+        tuple(model.get_layer(f"stages_{i}_blocks_{n - 1}").output.shape)
+        for i, n in enumerate(MODEL_CONFIGS["sequencer2d_s"]["layers"])
+    ]
+    assert shapes == [(None, 32, 32, 192), (None, 16, 16, 384), (None, 16, 16, 384), (None, 16, 16, 384)]
+
+
+@pytest.mark.parametrize(
+    "kwargs,image_shape,expected",
+    [
+        (dict(), (2, 28, 42, 3), (2, 1000)),
+        (dict(classes=7, classifier_activation=None), (1, 14, 14, 3), (1, 7)),
+        (dict(include_top=False), (1, 56, 28, 3), (1, 4, 2, 24)),
+        (dict(include_top=False, pooling="avg"), (2, 30, 17, 3), (2, 24)),
+        (dict(include_top=False, pooling="max"), (1, 28, 28, 3), (1, 24)),
+        (dict(input_shape=(28, 42, 3)), (3, 28, 42, 3), (3, 1000)),
+        (dict(input_shape=(20, 20, 1)), (1, 20, 20, 1), (1, 1000)),
+    ],
+)
+def test_output_shapes(kwargs, image_shape, expected):
+    model = Sequencer2D(**TINY_ARCH, **kwargs)
+    out = to_numpy(model(random_images(*image_shape)))
+    assert out.shape == expected
+    if kwargs.get("classifier_activation", "softmax") == "softmax" and kwargs.get("include_top", True):
+        np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
+
+
+def test_input_tensor():
+    inputs = keras.Input((28, 28, 3))
+    model = Sequencer2D(**TINY_ARCH, input_tensor=inputs, include_top=False, pooling="avg")
+    assert model.inputs[0] is inputs
+    assert tuple(model.output.shape) == (None, 24)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = Sequencer2D(**TINY_ARCH)
+    # Keras' own input check (or ours, ImageInputCheck) names the expected channels
+    with pytest.raises(ValueError, match=r"3 channels|expected shape=\(None, None, None, 3\)"):
+        model(np.zeros((1, 28, 28, 4), "float32"))
+    with pytest.raises(ValueError, match="at least 14x14"):
+        model(np.zeros((1, 13, 28, 3), "float32"))
+    with pytest.raises(ValueError):
+        model(np.zeros((28, 3), "float32"))
+    with pytest.raises(ValueError, match="at least 14x14"):
+        Sequencer2D(**TINY_ARCH, input_shape=(10, 64, 3))
+    with pytest.raises(ValueError, match="input_shape"):
+        Sequencer2D(**TINY_ARCH, input_shape=(64, 64))
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        Sequencer2D(**dict(TINY_ARCH, hidden_sizes=(4, 4)))
+    with pytest.raises(ValueError, match="pooling"):
+        Sequencer2D(**TINY_ARCH, include_top=False, pooling="sum")
+    with pytest.raises(ValueError, match="does not exist"):
+        Sequencer2D(**TINY_ARCH, weights="/nonexistent/file.safetensors")
+
+
+def test_predict_rejects_too_small_images():
+    model = Sequencer2D(**TINY_ARCH)
+    with pytest.raises(ValueError, match="at least 14x14"):
+        model.predict(np.zeros((2, 12, 12, 3), "float32"), verbose=0)
+
+
+def test_save_and_reload_keras_file_identical_outputs():
+    model = Sequencer2D(**dict(TINY_ARCH, union="add"), drop_path_rate=0.1, classes=5)
+    x = random_images(2, 28, 42)
+    expected = to_numpy(model(x))
+    restored = save_and_reload(model)
+    np.testing.assert_array_equal(to_numpy(restored(x)), expected)
+    block = restored.get_layer("stages_0_blocks_1")
+    assert block.drop_path_rate == 0.1 and block.rnn_tokens.union == "add"
+
+
+def test_drop_path_rate_is_stochastic_only_in_training():
+    model = Sequencer2D(**TINY_ARCH, drop_path_rate=0.5, classifier_activation=None)
+    x = random_images(4, 28, 28)
+    a = to_numpy(model(x, training=False))
+    np.testing.assert_array_equal(a, to_numpy(model(x, training=False)))
+    assert np.abs(to_numpy(model(x, training=True)) - a).max() > 1e-5
