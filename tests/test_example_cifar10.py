@@ -17,7 +17,9 @@ def _example():
     return module
 
 
+@pytest.mark.slow
 def test_cifar10_example_on_mock_data(tmp_path):
+    """Trains all three CIFAR models for one epoch of mock CIFAR-10 (~1 min)."""
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("matplotlib")
     from PIL import Image

@@ -284,31 +284,52 @@ def test_parity_with_torch_reference(case):
 
 
 # ------------------------------------------------ every registered model --
-def _shrunk(arch, factor=8):
-    """The same variant, narrower and at most one block per stage (stage
-    structure, cell, union, fc, direction, 1-D mixer, embeddings unchanged)."""
+def _test_size_arch(name, factor=8):
+    """``name``'s variant at test size: widths / 8 and one block (in the first stage;
+    later stages keep their patch merging / pointwise linear layers); cell, union, fc,
+    direction, 1-D mixer, stem norm and position embedding unchanged."""
+    arch = official_arch(name)
     return dict(
         arch,
-        layers=tuple(min(n, 1) for n in arch["layers"]),
+        layers=(1,) + (0,) * (len(arch["layers"]) - 1),
         embed_dims=tuple(d // factor for d in arch["embed_dims"]),
         hidden_sizes=tuple(h // factor for h in arch["hidden_sizes"]),
     )
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_every_registered_model(name):
-    """Forward, one training step and a .keras round trip, for each registered
-    variant: the CIFAR models as registered, the ImageNet ones narrowed (widths / 8,
-    one block per stage) at the smallest input their stride allows."""
-    spec = registry.MODEL_REGISTRY[name]
-    if spec.input_size <= 32:
-        model = keras_sequencer.create_model(name, classes=3, input_shape=(32, 32, 3))
-    else:
-        stride = int(np.prod(spec.arch["patch_sizes"]))
-        size = 2 * stride
-        model = spec.builder(**_shrunk(spec.arch), **spec.defaults, classes=3,
-                             input_shape=(size, size, 3), name=name)
-    images = random_images(4, *model.input_shape[1:3])
+def _distinct_test_models():
+    """Registered names grouped by identical test-size architecture (e.g. S, M, L and
+    their _392 twins differ only in depth), so each distinct network runs once."""
+    groups = {}
+    for name in keras_sequencer.list_models():
+        groups.setdefault(repr(sorted(_test_size_arch(name).items())), []).append(name)
+    return list(groups.values())
+
+
+def test_test_models_cover_registry():
+    names = [n for group in _distinct_test_models() for n in group]
+    assert sorted(names) == keras_sequencer.list_models()
+
+
+# The two biggest test-size networks take ~20 s each (JAX, 2 CPU cores): slow.
+_SLOW = {"sequencer2d_l_d4_3x", "sequencer2d_cifar_medium"}
+
+
+@pytest.mark.parametrize(
+    "names",
+    [pytest.param(g, marks=pytest.mark.slow) if _SLOW & set(g) else g
+     for g in _distinct_test_models()],
+    ids="+".join,
+)
+def test_every_registered_model(names):
+    """Forward, one training step and a .keras round trip of each registered
+    variant (narrowed, see _test_size_arch) at twice its total stride."""
+    spec = registry.MODEL_REGISTRY[names[0]]
+    arch = _test_size_arch(names[0])
+    size = 2 * int(np.prod(arch["patch_sizes"]))
+    options = dict(spec.defaults, classes=3, input_shape=(size, size, 3), name=names[0])
+    model = keras_sequencer.Sequencer2D(**arch, **options)
+    images = random_images(4, size, size)
     labels = np.array([0, 1, 2, 1])
     probs = to_numpy(model(images))
     assert probs.shape == (4, 3)
