@@ -13,6 +13,8 @@ import sys
 # module path -> its add_parser adds one or more sub-commands.
 COMMAND_MODULES = [
     "conversion",
+    "imagenet",
+    "validation",
 ]
 
 

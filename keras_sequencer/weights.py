@@ -6,6 +6,8 @@ okojoalg/sequencer layout; needs torch), or ``"imagenet"``.
 """
 
 import os
+import re
+import tempfile
 
 from keras_sequencer import conversion
 
@@ -68,27 +70,64 @@ def _head_differs(model, checkpoint_classes):
     return False
 
 
-def _stored_classes(path):
-    """Output size of the ``head`` Dense stored in a ``.weights.h5`` file, or None."""
+def _h5_datasets(path):
+    """``{dataset path: shape}`` of a Keras ``.weights.h5`` file."""
     import h5py
 
+    found = {}
     with h5py.File(path, "r") as f:
-        found = []
+        f.visititems(
+            lambda name, obj: found.__setitem__(name, obj.shape)
+            if isinstance(obj, h5py.Dataset) else None
+        )
+    return found
 
-        def visit(name, obj):
-            parts = name.split("/")
-            if "head" in parts and isinstance(obj, h5py.Dataset) and obj.ndim == 1:
-                found.append(obj.shape[0])
 
-        f.visititems(visit)
-    return found[0] if found else None
+def _stored_head_classes(datasets):
+    """Classes of the head stored in a Sequencer2D ``.weights.h5`` (its only top-level
+    Dense, saved as ``layers/dense*/vars``), or None for a model without head."""
+    for name, shape in datasets.items():
+        if re.fullmatch(r"layers/dense(_\d+)?/vars/1", name):
+            return shape[0]
+    return None
+
+
+def _check_layout(model, datasets, path):
+    """Keras' ``load_weights`` silently ignores tensors the model has no place for;
+    refuse any difference between the file and the model instead."""
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = os.path.join(tmp, "expected.weights.h5")
+        model.save_weights(reference)
+        expected = _h5_datasets(reference)
+    missing = sorted(expected.keys() - datasets.keys())
+    unexpected = sorted(datasets.keys() - expected.keys())
+    mis_shaped = sorted(
+        f"{k} {datasets[k]} (model: {expected[k]})"
+        for k in expected.keys() & datasets.keys() if expected[k] != datasets[k]
+    )
+    problems = [
+        f"{label}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
+        for label, names in (
+            ("missing tensors", missing),
+            ("unexpected tensors", unexpected),
+            ("mis-shaped tensors", mis_shaped),
+        )
+        if names
+    ]
+    if problems:
+        raise ValueError(
+            f"{path} does not match model {model.name!r} (another variant?): " + "; ".join(problems)
+        )
 
 
 def load_keras_weights(model, path, arch):
+    """Loads a full-model ``.weights.h5`` (as written by the converter) into ``model``."""
     from keras_sequencer.models import Sequencer2D
 
-    stored = _stored_classes(path)
+    datasets = _h5_datasets(path)
+    stored = _stored_head_classes(datasets)
     if stored is not None and not _head_differs(model, stored):
+        _check_layout(model, datasets, path)
         model.load_weights(path)
         return model
     twin = Sequencer2D(
@@ -98,11 +137,10 @@ def load_keras_weights(model, path, arch):
         classifier_activation=None,
         input_shape=(None, None, model.inputs[0].shape[-1]),
     )
+    _check_layout(twin, datasets, path)
     twin.load_weights(path)
     twin_layers = {layer.name: layer for layer in twin.layers}
     for layer in model.layers:
         if layer.weights and layer.name != "head":
-            if layer.name not in twin_layers:
-                raise ValueError(f"{path} has no weights for layer {layer.name!r}.")
             layer.set_weights(twin_layers[layer.name].get_weights())
     return model

@@ -1,0 +1,101 @@
+"""Image preprocessing identical to timm's evaluation transform for Sequencer2D.
+
+timm's ``create_transform(input_size=(3, 224, 224), crop_pct=0.875,
+interpolation="bicubic", is_training=False)`` is: resize the shorter side to
+``floor(224 / 0.875) = 256`` (PIL bicubic), center crop 224, scale to [0, 1],
+normalise with the ImageNet mean/std. :func:`load_image` does the geometric
+part (returning 0-255 pixels), :func:`preprocess_input` the value part; a
+model built with ``include_preprocessing=True`` does the latter itself.
+"""
+
+import math
+
+import numpy as np
+
+from keras_sequencer.models import IMAGENET_MEAN, IMAGENET_STD
+
+DEFAULT_CROP_PCT = 0.875
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+def preprocess_input(images):
+    """ImageNet normalisation: ``(images / 255 - mean) / std``, channels last.
+
+    Args:
+        images: ``(..., 3)`` RGB values in ``[0, 255]``, a numpy array or a
+            backend tensor.
+
+    Returns:
+        float32 of the same shape (numpy in, numpy out; tensors via ``keras.ops``).
+    """
+    shape = getattr(images, "shape", None)
+    if shape is None:
+        images = np.asarray(images)
+        shape = images.shape
+    if len(shape) == 0 or shape[-1] != 3:
+        raise ValueError(
+            f"preprocess_input expects RGB images with channels last (..., 3); got shape {tuple(shape)}."
+        )
+    mean = np.asarray(IMAGENET_MEAN, "float32")
+    std = np.asarray(IMAGENET_STD, "float32")
+    if isinstance(images, np.ndarray):
+        return (images.astype("float32") / np.float32(255.0) - mean) / std
+    from keras import ops
+
+    images = ops.cast(images, "float32")
+    return (images / 255.0 - ops.convert_to_tensor(mean)) / ops.convert_to_tensor(std)
+
+
+def _sizes(image_size):
+    if isinstance(image_size, int):
+        return image_size, image_size
+    if len(image_size) != 2:
+        raise ValueError(f"image_size must be an int or (height, width); got {image_size!r}.")
+    return int(image_size[0]), int(image_size[1])
+
+
+def load_image(image, image_size=224, crop_pct=DEFAULT_CROP_PCT):
+    """Loads an image as timm's eval transform does, before normalisation.
+
+    Resize (PIL bicubic) so the shorter side is ``floor(image_size / crop_pct)``
+    (for ``(height, width)``: timm's ``ResizeKeepRatio``), then center crop.
+
+    Args:
+        image: a file path or a ``PIL.Image``; converted to RGB.
+        image_size: int or ``(height, width)`` of the crop.
+        crop_pct: fraction of the resized image kept, in ``(0, 1]``.
+
+    Returns:
+        float32 array ``(height, width, 3)`` with values in ``[0, 255]`` (feed it
+        to :func:`preprocess_input` or to an ``include_preprocessing=True`` model).
+    """
+    from PIL import Image
+
+    height, width = _sizes(image_size)
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1]; got {crop_pct}.")
+    if not isinstance(image, Image.Image):
+        with Image.open(image) as opened:
+            image = opened.convert("RGB")
+    else:
+        image = image.convert("RGB")
+    img_w, img_h = image.size
+    if height == width:
+        # torchvision Resize(int): shorter side -> scale, longer side truncated.
+        scale = math.floor(height / crop_pct)
+        if img_w <= img_h:
+            new_w, new_h = scale, int(scale * img_h / img_w)
+        else:
+            new_w, new_h = int(scale * img_w / img_h), scale
+    else:
+        # timm ResizeKeepRatio(longest=0): shorter side relative to the target fits.
+        target_h, target_w = math.floor(height / crop_pct), math.floor(width / crop_pct)
+        ratio = min(img_h / target_h, img_w / target_w)
+        new_h, new_w = round(img_h / ratio), round(img_w / ratio)
+    if (new_w, new_h) != (img_w, img_h):
+        image = image.resize((new_w, new_h), Image.BICUBIC)
+    # torchvision CenterCrop.
+    top = int(round((new_h - height) / 2.0))
+    left = int(round((new_w - width) / 2.0))
+    image = image.crop((left, top, left + width, top + height))
+    return np.asarray(image, dtype="float32")

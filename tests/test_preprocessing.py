@@ -1,0 +1,117 @@
+"""preprocess_input / load_image against timm's eval transform, include_preprocessing, decode_predictions."""
+
+import numpy as np
+import pytest
+
+import keras
+from keras_sequencer import Sequencer2D, decode_predictions, load_image, preprocess_input
+from keras_sequencer.imagenet import imagenet_classes
+from tests.helpers import TINY_ARCH, requires_timm, to_numpy
+
+
+def _pil_image(width, height, seed=0):
+    """A smooth-plus-noise RGB test image (resampling differences would show on it)."""
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    pixels = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype("uint8")
+    return Image.fromarray(pixels)
+
+
+def _timm_eval(image, input_size=(3, 224, 224), crop_pct=0.875):
+    from timm.data import create_transform, resolve_data_config
+
+    config = resolve_data_config(
+        dict(input_size=input_size, crop_pct=crop_pct, interpolation="bicubic",
+             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    )
+    assert config["crop_pct"] == crop_pct and config["interpolation"] == "bicubic"
+    return create_transform(**config, is_training=False)(image).permute(1, 2, 0).numpy()
+
+
+# Both sides resize/crop with PIL (bit-identical uint8 pixels) and then run the same
+# float32 ops (x / 255, - mean, / std), so only float32 rounding may differ: 1e-6 is
+# ~8 ulps at the largest normalised magnitude (|x| < 2.7). A different resize,
+# crop offset or interpolation changes values by >1e-2.
+@requires_timm
+@pytest.mark.parametrize(
+    "size, image_size, crop_pct",
+    [((300, 200), 224, 0.875), ((190, 260), 224, 0.875), ((97, 80), 64, 0.9), ((500, 333), (96, 128), 0.875)],
+)
+def test_load_image_matches_timm_eval_transform(tmp_path, size, image_size, crop_pct):
+    image = _pil_image(*size)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    expected = _timm_eval(image, (3, height, width), crop_pct)
+    path = tmp_path / "image.png"
+    image.save(path)
+    for source in (image, str(path)):
+        loaded = load_image(source, image_size, crop_pct)
+        assert loaded.shape == (height, width, 3) and loaded.dtype == np.float32
+        assert loaded.min() >= 0 and loaded.max() <= 255
+        np.testing.assert_allclose(preprocess_input(loaded), expected, atol=1e-6, rtol=0)
+
+
+def test_load_image_rejects_bad_arguments():
+    image = _pil_image(40, 40)
+    with pytest.raises(ValueError, match="crop_pct"):
+        load_image(image, 32, crop_pct=1.5)
+    with pytest.raises(ValueError, match="image_size"):
+        load_image(image, (32, 32, 3))
+
+
+def test_preprocess_input_numpy_and_tensor():
+    raw = np.random.RandomState(0).uniform(0, 255, (2, 5, 4, 3)).astype("float32")
+    out = preprocess_input(raw)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(out, (raw / 255.0 - mean) / std, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(preprocess_input(keras.ops.convert_to_tensor(raw))), out, atol=1e-6)
+    np.testing.assert_allclose(preprocess_input(raw.astype("uint8")), preprocess_input(raw.astype("uint8").astype("float32")))
+    with pytest.raises(ValueError, match=r"channels last \(\.\.\., 3\)"):
+        preprocess_input(np.zeros((1, 3, 8, 8)))
+
+
+def test_include_preprocessing_equals_preprocess_input():
+    raw = np.random.RandomState(1).uniform(0, 255, (2, 28, 42, 3)).astype("float32")
+    with_pre = Sequencer2D(**TINY_ARCH, include_preprocessing=True, classifier_activation=None)
+    plain = Sequencer2D(**TINY_ARCH, classifier_activation=None)
+    for layer in plain.layers:
+        layer.set_weights(with_pre.get_layer(layer.name).get_weights())
+    expected = to_numpy(plain(preprocess_input(raw)))
+    # Rescaling multiplies by 1/255 and Normalization divides by sqrt(std**2): a few
+    # float32 ulps on the inputs, which the network keeps at the 1e-6 level.
+    np.testing.assert_allclose(to_numpy(with_pre(raw)), expected, atol=1e-5)
+
+
+@requires_timm
+def test_class_table_matches_timm():
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    classes = imagenet_classes()
+    assert len(classes) == 1000
+    for index, (wnid, names) in enumerate(classes):
+        assert wnid == info.index_to_label_name(index)
+        assert names == info.index_to_description(index)
+
+
+def test_decode_predictions():
+    rng = np.random.RandomState(0)
+    preds = rng.uniform(0, 0.1, (2, 1000)).astype("float32")
+    preds[0, [7, 3, 999]] = [0.9, 0.8, 0.7]
+    preds[1, [0, 500]] = [0.6, 0.95]
+    decoded = decode_predictions(preds, top=3)
+    classes = imagenet_classes()
+    assert [[entry[0] for entry in row] for row in decoded] == [
+        [classes[7][0], classes[3][0], classes[999][0]],
+        [classes[500][0], classes[0][0], classes[int(np.argsort(-preds[1])[2])][0]],
+    ]
+    assert decoded[0][0] == (classes[7][0], classes[7][1], pytest.approx(0.9))
+    assert all(isinstance(v, str) for v in decoded[0][0][:2]) and isinstance(decoded[0][0][2], float)
+    assert len(decode_predictions(keras.ops.convert_to_tensor(preds))[1]) == 5
+    with pytest.raises(ValueError, match=r"\(batch, 1000\)"):
+        decode_predictions(preds[:, :10])
+    with pytest.raises(ValueError, match="top"):
+        decode_predictions(preds, top=0)
