@@ -68,6 +68,14 @@ def _keep(images, labels, classes, limit):
     return images.astype("float32"), labels
 
 
+def _to_numpy(examples):
+    images, labels = [], []
+    for image, label in examples:
+        images.append(image)
+        labels.append(label)
+    return np.stack(images) / 255.0, np.asarray(labels)
+
+
 def load_data(args):
     """``(x_train, y_train), (x_val, y_val)``: 32x32x3 float images in [0, 1]."""
     if args.dataset == "digits":
@@ -78,10 +86,8 @@ def load_data(args):
         import tensorflow_datasets as tfds
 
         splits = tfds.load("cifar10", split=["train", "test"], as_supervised=True,
-                           batch_size=-1, data_dir=args.data_dir)
-        (x_train, y_train), (x_val, y_val) = [
-            (np.asarray(x) / 255.0, np.asarray(y)) for x, y in tfds.as_numpy(splits)
-        ]
+                           data_dir=args.data_dir)
+        (x_train, y_train), (x_val, y_val) = [_to_numpy(split) for split in tfds.as_numpy(splits)]
     return (_keep(x_train, y_train, args.classes, args.limit),
             _keep(x_val, y_val, args.classes, args.limit))
 
