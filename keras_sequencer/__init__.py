@@ -9,7 +9,9 @@ from keras_sequencer.models import (
     Sequencer2DL,
     Sequencer2DM,
     Sequencer2DS,
+    VanillaSequencer,
 )
 from keras_sequencer.preprocessing import load_image, preprocess_input
+from keras_sequencer.registry import MODEL_REGISTRY, create_model, list_models
 
 __version__ = "0.1.0"

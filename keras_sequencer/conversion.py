@@ -24,7 +24,13 @@ import re
 import keras
 import numpy as np
 
-from keras_sequencer.layers import BiLSTM2D, PatchEmbedding, Sequencer2DBlock
+from keras_sequencer.layers import (
+    BiLSTM1D,
+    BiLSTM2D,
+    PatchEmbedding,
+    PositionEmbedding,
+    Sequencer2DBlock,
+)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
@@ -104,7 +110,13 @@ def _timm_prefix(layer_name):
     match = re.fullmatch(r"stages_(\d+)_blocks_(\d+)", layer_name)
     if match:
         return f"stages.{match.group(1)}.blocks.{match.group(2)}"
-    return {"stem": "stem.proj", "norm": "norm", "head": "head.fc"}.get(layer_name)
+    return {
+        "stem": "stem.proj",
+        "stem_norm": "stem.norm",
+        "pos_embed": "absolute_pos_embed",
+        "norm": "norm",
+        "head": "head.fc",
+    }.get(layer_name)
 
 
 def _linear(dense, prefix):
@@ -151,16 +163,25 @@ def _rnn(rnn_layer, rnn_type, prefix, suffix):
     ]
 
 
-def _bilstm2d(layer, prefix):
+def _directions(rnn, rnn_type, prefix):
+    """One (possibly Bidirectional) RNN -> torch ``{prefix}.*_l0[_reverse]``."""
+    if isinstance(rnn, keras.layers.Bidirectional):
+        return _rnn(rnn.forward_layer, rnn_type, prefix, "") + _rnn(
+            rnn.backward_layer, rnn_type, prefix, "_reverse"
+        )
+    return _rnn(rnn, rnn_type, prefix, "")
+
+
+def _token_mixer(layer, prefix):
+    """BiLSTM2D (``rnn_v``, ``rnn_h``, ``fc``) or BiLSTM1D (``rnn``, ``fc``)."""
+    if isinstance(layer, BiLSTM1D):
+        rnns = ((layer.rnn, "rnn"),)
+    else:
+        rnns = ((layer.rnn_v, "rnn_v"), (layer.rnn_h, "rnn_h"))
     assignments = []
-    for rnn, name in ((layer.rnn_v, "rnn_v"), (layer.rnn_h, "rnn_h")):
-        if rnn is None:
-            continue
-        if isinstance(rnn, keras.layers.Bidirectional):
-            assignments += _rnn(rnn.forward_layer, layer.rnn_type, f"{prefix}.{name}", "")
-            assignments += _rnn(rnn.backward_layer, layer.rnn_type, f"{prefix}.{name}", "_reverse")
-        else:
-            assignments += _rnn(rnn, layer.rnn_type, f"{prefix}.{name}", "")
+    for rnn, name in rnns:
+        if rnn is not None:
+            assignments += _directions(rnn, layer.rnn_type, f"{prefix}.{name}")
     if layer.fc is not None:
         assignments += _linear(layer.fc, f"{prefix}.fc")
     return assignments
@@ -169,7 +190,7 @@ def _bilstm2d(layer, prefix):
 def _block(block, prefix):
     return (
         _layer_norm(block.norm1, f"{prefix}.norm1")
-        + _bilstm2d(block.rnn_tokens, f"{prefix}.rnn_tokens")
+        + _token_mixer(block.rnn_tokens, f"{prefix}.rnn_tokens")
         + _layer_norm(block.norm2, f"{prefix}.norm2")
         + _linear(block.mlp_fc1, f"{prefix}.mlp_channels.fc1")
         + _linear(block.mlp_fc2, f"{prefix}.mlp_channels.fc2")
@@ -193,8 +214,10 @@ def weight_map(model):
             assignments += _layer_norm(layer, prefix)
         elif isinstance(layer, keras.layers.Dense):
             assignments += _linear(layer, prefix)
-        elif isinstance(layer, BiLSTM2D):
-            assignments += _bilstm2d(layer, prefix)
+        elif isinstance(layer, (BiLSTM2D, BiLSTM1D)):
+            assignments += _token_mixer(layer, prefix)
+        elif isinstance(layer, PositionEmbedding):
+            assignments.append((layer.embedding, (prefix,), lambda w: w))
         else:
             raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) cannot be converted.")
     return assignments

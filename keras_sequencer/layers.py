@@ -105,12 +105,7 @@ class BiLSTM2D(keras.layers.Layer):
         return self.rnn_output_size * (2 if self.union == "cat" else 1)
 
     def _make_rnn(self, name):
-        rnn = RNN_TYPES[self.rnn_type](
-            self.hidden_size, return_sequences=True, name=name if not self.bidirectional else None
-        )
-        if self.bidirectional:
-            rnn = keras.layers.Bidirectional(rnn, merge_mode="concat", name=name)
-        return rnn
+        return make_rnn(self.rnn_type, self.hidden_size, self.bidirectional, name)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -364,19 +359,23 @@ class Sequencer2DBlock(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.implementation = implementation
         self.norm1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm1")
-        self.rnn_tokens = BiLSTM2D(
-            hidden_size,
-            bidirectional=bidirectional,
-            union=union,
-            with_fc=with_fc,
-            rnn_type=rnn_type,
-            implementation=implementation,
-            name="rnn_tokens",
-        )
+        self.rnn_tokens = self._make_token_mixer("rnn_tokens")
         self.norm2 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm2")
         self.drop_path = DropPath(drop_path_rate, name="drop_path")
         self.mlp_fc1 = None
         self.mlp_fc2 = None
+
+    def _make_token_mixer(self, name):
+        """The token-mixing layer: BiLSTM2D here; :class:`VanillaSequencerBlock` swaps it."""
+        return BiLSTM2D(
+            self.hidden_size,
+            bidirectional=self.bidirectional,
+            union=self.union,
+            with_fc=self.with_fc,
+            rnn_type=self.rnn_type,
+            implementation=self.implementation,
+            name=name,
+        )
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -491,3 +490,182 @@ class ImageInputCheck(keras.layers.Layer):
             "min_size": self.min_size,
             "model_name": self.model_name,
         }
+
+
+# ------------------------------------------------- the 1-D (vanilla) Sequencer --
+@_register
+class BiLSTM1D(keras.layers.Layer):
+    """A (bi)directional RNN over the flattened token sequence of an image.
+
+    ``(B, H, W, C)`` is read row by row as one sequence of ``H*W`` tokens, run
+    through the RNN and reshaped back to ``(B, H, W, D)``, ``D = hidden_size * (2
+    if bidirectional else 1)``. With ``with_fc`` a Dense maps ``D`` back to ``C``;
+    without it (the paper's VanillaSequencer) ``D`` must equal ``C``.
+
+    Args:
+        hidden_size: units of each RNN direction.
+        bidirectional: run the RNN forwards and backwards.
+        with_fc: project the RNN output back to the input channels.
+        rnn_type: ``"lstm"``, ``"gru"`` or ``"rnn"``, as in :class:`BiLSTM2D`.
+    """
+
+    def __init__(self, hidden_size, bidirectional=True, with_fc=False, rnn_type="lstm", **kwargs):
+        super().__init__(**kwargs)
+        if rnn_type not in RNN_TYPES:
+            raise ValueError(
+                f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}."
+            )
+        self.hidden_size = int(hidden_size)
+        self.bidirectional = bool(bidirectional)
+        self.with_fc = bool(with_fc)
+        self.rnn_type = rnn_type
+        self.rnn = make_rnn(rnn_type, self.hidden_size, self.bidirectional, "rnn")
+        self.fc = None
+
+    @property
+    def rnn_output_size(self):
+        return self.hidden_size * (2 if self.bidirectional else 1)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError("BiLSTM1D needs a known channel dimension.")
+        self.rnn.build((None, None, channels))
+        if self.with_fc:
+            self.fc = keras.layers.Dense(channels, name="fc")
+            self.fc.build((None, self.rnn_output_size))
+        elif self.rnn_output_size != channels:
+            raise ValueError(
+                f"BiLSTM1D with with_fc=False outputs {self.rnn_output_size} channels "
+                f"(hidden_size {self.hidden_size}, bidirectional={self.bidirectional}), but "
+                f"its input has {channels}; the residual connection needs them equal."
+            )
+
+    def call(self, x):
+        batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
+        y = self.rnn(ops.reshape(x, (batch, -1, x.shape[-1])))
+        y = ops.reshape(y, (batch, height, width, self.rnn_output_size))
+        return self.fc(y) if self.fc is not None else y
+
+    def compute_output_shape(self, input_shape):
+        channels = input_shape[-1] if self.with_fc else self.rnn_output_size
+        return tuple(input_shape[:-1]) + (channels,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_size": self.hidden_size,
+            "bidirectional": self.bidirectional,
+            "with_fc": self.with_fc,
+            "rnn_type": self.rnn_type,
+        }
+
+
+@_register
+class VanillaSequencerBlock(Sequencer2DBlock):
+    """The VanillaSequencer block: :class:`Sequencer2DBlock` with :class:`BiLSTM1D`
+    (one RNN over all ``H*W`` tokens) as the token mixer. ``(B, H, W, C) -> same``.
+
+    ``with_fc`` defaults to ``False`` as in the paper (then ``2 * hidden_size``
+    must equal ``C``); there is no ``union``.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        mlp_ratio=3.0,
+        bidirectional=True,
+        with_fc=False,
+        rnn_type="lstm",
+        drop_path_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        kwargs.pop("union", None)
+        super().__init__(
+            hidden_size,
+            mlp_ratio=mlp_ratio,
+            bidirectional=bidirectional,
+            with_fc=with_fc,
+            rnn_type=rnn_type,
+            drop_path_rate=drop_path_rate,
+            layer_norm_epsilon=layer_norm_epsilon,
+            **kwargs,
+        )
+
+    def _make_token_mixer(self, name):
+        return BiLSTM1D(
+            self.hidden_size,
+            bidirectional=self.bidirectional,
+            with_fc=self.with_fc,
+            rnn_type=self.rnn_type,
+            name=name,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("union")
+        return config
+
+
+@_register
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned absolute position embedding: ``x + pos``, ``pos`` of shape
+    ``(1, H, W, C)`` (truncated normal, std 0.02, as the paper's ``absolute_pos_embed``).
+
+    H and W are fixed when the layer is built, so a model using it takes one
+    input size only; another size raises a ``ValueError``.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.grid = None
+
+    def build(self, input_shape):
+        grid = tuple(input_shape[1:])
+        if len(grid) != 3 or any(s is None for s in grid):
+            raise ValueError(
+                f"{self.name}: a position embedding needs a fixed (height, width, channels) "
+                f"grid; got input shape {tuple(input_shape)} (give the model a fixed input_shape)."
+            )
+        self.grid = grid
+        self.embedding = self.add_weight(
+            shape=(1,) + grid,
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            name="embedding",
+        )
+
+    def call(self, x):
+        if tuple(x.shape[1:]) != self.grid and None not in x.shape[1:]:
+            raise ValueError(
+                f"{self.name}: the position embedding is for a {self.grid[0]}x{self.grid[1]} "
+                f"grid of {self.grid[2]} channels; got features of shape {tuple(x.shape)}."
+            )
+        return x + ops.cast(self.embedding, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def make_rnn(rnn_type, units, bidirectional, name):
+    """A sequence-returning ``rnn_type`` RNN named ``name``, wrapped in
+    ``Bidirectional(merge_mode="concat")`` when ``bidirectional``.
+
+    ``Bidirectional`` copies the layer it is given through
+    ``serialize``/``deserialize``. Inside ``keras.saving.load_model`` that runs in
+    an object-sharing scope keyed by ``id()``: once a throwaway layer is freed, a
+    later one may get its ``id`` and be "deserialized" as an earlier block's
+    layer (load then fails with "Forward layer and backward layer should have
+    different go_backwards value", or silently shares a layer). So the backward
+    layer is passed explicitly and the forward template is kept alive.
+    """
+    rnn_class = RNN_TYPES[rnn_type]
+    if not bidirectional:
+        return rnn_class(units, return_sequences=True, name=name)
+    forward = rnn_class(units, return_sequences=True)
+    backward = rnn_class(units, return_sequences=True, go_backwards=True)
+    rnn = keras.layers.Bidirectional(
+        forward, backward_layer=backward, merge_mode="concat", name=name
+    )
+    object.__setattr__(rnn, "_forward_template", forward)  # untracked, keeps its id unique
+    return rnn

@@ -13,7 +13,16 @@ import math
 
 import keras
 
-from keras_sequencer.layers import ImageInputCheck, PatchEmbedding, Sequencer2DBlock
+from keras_sequencer.layers import (
+    ImageInputCheck,
+    PatchEmbedding,
+    PositionEmbedding,
+    Sequencer2DBlock,
+    VanillaSequencerBlock,
+)
+
+# Token mixers of the blocks: BiLSTM2D (Sequencer2D) or BiLSTM1D (VanillaSequencer).
+TOKEN_MIXERS = {"2d": Sequencer2DBlock, "1d": VanillaSequencerBlock}
 
 # Architectures of timm's sequencer2d_{s,m,l} (== the official okojoalg/sequencer).
 _SEQUENCER2D_BASE = dict(
@@ -74,6 +83,10 @@ def Sequencer2D(
     include_preprocessing=False,
     name="sequencer2d",
     implementation="keras",
+    stem_norm=False,
+    position_embedding=False,
+    token_mixer="2d",
+    dropout_rate=0.0,
 ):
     """Builds a Sequencer2D network (Tatsunami & Taki, NeurIPS 2022).
 
@@ -106,6 +119,16 @@ def Sequencer2D(
         implementation: how BiLSTM2D runs its LSTMs, ``"keras"`` or
             ``"fused"`` (faster, LSTM only; same weights), see
             :class:`keras_sequencer.layers.BiLSTM2D`.
+        stem_norm: LayerNorm (eps 1e-6) right after the stem (``stem_norm``).
+        position_embedding: add a learned absolute position embedding after the
+            stem (:class:`~keras_sequencer.layers.PositionEmbedding`); needs a
+            fixed ``input_shape``.
+        token_mixer: ``"2d"`` (BiLSTM2D blocks) or ``"1d"`` (the VanillaSequencer's
+            BiLSTM1D over the flattened tokens; ``union`` is then unused).
+        dropout_rate: dropout before the classifier (with ``include_top``).
+
+    Stages may have 0 blocks: such a stage is only its ``PatchEmbedding`` (a
+    patch merging, or a pointwise linear layer with patch size 1).
 
     Returns:
         A ``keras.Model``.
@@ -121,6 +144,10 @@ def Sequencer2D(
             raise ValueError(
                 f"{arg_name} has {len(values)} entries but layers has {num_stages}."
             )
+    if token_mixer not in TOKEN_MIXERS:
+        raise ValueError(
+            f"token_mixer must be one of {tuple(TOKEN_MIXERS)}; got {token_mixer!r}."
+        )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
     total_stride = math.prod(patch_sizes)
@@ -147,25 +174,38 @@ def Sequencer2D(
         )(x)
 
     x = PatchEmbedding(embed_dims[0], patch_sizes[0], name="stem")(x)
+    if stem_norm:
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name="stem_norm")(x)
+    if position_embedding:
+        if None in x.shape[1:3]:
+            raise ValueError(
+                f"{name}: position_embedding=True needs a fixed input_shape "
+                f"(height, width, channels); got {tuple(inputs.shape[1:])}."
+            )
+        x = PositionEmbedding(name="pos_embed")(x)
+    block_class = TOKEN_MIXERS[token_mixer]
+    mixer_options = dict(union=union) if token_mixer == "2d" else {}
     for i in range(num_stages):
         if i > 0:
             x = PatchEmbedding(embed_dims[i], patch_sizes[i], name=f"stages_{i}_downsample")(x)
         for j in range(layers[i]):
-            x = Sequencer2DBlock(
+            x = block_class(
                 hidden_sizes[i],
                 mlp_ratio=mlp_ratios[i],
                 bidirectional=bidirectional,
-                union=union,
                 with_fc=with_fc,
                 rnn_type=rnn_type,
                 drop_path_rate=drop_path_rate,
                 implementation=implementation,
                 name=f"stages_{i}_blocks_{j}",
+                **mixer_options,
             )(x)
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
 
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if dropout_rate:
+            x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
         # Under a mixed policy the classifier computes in float32 (stable softmax / loss).
         mixed = keras.config.dtype_policy().name.startswith("mixed")
         x = keras.layers.Dense(
@@ -198,8 +238,53 @@ def Sequencer2D(
             with_fc=with_fc,
             rnn_type=rnn_type,
         )
+        # Options off their defaults only, so S/M/L architectures stay as before.
+        extra = dict(
+            stem_norm=stem_norm, position_embedding=position_embedding, token_mixer=token_mixer
+        )
+        arch.update({k: v for k, v in extra.items() if v != _BUILDER_DEFAULTS[k]})
         weights_lib.load_weights(model, weights, arch)
     return model
+
+
+_BUILDER_DEFAULTS = dict(stem_norm=False, position_embedding=False, token_mixer="2d")
+
+
+def VanillaSequencer(
+    layers,
+    patch_sizes,
+    embed_dims,
+    hidden_sizes,
+    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
+    bidirectional=True,
+    with_fc=False,
+    rnn_type="lstm",
+    position_embedding=False,
+    name="vanilla_sequencer",
+    **kwargs,
+):
+    """Builds the paper's VanillaSequencer: :func:`Sequencer2D` whose blocks mix
+    tokens with one (Bi)LSTM over the flattened ``H*W`` sequence
+    (:class:`~keras_sequencer.layers.VanillaSequencerBlock`) instead of BiLSTM2D.
+
+    As in the paper, ``with_fc`` defaults to ``False`` (so ``2 * hidden_sizes[i]``
+    must equal ``embed_dims[i]``). ``position_embedding=True`` (``v_sequencer_s_pe``)
+    fixes the input size. Other arguments as :func:`Sequencer2D`.
+    """
+    return Sequencer2D(
+        layers,
+        patch_sizes,
+        embed_dims,
+        hidden_sizes,
+        mlp_ratios=mlp_ratios,
+        bidirectional=bidirectional,
+        with_fc=with_fc,
+        rnn_type=rnn_type,
+        position_embedding=position_embedding,
+        token_mixer="1d",
+        name=name,
+        **kwargs,
+    )
 
 
 def _variant(variant, doc_name):
