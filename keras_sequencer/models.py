@@ -47,7 +47,7 @@ def stage_output_name(stage_index, num_blocks):
     return f"stages_{stage_index}_blocks_{num_blocks - 1}"
 
 
-def _resolve_input(input_tensor, input_shape, name):
+def _resolve_input(input_tensor, input_shape):
     if input_shape is None:
         input_shape = (None, None, 3)
     input_shape = tuple(input_shape)
@@ -152,7 +152,7 @@ def Sequencer2D(
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
     total_stride = math.prod(patch_sizes)
 
-    inputs, source_tensor = _resolve_input(input_tensor, input_shape, name)
+    inputs, source_tensor = _resolve_input(input_tensor, input_shape)
     channels = inputs.shape[-1]
     if channels is None:
         raise ValueError("The number of input channels must be known.")
