@@ -8,7 +8,9 @@ feeds ``model.fit`` on every Keras backend.
 A folder is checked before training starts, so bad input fails at once with the
 offending path: a missing ``train``/``val`` folder, a split with no class
 folders or a class folder with no images, different class folders in ``train``
-and ``val``, and unreadable files (not an image, empty, no permission).
+and ``val``, and unreadable files (not an image, empty, no permission). A file
+that passes those checks but cannot be decoded (truncated or corrupt image data)
+surfaces during training; :func:`find_undecodable` then names it.
 """
 
 import dataclasses
@@ -30,6 +32,9 @@ class DataSplits:
     class_names: list
     train_size: int
     val_size: int
+    # Image files behind ``train``/``val`` (folders only), for naming a file that
+    # fails to decode mid-training (see :func:`find_undecodable`).
+    files: list = dataclasses.field(default_factory=list)
 
     @property
     def num_classes(self):
@@ -96,14 +101,19 @@ def _find_split(root, names):
     )
 
 
+def _decode(path):
+    import tensorflow as tf
+
+    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+
 def image_dataset(paths, labels, shuffle=False):
     """Decodes image files into an unbatched ``(uint8 (H, W, 3), int32)`` dataset
     (``shuffle``: in a new order every epoch)."""
     import tensorflow as tf
 
     def load(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return image, label
+        return _decode(path), label
 
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant(paths, tf.string), tf.constant(labels, tf.int32))
@@ -111,6 +121,24 @@ def image_dataset(paths, labels, shuffle=False):
     if shuffle:
         dataset = dataset.shuffle(len(paths), reshuffle_each_iteration=True)
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def find_undecodable(paths):
+    """The files among ``paths`` that ``tf.io.decode_image`` cannot decode.
+
+    Decodes every file (in parallel, skipping failures), so it is meant for
+    after a decode error: ``tf.data`` reports those without the file name.
+    """
+    import tensorflow as tf
+
+    decoded = (
+        tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+        .enumerate()
+        .map(lambda index, path: (index, tf.shape(_decode(path))[0]), num_parallel_calls=tf.data.AUTOTUNE)
+        .ignore_errors()
+    )
+    readable = {int(index) for index, _ in decoded.as_numpy_iterator()}
+    return [path for index, path in enumerate(paths) if index not in readable]
 
 
 def load_image_folder(root):
@@ -133,6 +161,7 @@ def load_image_folder(root):
         train_classes,
         len(train_paths),
         len(val_paths),
+        files=train_paths + val_paths,
     )
 
 

@@ -481,7 +481,9 @@ def fit(config, data, callbacks=(), distribution=None):
             )
             if distribution.num_workers > 1 and keras.backend.backend() == "tensorflow":
                 _build_for_multi_worker(model, train)
-            history = model.fit(
+            history = _fit_naming_bad_images(
+                model,
+                data,
                 train,
                 validation_data=val,
                 epochs=config.epochs + config.cooldown_epochs,
@@ -491,6 +493,24 @@ def fit(config, data, callbacks=(), distribution=None):
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return model, history
+
+
+def _fit_naming_bad_images(model, data, train, **kwargs):
+    """``model.fit(train, **kwargs)``; if an image fails to decode, raises a
+    ``ValueError`` naming the file(s) (``tf.data`` does not say which file)."""
+    import tensorflow as tf
+
+    try:
+        return model.fit(train, **kwargs)
+    except tf.errors.OpError:
+        bad = data_lib.find_undecodable(data.files) if data.files else []
+        if not bad:
+            raise
+        raise ValueError(
+            f"Cannot decode image {bad[0]} (truncated or corrupt image data)"
+            + (f"; {len(bad) - 1} more such files: {bad[1:6]}" if len(bad) > 1 else "")
+            + "."
+        ) from None
 
 
 def _build_for_multi_worker(model, dataset):

@@ -92,6 +92,27 @@ def test_unreadable_image_is_named(tmp_path, content):
         data.load_image_folder(str(tmp_path))
 
 
+def truncate_into_jpeg(path, size=(20, 20)):
+    """Writes a JPEG at ``path`` with a valid header but only its first half."""
+    pixels = np.random.RandomState(1).randint(0, 256, size + (3,), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG")
+    with open(path, "rb") as f:
+        content = f.read()
+    with open(path, "wb") as f:
+        f.write(content[: len(content) // 2])
+
+
+def test_find_undecodable_names_a_truncated_jpeg(tmp_path):
+    make_image_folder(str(tmp_path))
+    truncated = tmp_path / "train" / "dog" / "truncated.jpg"
+    truncate_into_jpeg(truncated)
+    splits = data.load_image_folder(str(tmp_path))  # the header check passes it
+    assert str(truncated) in splits.files and len(splits.files) == 9
+    with pytest.raises(Exception):  # tf.data's decode error, which does not name the file
+        list(splits.train.as_numpy_iterator())
+    assert data.find_undecodable(splits.files) == [str(truncated)]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read files without permission")
 def test_image_without_read_permission_is_named(tmp_path):
     make_image_folder(str(tmp_path))

@@ -184,6 +184,17 @@ def test_nan_loss_stops_with_a_message(tmp_path):
     assert keras.config.dtype_policy().name == "float32"
 
 
+def test_truncated_image_stops_training_naming_the_file(tmp_path):
+    from test_data import make_image_folder, truncate_into_jpeg
+
+    make_image_folder(str(tmp_path / "data"), per_class=8, size=(20, 20))
+    truncated = tmp_path / "data" / "train" / "cat" / "5.jpg"
+    truncate_into_jpeg(truncated)
+    splits = data.load_image_folder(str(tmp_path / "data"))
+    with pytest.raises(ValueError, match=f"Cannot decode image {truncated} "):
+        training.fit(tiny_config(tmp_path / "out", batch_size=4, epochs=1, warmup_epochs=0), splits)
+
+
 def read_csv_epochs(path):
     with open(path, newline="") as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
