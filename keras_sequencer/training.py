@@ -265,12 +265,17 @@ def train_pipeline(dataset, config, num_classes, global_batch_size):
     )
 
 
-def eval_pipeline(dataset, config, num_classes, global_batch_size, batch_multiple=1):
+def eval_pipeline(
+    dataset, config, num_classes, global_batch_size, batch_multiple=1, drop_remainder=False
+):
     """Validation data: resize to ``image_size / crop_pct``, centre crop, normalise.
 
     ``batch_multiple``: trim the last batch to a multiple of it (JAX's
     ``DataParallel`` needs every batch to split evenly over the devices), which
-    leaves out fewer than ``batch_multiple`` images."""
+    leaves out fewer than ``batch_multiple`` images. ``drop_remainder``: drop
+    the last partial batch (several JAX processes need a static batch size to
+    split the data between them), which leaves out fewer than
+    ``global_batch_size`` images."""
     import tensorflow as tf
 
     height, width = config.image_size
@@ -286,8 +291,10 @@ def eval_pipeline(dataset, config, num_classes, global_batch_size, batch_multipl
         keep = tf.shape(images)[0] // batch_multiple * batch_multiple
         return images[:keep], labels[:keep]
 
-    batches = dataset.map(prepare, num_parallel_calls=config.workers).batch(global_batch_size)
-    if batch_multiple > 1:
+    batches = dataset.map(prepare, num_parallel_calls=config.workers).batch(
+        global_batch_size, drop_remainder=drop_remainder
+    )
+    if batch_multiple > 1 and not drop_remainder:
         batches = batches.map(trim).filter(lambda images, _: tf.shape(images)[0] > 0)
     return batches.prefetch(tf.data.AUTOTUNE)
 
@@ -466,8 +473,15 @@ def fit(config, data, callbacks=(), distribution=None):
         output_dir = os.path.join(config.output, f".worker_{distribution.worker_index}")
     keras.utils.set_random_seed(config.seed)
     train = train_pipeline(data.train, config, num_classes, global_batch)
-    multiple = distribution.num_replicas if keras.backend.backend() == "jax" else 1
-    val = eval_pipeline(data.val, config, num_classes, global_batch, batch_multiple=multiple)
+    on_jax = keras.backend.backend() == "jax"
+    val = eval_pipeline(
+        data.val,
+        config,
+        num_classes,
+        global_batch,
+        batch_multiple=distribution.num_replicas if on_jax else 1,
+        drop_remainder=on_jax and distribution.num_workers > 1,
+    )
     previous_policy = keras.config.dtype_policy()
     if config.amp:
         keras.config.set_dtype_policy("mixed_float16")

@@ -172,7 +172,8 @@ model, history = training.fit(config, digits_splits(num_train=64, num_val=16), d
 index = distribution.worker_index
 np.savez(os.path.join(sys.argv[1], f"weights_{index}.npz"), *[np.asarray(w) for w in model.get_weights()])
 print(json.dumps(dict(replicas=distribution.num_replicas, workers=distribution.num_workers,
-                      steps=int(model.optimizer.iterations.numpy()), loss=history.history["loss"])))
+                      index=index, steps=int(np.asarray(model.optimizer.iterations)),
+                      loss=history.history["loss"])))
 """
 
 
@@ -186,15 +187,37 @@ def free_ports(count):
     return ports
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="MultiWorkerMirroredStrategy is TensorFlow's")
-def test_two_workers_train_to_identical_weights(tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+def worker_environments():
+    """Per-process environment for a two-process run on 127.0.0.1: ``TF_CONFIG``
+    (MultiWorkerMirroredStrategy) on TensorFlow, ``KERAS_DISTRIBUTION_*``
+    (``keras.distribution.initialize``, one CPU device each) on JAX."""
+    if BACKEND == "tensorflow":
+        workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+        return [
+            {"TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})}
+            for i in range(2)
+        ]
+    coordinator = f"127.0.0.1:{free_ports(1)[0]}"
+    return [
+        {
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": coordinator,
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+            "KERAS_DISTRIBUTION_PROCESS_ID": str(i),
+            "JAX_NUM_CPU_DEVICES": "1",
+        }
+        for i in range(2)
+    ]
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch backend has no multi-process training")
+def test_two_processes_train_to_identical_weights(tmp_path):
+    """Two worker processes (TF: MultiWorkerMirroredStrategy; JAX: keras.distribution
+    .initialize + DataParallel) train together and end with identical weights."""
     procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, PYTHONPATH=REPO, TF_CONFIG=json.dumps(tf_config))
+    for env in worker_environments():
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(tmp_path)], cwd=REPO, env=env,
+            [sys.executable, "-c", WORKER, str(tmp_path)], cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=REPO, **env),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
     outputs = []
@@ -211,6 +234,7 @@ def test_two_workers_train_to_identical_weights(tmp_path):
     for result in outputs:
         # 64 images, global batch 8 x 2 replicas -> 4 steps per epoch, 2 epochs
         assert (result["replicas"], result["workers"], result["steps"]) == (2, 2, 8)
+    assert sorted(result["index"] for result in outputs) == [0, 1]
     chief, other = (np.load(tmp_path / f"weights_{i}.npz") for i in range(2))
     assert len(chief.files) == len(other.files) > 0
     for name in chief.files:
