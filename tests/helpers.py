@@ -33,6 +33,15 @@ def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def run_model(model, inputs):
+    """``model(inputs)`` as numpy. On JAX through the jit-compiled
+    ``predict_on_batch``: called eagerly, JAX compiles each LSTM layer's scan
+    separately, which makes a full-size forward pass several times slower."""
+    if keras.backend.backend() == "jax":
+        return keras.tree.map_structure(to_numpy, model.predict_on_batch(inputs))
+    return keras.tree.map_structure(to_numpy, model(inputs))
+
+
 def timm_model(arch=None, variant=None, num_classes=1000, seed=0, **kwargs):
     """A timm Sequencer2d in eval mode with *all* parameters random.
 

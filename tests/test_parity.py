@@ -9,7 +9,7 @@ import pytest
 
 import keras_sequencer
 from keras_sequencer import conversion
-from tests.helpers import random_images, requires_timm, timm_forward, timm_model, to_numpy
+from tests.helpers import random_images, requires_timm, run_model, timm_forward, timm_model
 
 pytestmark = [requires_timm, pytest.mark.slow]
 
@@ -27,11 +27,11 @@ def test_full_model_parity_with_timm(variant, record_property):
     reference = timm_model(variant=variant, seed=7)
     model = BUILDERS[variant](classifier_activation=None)
     conversion.load_state_dict(model, reference.state_dict())
-    features_model = keras.Model(model.inputs, model.get_layer("norm").output)
+    logits_and_features = keras.Model(model.inputs, [model.output, model.get_layer("norm").output])
     for size in ((224, 224), (196, 252)):
         images = random_images(1, *size, seed=8)
         expected = timm_forward(reference, images)
-        logits, features = to_numpy(model(images)), to_numpy(features_model(images))
+        logits, features = run_model(logits_and_features, images)
         delta = float(np.abs(logits - expected).max())
         print(f"{variant} {size}: max |dlogit| = {delta:.3g}")
         record_property(f"max_abs_dlogit_{size[0]}x{size[1]}", delta)
