@@ -131,7 +131,8 @@ class BiLSTM2D(keras.layers.Layer):
         return [rnn.cell]
 
     def _run_fused(self, sequences):
-        """Runs ``{name: (N, T, C)}`` through the named RNNs with :func:`fused_lstm`.
+        """Runs time-major ``{name: (T, N, C)}`` through the named RNNs with
+        :func:`fused_lstm`; returns ``{name: (T, N, D)}``.
 
         RNNs whose sequences have the same static shape share one recurrence.
         """
@@ -153,21 +154,17 @@ class BiLSTM2D(keras.layers.Layer):
         batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
         channels = x.shape[-1]
         size = self.rnn_output_size
-        sequences = {}
-        if self.with_vertical:
-            sequences["rnn_v"] = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, height, channels))
-        if self.with_horizontal:
-            sequences["rnn_h"] = ops.reshape(x, (-1, width, channels))
         if self.implementation == "fused":
-            results = self._run_fused(sequences)
+            outputs = self._call_fused(x, batch, height, width, channels, size)
         else:
-            results = {name: getattr(self, name)(seq) for name, seq in sequences.items()}
-        outputs = []
-        if self.with_vertical:
-            v = ops.reshape(results["rnn_v"], (batch, width, height, size))
-            outputs.append(ops.transpose(v, (0, 2, 1, 3)))
-        if self.with_horizontal:
-            outputs.append(ops.reshape(results["rnn_h"], (batch, height, width, size)))
+            outputs = []
+            if self.with_vertical:  # columns: (B*W, H, C) sequences
+                columns = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, height, channels))
+                v = ops.reshape(self.rnn_v(columns), (batch, width, height, size))
+                outputs.append(ops.transpose(v, (0, 2, 1, 3)))
+            if self.with_horizontal:  # rows: (B*H, W, C) sequences
+                rows = ops.reshape(x, (-1, width, channels))
+                outputs.append(ops.reshape(self.rnn_h(rows), (batch, height, width, size)))
         if len(outputs) == 1:
             y = outputs[0]
         elif self.union == "cat":
@@ -177,6 +174,24 @@ class BiLSTM2D(keras.layers.Layer):
         if self.fc is not None:
             y = self.fc(y)
         return y
+
+    def _call_fused(self, x, batch, height, width, channels, size):
+        """The RNN outputs ``[(B, H, W, D)]`` via :func:`fused_lstm`, on
+        time-major sequences: columns ``(H, B*W, C)``, rows ``(W, B*H, C)``."""
+        sequences = {}
+        if self.with_vertical:
+            sequences["rnn_v"] = ops.reshape(ops.transpose(x, (1, 0, 2, 3)), (height, -1, channels))
+        if self.with_horizontal:
+            sequences["rnn_h"] = ops.reshape(ops.transpose(x, (2, 0, 1, 3)), (width, -1, channels))
+        results = self._run_fused(sequences)
+        outputs = []
+        if self.with_vertical:
+            v = ops.reshape(results["rnn_v"], (height, batch, width, size))
+            outputs.append(ops.transpose(v, (1, 0, 2, 3)))
+        if self.with_horizontal:
+            h = ops.reshape(results["rnn_h"], (width, batch, height, size))
+            outputs.append(ops.transpose(h, (1, 2, 0, 3)))
+        return outputs
 
     def compute_output_shape(self, input_shape):
         channels = input_shape[-1] if self.with_fc else self.union_size
@@ -222,11 +237,20 @@ def _torch_lstm_step(state, z, recurrent, units):
     return gates[..., 3 * units :] * torch.tanh(c), c
 
 
+def _project(x, kernel, bias):
+    """``x @ kernel + bias`` (one fused kernel on torch)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.addmm(bias, x, kernel)
+    return ops.matmul(x, kernel) + bias
+
+
 def fused_lstm(sequences, cells, reverse, unroll=None):
     """Runs several (bi)directional LSTMs as one batched recurrence.
 
     Args:
-        sequences: ``S`` tensors ``(N, T, C)`` of one shape.
+        sequences: ``S`` time-major tensors ``(T, N, C)`` of one shape.
         cells: for each sequence, its ``keras.layers.LSTMCell`` s: ``[forward]``
             or, with ``reverse``, ``[forward, backward]`` (the layers of a
             ``Bidirectional``); all with the same units ``U``.
@@ -236,62 +260,91 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
             ``T`` is static.
 
     Returns:
-        ``S`` tensors ``(N, T, D * U)`` (``D`` cells each, concatenated as
-        ``Bidirectional(merge_mode="concat")``), equal to the Keras layers'.
+        ``S`` time-major tensors ``(T, N, D * U)`` (``D`` cells each,
+        concatenated as ``Bidirectional(merge_mode="concat")``), equal to the
+        Keras layers' outputs.
 
-    The input projections of every direction and time step are one batched
-    matmul ``(S, N*T, C) @ (S, C, D*4U)`` hoisted out of the loop; the loop then
-    does one ``(S*D, N, U) @ (S*D, U, 4U)`` matmul and the gate math per step
-    (on torch with fused ``baddbmm``/``addcmul`` kernels). Gate order i, f, c,
-    o and activations sigmoid/tanh as ``keras.layers.LSTM`` (and ``torch.nn.LSTM``).
+    Per sequence, the input projections of all its directions and time steps
+    are one matmul ``(T*N, C) @ (C, D*4U)`` (+ bias) hoisted out of the loop;
+    each step then gathers its slice of every direction (the backward ones at
+    time ``T-1-k``; no flipped copies), does one ``(S*D, N, U) @ (S*D, U, 4U)``
+    matmul and the gate math (on torch with fused ``baddbmm``/``addcmul``
+    kernels). Gate order i, f, c, o and activations sigmoid/tanh as
+    ``keras.layers.LSTM`` (and ``torch.nn.LSTM``).
     """
-    num_seq, per_seq = len(sequences), len(cells[0])
-    x = ops.stack(sequences) if num_seq > 1 else sequences[0][None]
-    dtype = x.dtype
-    n, t, c = ops.shape(x)[1], ops.shape(x)[2], x.shape[-1]
+    per_seq = len(cells[0])
+    dtype = sequences[0].dtype
+    t, n, c = ops.shape(sequences[0])[0], ops.shape(sequences[0])[1], sequences[0].shape[-1]
     units = cells[0][0].units
 
     def weight(cell, attr):
         return ops.cast(getattr(cell, attr), dtype)
 
-    kernel = ops.stack(
-        [ops.concatenate([weight(cl, "kernel") for cl in seq_cells], axis=-1) for seq_cells in cells]
-    )  # (S, C, D*4U)
-    bias = ops.stack(
-        [ops.concatenate([weight(cl, "bias") for cl in seq_cells], axis=-1) for seq_cells in cells]
-    )  # (S, D*4U)
+    projections = []  # per sequence (T, N, D, 4U)
+    for seq, seq_cells in zip(sequences, cells):
+        kernel = ops.concatenate([weight(cl, "kernel") for cl in seq_cells], axis=-1)
+        bias = ops.concatenate([weight(cl, "bias") for cl in seq_cells], axis=-1)
+        proj = _project(ops.reshape(seq, (-1, c)), kernel, bias)
+        projections.append(ops.reshape(proj, (t, n, per_seq, 4 * units)))
     recurrent = ops.stack(
         [weight(cl, "recurrent_kernel") for seq_cells in cells for cl in seq_cells]
     )  # (S*D, U, 4U)
-    proj = ops.matmul(ops.reshape(x, (num_seq, -1, c)), kernel) + bias[:, None, :]
-    proj = ops.reshape(proj, (num_seq, n, t, per_seq, 4 * units))
-    proj = ops.transpose(proj, (2, 0, 3, 1, 4))  # (T, S, D, N, 4U)
-    if reverse:
-        proj = ops.stack([proj[:, :, 0], ops.flip(proj[:, :, 1], axis=0)], axis=2)
-    proj = ops.reshape(proj, (t, num_seq * per_seq, n, 4 * units))
 
     step = _torch_lstm_step if keras.backend.backend() == "torch" else _lstm_step
-    state = (ops.zeros_like(proj[0][..., :units]),) * 2  # (S*D, N, U)
-    steps = proj.shape[0]
+    zeros = ops.zeros((len(sequences) * per_seq, n, units), dtype)
+    state = (zeros, zeros)
+    steps = sequences[0].shape[0]
     if unroll is None:
         unroll = steps is not None
     if unroll:
         if steps is None:
             raise ValueError("fused_lstm(unroll=True) needs a static sequence length.")
+        # Each direction's inputs as T views (N, 4U): unstack/stack keep the
+        # backward pass cheap (slicing a big tensor per step would not).
+        inputs = [ops.unstack(p[:, :, d], axis=0) for p in projections for d in range(per_seq)]
         hs = []
         for k in range(steps):
-            state = step(state, proj[k], recurrent, units)
-            hs.append(state[0])
-        hs = ops.stack(hs)
+            z = ops.stack(
+                [x[steps - 1 - k if reverse and i % per_seq == 1 else k] for i, x in enumerate(inputs)]
+            )  # (S*D, N, 4U): the backward directions at time T-1-k
+            state = step(state, z, recurrent, units)
+            hs.append(ops.unstack(state[0], axis=0))
     else:
-        scan_step = lambda st, z: _scan_step(step, st, z, recurrent, units)  # noqa: E731
-        _, (hs, _) = ops.scan(scan_step, state, proj)
-    hs = ops.reshape(hs, (t, num_seq, per_seq, n, units))
-    if reverse:
-        hs = ops.stack([hs[:, :, 0], ops.flip(hs[:, :, 1], axis=0)], axis=2)
-    hs = ops.transpose(hs, (1, 3, 0, 2, 4))  # (S, N, T, D, U)
-    hs = ops.reshape(hs, (num_seq, n, t, per_seq * units))
-    return [hs[s] for s in range(num_seq)]
+        if reverse:  # scan walks one time axis: flip the backward directions' inputs
+            projections = [
+                ops.stack([p[:, :, 0], ops.flip(p[:, :, 1], axis=0)], axis=2) for p in projections
+            ]
+        z = ops.stack([p[:, :, d] for p in projections for d in range(per_seq)], axis=1)
+        scan_step = lambda st, zk: _scan_step(step, st, zk, recurrent, units)  # noqa: E731
+        _, (stacked, _) = ops.scan(scan_step, state, z)  # (T, S*D, N, U)
+        return _outputs_from_stacked(stacked, len(sequences), per_seq, reverse)
+    return _outputs_from_steps(hs, len(sequences), per_seq, reverse)
+
+
+def _outputs_from_steps(hs, num_seq, per_seq, reverse):
+    """Per-step states (``T`` lists of ``S*D`` tensors ``(N, U)``) -> ``S``
+    tensors ``(T, N, D*U)`` in time order."""
+    steps = len(hs)
+    outputs = []
+    for s in range(num_seq):
+        directions = []
+        for d in range(per_seq):
+            index = s * per_seq + d
+            order = reversed(range(steps)) if reverse and d == 1 else range(steps)
+            directions.append(ops.stack([hs[k][index] for k in order]))  # (T, N, U)
+        outputs.append(directions[0] if per_seq == 1 else ops.concatenate(directions, axis=-1))
+    return outputs
+
+
+def _outputs_from_stacked(stacked, num_seq, per_seq, reverse):
+    """:func:`_outputs_from_steps` for a scanned ``(T, S*D, N, U)`` of unknown ``T``."""
+    outputs = []
+    for s in range(num_seq):
+        directions = [stacked[:, s * per_seq + d] for d in range(per_seq)]
+        if reverse:
+            directions[1] = ops.flip(directions[1], axis=0)
+        outputs.append(directions[0] if per_seq == 1 else ops.concatenate(directions, axis=-1))
+    return outputs
 
 
 @_register

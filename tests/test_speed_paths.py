@@ -72,7 +72,7 @@ def test_fused_lstm_scan_and_loop_agree():
     """The ``ops.scan`` recurrence (used when T is not static) equals the unrolled one."""
     layer = BiLSTM2D(5, implementation="fused")
     layer.build((2, 3, 4, 6))
-    x = keras.ops.convert_to_tensor(random_images(1, 3, 4, 6)[0])  # (N, T, C)
+    x = keras.ops.convert_to_tensor(random_images(1, 3, 4, 6)[0])  # (T, N, C)
     cells = [layer._cells(layer.rnn_v), layer._cells(layer.rnn_h)]
     outputs = {
         unroll: [to_numpy(y) for y in fused_lstm([x, x * 2.0], cells, reverse=True, unroll=unroll)]
