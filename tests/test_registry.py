@@ -293,6 +293,24 @@ def expected_keras_params(name, size):
     return expected
 
 
+def check_forward_train_and_reload(model, images, labels, classes):
+    """Softmax forward pass, one SGD step that moves every trainable weight, and
+    a .keras round trip with the same outputs."""
+    probs = run_model(model, images)
+    assert probs.shape == (len(images), classes)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+    before = [to_numpy(w).copy() for w in model.trainable_weights]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    loss = float(to_numpy(model.train_on_batch(images, labels)))
+    assert np.isfinite(loss)
+    changed = [not np.array_equal(b, to_numpy(w)) for b, w in zip(before, model.trainable_weights)]
+    assert all(changed), [w.path for w, c in zip(model.trainable_weights, changed) if not c]
+
+    reloaded = save_and_reload(model)
+    np.testing.assert_allclose(run_model(reloaded, images), run_model(model, images), atol=1e-6)
+
+
 def _test_size_arch(name, factor=8):
     """``name``'s variant at test size: widths / 8 and one block (in the first stage;
     later stages keep their patch merging / pointwise linear layers); cell, union, fc,
@@ -338,21 +356,7 @@ def test_every_registered_architecture_narrowed(names):
     size = 2 * int(np.prod(arch["patch_sizes"]))
     options = dict(spec.defaults, classes=3, input_shape=(size, size, 3), name=names[0])
     model = keras_sequencer.Sequencer2D(**arch, **options)
-    images = random_images(4, size, size)
-    labels = np.array([0, 1, 2, 1])
-    probs = run_model(model, images)
-    assert probs.shape == (4, 3)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-
-    before = [to_numpy(w).copy() for w in model.trainable_weights]
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    loss = float(to_numpy(model.train_on_batch(images, labels)))
-    assert np.isfinite(loss)
-    changed = [not np.array_equal(b, to_numpy(w)) for b, w in zip(before, model.trainable_weights)]
-    assert all(changed), [w.path for w, c in zip(model.trainable_weights, changed) if not c]
-
-    reloaded = save_and_reload(model)
-    np.testing.assert_allclose(run_model(reloaded, images), run_model(model, images), atol=1e-6)
+    check_forward_train_and_reload(model, random_images(4, size, size), np.array([0, 1, 2, 1]), 3)
 
 
 # The registered models at full width and depth: ~2 min in all on torch, but JAX
@@ -382,20 +386,7 @@ def test_every_registered_model(name):
     assert model.input_shape == (None, size if options else None, size if options else None, 3)
     assert model.count_params() == expected_keras_params(name, size)
     classes = spec.defaults.get("classes", 1000)
-    images = random_images(2, size, size)
-    probs = run_model(model, images)
-    assert probs.shape == (2, classes)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-
-    before = [to_numpy(w).copy() for w in model.trainable_weights]
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    loss = float(to_numpy(model.train_on_batch(images, np.array([0, 1]))))
-    assert np.isfinite(loss)
-    changed = [not np.array_equal(b, to_numpy(w)) for b, w in zip(before, model.trainable_weights)]
-    assert all(changed), [w.path for w, c in zip(model.trainable_weights, changed) if not c]
-
-    reloaded = save_and_reload(model)
-    np.testing.assert_allclose(run_model(reloaded, images), run_model(model, images), atol=1e-6)
+    check_forward_train_and_reload(model, random_images(2, size, size), np.array([0, 1]), classes)
 
 
 @pytest.mark.slow
