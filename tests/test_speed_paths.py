@@ -148,3 +148,24 @@ def test_bad_implementation_arguments():
         BiLSTM2D(4, implementation="cudnn")
     with pytest.raises(ValueError, match="implementation"):
         Sequencer2D(**TINY_ARCH, rnn_type="rnn", implementation="fused")
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="only a TensorFlow graph traced with unknown H, W reaches the scan recurrence",
+)
+def test_fused_layer_with_unknown_height_and_width():
+    """Traced with unknown H and W (as a ``tf.function`` of an ``input_shape=(None,
+    None, C)`` model may be), the fused layer takes its ``ops.scan`` recurrence and
+    still equals the Keras LSTM path, on square and non-square maps."""
+    import tensorflow as tf
+
+    keras_layer, fused_layer = _layer_pair((2, 4, 4, 6))
+    traced = tf.function(fused_layer, input_signature=[tf.TensorSpec((None, None, None, 6))])
+    concrete = traced.get_concrete_function()
+    assert concrete.inputs[0].shape.as_list() == [None, None, None, 6]
+    for shape in ((2, 4, 4, 6), (3, 5, 2, 6)):
+        x = random_images(*shape)
+        np.testing.assert_allclose(
+            traced(x).numpy(), to_numpy(keras_layer(x)), atol=1e-6, rtol=0
+        )
