@@ -169,3 +169,27 @@ def test_fused_layer_with_unknown_height_and_width():
         np.testing.assert_allclose(
             traced(x).numpy(), to_numpy(keras_layer(x)), atol=1e-6, rtol=0
         )
+
+
+@requires_timm
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the torch backend")
+def test_profile_forward_accounts_for_the_same_gemms_as_timm(capsys):
+    """benchmarks/profile_forward.py: the fused path's dense GEMMs (Dense layers +
+    hoisted LSTM input projections, counted from the profiled shapes) are exactly
+    timm's dense GEMMs plus its LSTMs' input projections, and every category of
+    the breakdown is a non-negative time."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "profile_forward.py")
+    spec = importlib.util.spec_from_file_location("profile_forward", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.main(["--batch", "1", "--img-size", "56", "--repeats", "1"])
+    assert report["dense_flops"]["torch:fused"] == report["fixed_flops"] > 0
+    assert report["dense_flops"]["timm"] < report["fixed_flops"]
+    for rows in report["breakdown"].values():
+        assert all(v >= 0 for v in rows.values())
+    assert report["breakdown"]["timm"]["oneDNN LSTM (timm)"] > 0
+    assert report["breakdown"]["torch:fused"]["recurrent GEMM (bmm, baddbmm)"] > 0
+    assert "GFLOP/s" in capsys.readouterr().out
