@@ -415,8 +415,9 @@ def test_every_registered_model(name):
     training step for one call costs 20-90 s a model on JAX / TensorFlow.
 
     The ``_392`` names at the small input are the very network of their twin
-    (``same_network_at_small_input``): they are built and run forward here, and
-    their training step and round trip are the twin's."""
+    (``same_network_at_small_input``): they are built (also at their own 392
+    input) and run forward here, and their training step and round trip are the
+    twin's."""
     spec = registry.MODEL_REGISTRY[name]
     size = small_input_size(name)
     options = dict(input_shape=(size, size, 3)) if spec.fixed_input_size else {}
@@ -429,6 +430,9 @@ def test_every_registered_model(name):
     if same_network_at_small_input(name):
         with _op_by_op():
             assert run_model(model, images).shape == (2, classes)
+        default = keras_sequencer.create_model(name)  # built at its own input size
+        assert default.input_shape == (None, spec.input_size, spec.input_size, 3)
+        assert default.count_params() == expected_keras_params(name, spec.input_size)
         return
     check_forward_train_and_reload(model, images, np.array([0, 1]), classes, eagerly=True)
 
