@@ -80,7 +80,7 @@ def lstm_projection_flops(model, batch, tokens_per_stage):
 
 
 def profile(fn, repeats):
-    """Returns (median wall s, profiled wall s, {op name: (self s, calls, gemm flops)})."""
+    """Returns (median wall s, profiled wall s, {op name: (self s, gemm flops)})."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -97,10 +97,9 @@ def profile(fn, repeats):
         profiled_wall = time.perf_counter() - start
     ops = {}
     for event in prof.events():
-        self_s, calls, flops = ops.get(event.name, (0.0, 0, 0))
+        self_s, flops = ops.get(event.name, (0.0, 0))
         ops[event.name] = (
             self_s + event.self_cpu_time_total / 1e6,
-            calls + 1,
             flops + gemm_flops(event.name, event.input_shapes or []),
         )
     return statistics.median(walls), profiled_wall, ops
@@ -159,7 +158,7 @@ def main(argv=None):
     for n in names:
         ops = results[n][2]
         seconds = sum(ops.get(op, (0.0,))[0] for op in DENSE_GEMM)
-        flops = sum(ops.get(op, (0, 0, 0))[2] for op in DENSE_GEMM)
+        flops = sum(ops.get(op, (0, 0))[1] for op in DENSE_GEMM)
         rates[n] = flops / seconds if seconds else 0.0
         dense_flops[n] = flops
         print(f"{n}: dense GEMMs {flops / 1e9:.1f} GFLOP in {seconds * 1e3:.0f} ms "
@@ -171,7 +170,7 @@ def main(argv=None):
         grid //= stride
         tokens.append(grid * grid)
     timm_ops = results["timm"][2]
-    fixed = sum(timm_ops.get(op, (0, 0, 0))[2] for op in DENSE_GEMM)
+    fixed = sum(timm_ops.get(op, (0, 0))[1] for op in DENSE_GEMM)
     fixed += lstm_projection_flops(reference, args.batch, tokens)
     best = max(rates.values())
     floor = fixed / best

@@ -356,9 +356,9 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
     return _outputs_from_steps(hs, len(sequences), per_seq, reverse, o)
 
 
-def _outputs_from_steps(hs, num_seq, per_seq, reverse, o=ops):
+def _outputs_from_steps(hs, num_seq, per_seq, reverse, o):
     """Per-step states (``T`` lists of ``S*D`` tensors ``(N, U)``) -> ``S``
-    tensors ``(T, N, D*U)`` in time order."""
+    tensors ``(T, N, D*U)`` in time order; ``o`` is :func:`_loop_ops`."""
     steps = len(hs)
     outputs = []
     for s in range(num_seq):
