@@ -4,7 +4,10 @@
 
 Runs timm's model and the Keras model (``--implementations``, default ``fused``)
 in one process (``KERAS_BACKEND=torch``) under ``torch.profiler`` with input shapes
-recorded, after warm-up, and prints per engine:
+recorded, after warm-up, and prints per engine. By default gradients are off, as
+in inference, where the fused path runs torch's own LSTM kernel (oneDNN) like
+timm; ``--autograd`` profiles with gradients on, where it runs its batched
+recurrence (the forward half of a training step).
 
 - the wall time of the profiled forward pass (median of ``--repeats`` unprofiled
   calls is printed too, as the profiler adds overhead);
@@ -33,7 +36,7 @@ DENSE_GEMM = ("aten::mm", "aten::addmm")
 CATEGORIES = {
     "dense GEMM (mm, addmm)": DENSE_GEMM,
     "recurrent GEMM (bmm, baddbmm)": ("aten::bmm", "aten::baddbmm"),
-    "oneDNN LSTM (timm)": ("aten::mkldnn_rnn_layer",),
+    "oneDNN LSTM": ("aten::mkldnn_rnn_layer",),
     "copies / layout": ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous", "aten::flip"),
     "element-wise": (
         "aten::add", "aten::mul", "aten::sigmoid", "aten::tanh", "aten::gelu",
@@ -122,6 +125,8 @@ def main(argv=None):
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--implementations", default="fused")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--autograd", action="store_true",
+                        help="profile with gradients on (the training forward pass)")
     args = parser.parse_args(argv)
 
     os.environ["KERAS_BACKEND"] = "torch"
@@ -139,13 +144,14 @@ def main(argv=None):
         model = keras_sequencer.create_model(args.model, implementation=impl)
         engines[f"torch:{impl}"] = lambda model=model: model(nhwc, training=False)
 
-    with torch.no_grad():
+    with torch.set_grad_enabled(args.autograd):
         results = {name: profile(fn, args.repeats) for name, fn in engines.items()}
     rows = {name: breakdown(ops, wall) for name, (_, wall, ops) in results.items()}
 
     names = list(engines)
     print(f"{args.model}, batch {args.batch}, {args.img_size}x{args.img_size}, fp32, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms per forward pass")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"gradients {'on' if args.autograd else 'off'}; ms per forward pass")
     print("| | " + " | ".join(names) + " |")
     print("| --- |" + " ---: |" * len(names))
     print("| wall, median of unprofiled calls | "

@@ -135,7 +135,14 @@ class BiLSTM2D(keras.layers.Layer):
         :func:`fused_lstm`; returns ``{name: (T, N, D)}``.
 
         RNNs whose sequences have the same static shape share one recurrence.
+        On torch with gradients off (``predict``, ``torch.no_grad``) each RNN
+        runs torch's own LSTM kernel instead (:func:`torch_native_lstm`).
         """
+        if _torch_inference():
+            return {
+                name: torch_native_lstm(seq, self._cells(getattr(self, name)))
+                for name, seq in sequences.items()
+            }
         groups = {}
         for name, seq in sequences.items():
             key = tuple(seq.shape[:2]) if None not in seq.shape[:2] else name
@@ -207,6 +214,54 @@ class BiLSTM2D(keras.layers.Layer):
             "rnn_type": self.rnn_type,
             "implementation": self.implementation,
         }
+
+
+def _torch_inference():
+    """Whether the torch backend runs without autograd (inference)."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return not torch.is_grad_enabled()
+
+
+def torch_native_lstm(sequence, cells):
+    """A (bi)directional LSTM over time-major ``(T, N, C)`` by ``torch.lstm``,
+    the kernel behind ``torch.nn.LSTM`` (oneDNN on CPU, cuDNN on GPU), with
+    the Keras cells' variables: ``(T, N, D * U)`` for ``D`` cells
+    ``[forward]`` or ``[forward, backward]``, like :func:`fused_lstm`.
+
+    Used for inference on torch: there one oneDNN call per RNN beats the
+    batched Python recurrence (S, batch 8, 224, 2 CPU cores: ~790 -> ~740 ms);
+    with autograd the batched recurrence trains faster than oneDNN's backward.
+    torch's layout is the transpose of Keras's (``W_ih = kernel.T``), the gate
+    order i, f, g, o is the same and Keras's one bias goes in ``b_ih``.
+    """
+    import torch
+
+    dtype = sequence.dtype
+    weights = []
+    for cell in cells:
+        bias = cell.bias.value.to(dtype)
+        weights += [
+            cell.kernel.value.to(dtype).T,
+            cell.recurrent_kernel.value.to(dtype).T,
+            bias,
+            torch.zeros_like(bias),
+        ]
+    zeros = sequence.new_zeros((len(cells), sequence.shape[1], cells[0].units))
+    outputs, _, _ = torch.lstm(
+        sequence,
+        (zeros, zeros),
+        weights,
+        True,  # has_biases
+        1,  # num_layers
+        0.0,  # dropout
+        False,  # train
+        len(cells) == 2,  # bidirectional
+        False,  # batch_first
+    )
+    return outputs
 
 
 def _scan_step(step, state, z, recurrent, units):

@@ -43,8 +43,10 @@ def test_both_paths_match_timm(size):
             **TINY_ARCH, classes=7, classifier_activation=None, implementation=impl
         )
         load_state_dict(model, state)
-        got = to_numpy(model(images))
-        np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0, err_msg=impl)
+        # model(...) runs with gradients on (on torch the fused path's batched
+        # recurrence), predict_on_batch without (there torch's own LSTM kernel).
+        for got in (to_numpy(model(images)), model.predict_on_batch(images)):
+            np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0, err_msg=impl)
 
 
 @pytest.mark.parametrize(
@@ -66,6 +68,36 @@ def test_fused_layer_matches_keras_layer(kwargs, shape):
     np.testing.assert_allclose(
         to_numpy(fused_layer(x)), to_numpy(keras_layer(x)), atol=1e-6, rtol=0
     )
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's LSTM kernel")
+@pytest.mark.parametrize(
+    "kwargs", [dict(union="cat"), dict(union="vertical", bidirectional=False)]
+)
+def test_torch_inference_runs_torch_lstm_and_matches(kwargs, monkeypatch):
+    """On torch with gradients off the fused layer calls ``torch.lstm`` once per
+    RNN, and gives the keras path's numbers; with gradients on it does not."""
+    import torch
+
+    calls = []
+    real_lstm = torch.lstm
+
+    def counting_lstm(*args):
+        calls.append(args[0].shape)
+        return real_lstm(*args)
+
+    monkeypatch.setattr(torch, "lstm", counting_lstm)
+    keras_layer, fused_layer = _layer_pair((3, 5, 2, 6), **kwargs)
+    x = random_images(3, 5, 2, 6)
+    expected = to_numpy(keras_layer(x))
+    fused_layer(x)
+    assert calls == []  # autograd on: the batched recurrence
+    with torch.no_grad():
+        got = to_numpy(fused_layer(x))
+    rnns = 2 if kwargs["union"] == "cat" else 1
+    assert len(calls) == rnns
+    assert torch.Size([5, 6, 6]) in calls  # time-major columns: (H, B*W, C)
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
 
 
 def test_fused_lstm_scan_and_loop_agree():
@@ -174,10 +206,11 @@ def test_fused_layer_with_unknown_height_and_width():
 @requires_timm
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the torch backend")
 def test_profile_forward_accounts_for_the_same_gemms_as_timm(capsys):
-    """benchmarks/profile_forward.py: the fused path's dense GEMMs (Dense layers +
-    hoisted LSTM input projections, counted from the profiled shapes) are exactly
-    timm's dense GEMMs plus its LSTMs' input projections, and every category of
-    the breakdown is a non-negative time."""
+    """benchmarks/profile_forward.py: with autograd (the training forward) the
+    fused path's dense GEMMs (Dense layers + hoisted LSTM input projections,
+    counted from the profiled shapes) are exactly timm's dense GEMMs plus its
+    LSTMs' input projections; in inference it runs oneDNN's LSTM as timm does,
+    with exactly timm's dense GEMMs; every category is a non-negative time."""
     import importlib.util
     import os
 
@@ -185,11 +218,18 @@ def test_profile_forward_accounts_for_the_same_gemms_as_timm(capsys):
     spec = importlib.util.spec_from_file_location("profile_forward", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    report = module.main(["--batch", "1", "--img-size", "56", "--repeats", "1"])
-    assert report["dense_flops"]["torch:fused"] == report["fixed_flops"] > 0
-    assert report["dense_flops"]["timm"] < report["fixed_flops"]
-    for rows in report["breakdown"].values():
-        assert all(v >= 0 for v in rows.values())
-    assert report["breakdown"]["timm"]["oneDNN LSTM (timm)"] > 0
-    assert report["breakdown"]["torch:fused"]["recurrent GEMM (bmm, baddbmm)"] > 0
+    small = ["--batch", "1", "--img-size", "56", "--repeats", "1"]
+    training = module.main(small + ["--autograd"])
+    assert training["dense_flops"]["torch:fused"] == training["fixed_flops"] > 0
+    assert training["dense_flops"]["timm"] < training["fixed_flops"]
+    assert training["breakdown"]["torch:fused"]["recurrent GEMM (bmm, baddbmm)"] > 0
+    assert training["breakdown"]["torch:fused"]["oneDNN LSTM"] == 0
+    inference = module.main(small)
+    assert inference["dense_flops"]["torch:fused"] == inference["dense_flops"]["timm"] > 0
+    assert inference["breakdown"]["torch:fused"]["recurrent GEMM (bmm, baddbmm)"] == 0
+    for report in (training, inference):
+        assert report["breakdown"]["timm"]["oneDNN LSTM"] > 0
+        for rows in report["breakdown"].values():
+            assert all(v >= 0 for v in rows.values())
+    assert inference["breakdown"]["torch:fused"]["oneDNN LSTM"] > 0
     assert "GFLOP/s" in capsys.readouterr().out
