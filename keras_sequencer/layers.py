@@ -285,11 +285,13 @@ def _torch_lstm_step(state, z, recurrent, units):
     import torch
 
     h, c = state
-    z = torch.baddbmm(z, h, recurrent)
-    gates = torch.sigmoid(z)
-    g = torch.tanh(z[..., 2 * units : 3 * units])
-    c = torch.addcmul(gates[..., units : 2 * units] * c, gates[..., :units], g)
-    return gates[..., 3 * units :] * torch.tanh(c), c
+    z = torch.baddbmm(z, h, recurrent).unflatten(-1, (4, units))
+    # unbind, not slicing: its backward is one stack into the gradient, where
+    # each slice's backward zero-fills a full-size gradient and adds them up.
+    i, f, _, o = torch.sigmoid(z).unbind(-2)
+    g = torch.tanh(z.unbind(-2)[2])
+    c = torch.addcmul(f * c, i, g)
+    return o * torch.tanh(c), c
 
 
 def _project(x, kernel, bias):
@@ -390,8 +392,9 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
         if steps is None:
             raise ValueError("fused_lstm(unroll=True) needs a static sequence length.")
         # Each direction's inputs as T views (N, 4U): unstack/stack keep the
-        # backward pass cheap (slicing a big tensor per step would not).
-        inputs = [o.unstack(p[:, :, d], axis=0) for p in projections for d in range(per_seq)]
+        # backward pass cheap (each slice's backward would zero-fill a gradient
+        # of the whole projection; an unstack's is one stack).
+        inputs = [o.unstack(x, axis=0) for p in projections for x in o.unstack(p, axis=2)]
         hs = []
         for k in range(steps):
             z = o.stack(
