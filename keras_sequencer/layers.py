@@ -53,7 +53,8 @@ class BiLSTM2D(keras.layers.Layer):
             of both RNNs as one batched recurrence (:func:`fused_lstm`) over the
             *same* LSTM layers' variables, so weights, conversion and saved
             files are identical; it is much faster on CPU (see the README's
-            "Speed" section).
+            "Speed" section). On torch with gradients off it runs each RNN
+            with ``torch.lstm`` instead (:func:`torch_native_lstm`).
     """
 
     def __init__(
