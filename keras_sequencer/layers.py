@@ -240,13 +240,12 @@ def torch_native_lstm(sequence, cells):
     """
     import torch
 
-    dtype = sequence.dtype
     weights = []
     for cell in cells:
-        bias = cell.bias.value.to(dtype)
+        bias = _cell_weight(cell, "bias", sequence.dtype)
         weights += [
-            cell.kernel.value.to(dtype).T,
-            cell.recurrent_kernel.value.to(dtype).T,
+            _cell_weight(cell, "kernel", sequence.dtype).T,
+            _cell_weight(cell, "recurrent_kernel", sequence.dtype).T,
             bias,
             torch.zeros_like(bias),
         ]
@@ -263,6 +262,12 @@ def torch_native_lstm(sequence, cells):
         False,  # batch_first
     )
     return outputs
+
+
+def _cell_weight(cell, attr, dtype):
+    """An LSTM cell's variable (``kernel``, ``recurrent_kernel``, ``bias``) in the
+    compute dtype of the sequences (e.g. float16 under mixed precision)."""
+    return ops.cast(getattr(cell, attr), dtype)
 
 
 def _scan_step(step, state, z, recurrent, units):
@@ -370,17 +375,14 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
     t, n, c = ops.shape(sequences[0])[0], ops.shape(sequences[0])[1], sequences[0].shape[-1]
     units = cells[0][0].units
 
-    def weight(cell, attr):
-        return ops.cast(getattr(cell, attr), dtype)
-
     projections = []  # per sequence (T, N, D, 4U)
     for seq, seq_cells in zip(sequences, cells):
-        kernel = o.concatenate([weight(cl, "kernel") for cl in seq_cells], axis=-1)
-        bias = o.concatenate([weight(cl, "bias") for cl in seq_cells], axis=-1)
+        kernel = o.concatenate([_cell_weight(cl, "kernel", dtype) for cl in seq_cells], axis=-1)
+        bias = o.concatenate([_cell_weight(cl, "bias", dtype) for cl in seq_cells], axis=-1)
         proj = _project(o.reshape(seq, (-1, c)), kernel, bias)
         projections.append(o.reshape(proj, (t, n, per_seq, 4 * units)))
     recurrent = o.stack(
-        [weight(cl, "recurrent_kernel") for seq_cells in cells for cl in seq_cells]
+        [_cell_weight(cl, "recurrent_kernel", dtype) for seq_cells in cells for cl in seq_cells]
     )  # (S*D, U, 4U)
 
     step = _torch_lstm_step if keras.backend.backend() == "torch" else _lstm_step
