@@ -1,6 +1,10 @@
 """keras-sequencer: Sequencer (Deep LSTM for Image Classification) for Keras 3."""
 
-from keras_sequencer import layers
+from keras_sequencer import runtime
+
+runtime.configure_backend()  # before anything runs a JAX computation
+
+from keras_sequencer import layers  # noqa: E402
 from keras_sequencer.features import feature_extractor
 from keras_sequencer.imagenet import decode_predictions
 from keras_sequencer.models import (
