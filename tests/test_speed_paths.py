@@ -100,6 +100,29 @@ def test_torch_inference_runs_torch_lstm_and_matches(kwargs, monkeypatch):
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's XLA inference")
+def test_tensorflow_inference_runs_each_fused_block_under_xla():
+    """On TensorFlow a fused block's inference call is one XLA cluster, with the
+    graph path's numbers; a training call is not compiled."""
+    import tensorflow as tf
+
+    blocks = [Sequencer2DBlock(4, implementation=impl) for impl in IMPLEMENTATIONS]
+    x = random_images(2, 5, 3, 6)
+    for block in blocks:
+        block.build(x.shape)
+    blocks[1].set_weights(blocks[0].get_weights())
+    keras_block, fused_block = blocks
+    fused_block(x, training=True)
+    assert "_xla_inference_fn" not in fused_block.__dict__
+    got = to_numpy(fused_block(x, training=False))
+    assert "_xla_inference_fn" not in keras_block.__dict__
+    fn = fused_block.__dict__["_xla_inference_fn"]
+    concrete = fn.get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
+    assert concrete.function_def.attr["_XlaMustCompile"].b  # jit_compile=True
+    np.testing.assert_allclose(got, to_numpy(keras_block(x)), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, to_numpy(fused_block._forward(x)), atol=1e-5, rtol=0)
+
+
 def test_fused_lstm_scan_and_loop_agree():
     """The ``ops.scan`` recurrence (used when T is not static) equals the unrolled one."""
     layer = BiLSTM2D(5, implementation="fused")
