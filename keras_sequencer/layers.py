@@ -180,7 +180,7 @@ class BiLSTM2D(keras.layers.Layer):
         else:
             y = outputs[0] + outputs[1]
         if self.fc is not None:
-            y = self.fc(y)
+            y = _dense(self.fc, y) if self.implementation == "fused" else self.fc(y)
         return y
 
     def _call_fused(self, x, batch, height, width, channels, size):
@@ -298,6 +298,24 @@ def _torch_lstm_step(state, z, recurrent, units):
     g = torch.tanh(z.unbind(-2)[2])
     c = torch.addcmul(f * c, i, g)
     return o * torch.tanh(c), c
+
+
+def _dense(layer, x):
+    """``layer(x)`` for a ``keras.layers.Dense`` over ``(..., C)``, the fused
+    path's way: on torch a plain Dense (linear, with a bias, not quantized;
+    LoRA is inside ``layer.kernel``) runs as one ``addmm`` over the flattened
+    tokens, the bias fused into the GEMM, where Keras's call adds it in a
+    second pass over the output."""
+    plain = (
+        layer.activation is keras.activations.linear
+        and layer.bias is not None
+        and layer.quantization_mode is None
+    )
+    if keras.backend.backend() != "torch" or not plain:
+        return layer(x)
+    kernel, bias = (ops.cast(v, x.dtype) for v in (layer.kernel, layer.bias))
+    y = _project(x.reshape(-1, x.shape[-1]), kernel, bias)
+    return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 def _project(x, kernel, bias):
@@ -542,8 +560,9 @@ class Sequencer2DBlock(keras.layers.Layer):
         return self._forward(x, training=training)
 
     def _forward(self, x, training=None):
+        dense = _dense if self.implementation == "fused" else (lambda layer, t: layer(t))
         x = x + self.drop_path(self.rnn_tokens(self.norm1(x)), training=training)
-        y = self.mlp_fc2(ops.gelu(self.mlp_fc1(self.norm2(x)), approximate=False))
+        y = dense(self.mlp_fc2, ops.gelu(dense(self.mlp_fc1, self.norm2(x)), approximate=False))
         return x + self.drop_path(y, training=training)
 
     def compute_output_shape(self, input_shape):

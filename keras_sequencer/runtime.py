@@ -1,22 +1,89 @@
-"""Backend settings for speed, applied once when ``keras_sequencer`` is imported.
+"""Process settings for speed on CPU, applied once when ``keras_sequencer`` is imported.
 
-JAX on CPU: XLA's YNNPACK fusions (the default for dots in jax 0.10) run this
-model's GEMMs ~10-15 % slower than XLA's other CPU dot path on the 2-core
-Xeon the README's "Speed" section was measured on: a Sequencer2D-S forward
-pass at batch 8, 224x224 went from ~810 ms to ~695 ms with them off. So, when
-the Keras backend is JAX and JAX has not yet created its backends (XLA reads
-``XLA_FLAGS`` once, then), ``--xla_cpu_experimental_ynn_fusion_type=`` is
-appended to ``XLA_FLAGS``. The flag is process-wide but touches only XLA's CPU
-compiler (GPU/TPU are unaffected). It is left alone if ``XLA_FLAGS`` already
-sets it, and not applied at all with ``KERAS_SEQUENCER_XLA_FLAGS=0``.
+Both were measured on the 2-core Xeon of the README's "Speed" section
+(Sequencer2D-S, batch 8, 224x224, fp32) and are turned off together with
+``KERAS_SEQUENCER_RUNTIME_TUNING=0``. ``runtime.APPLIED`` says what was done.
+
+- **JAX**: XLA's YNNPACK fusions (jax 0.10's default for CPU dots) ran this
+  model's GEMMs 10-15 % slower than XLA's other dot path (forward ~810 ->
+  ~690 ms with them off). So ``--xla_cpu_experimental_ynn_fusion_type=`` is
+  appended to ``XLA_FLAGS`` when JAX has not yet created its backends (XLA reads
+  the flags once, then) and ``XLA_FLAGS`` does not already choose it. It touches
+  only XLA's CPU compiler.
+- **torch**: glibc's ``malloc`` hands large tensors fresh pages from ``mmap``
+  and trims freed heap memory, so every forward pass page-faults its
+  activations in again (Keras's functional runner keeps each layer's output
+  until the pass ends, which makes it worse than in timm). ``mallopt`` keeps
+  blocks up to 32 MiB in the heap and stops trimming below 1 GiB, as the
+  allocator advice in PyTorch's CPU tuning guide does with jemalloc/tcmalloc:
+  forward ~760 -> ~685 ms (timm under the same setting: ~720 -> ~685 ms).
+  Skipped off Linux, or when ``MALLOC_*_`` variables, ``GLIBC_TUNABLES`` or an
+  ``LD_PRELOAD`` allocator already choose.
 """
 
+import ctypes
 import os
+import sys
 
 import keras
 
+OPT_OUT_ENV = "KERAS_SEQUENCER_RUNTIME_TUNING"
 YNN_OFF_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
-OPT_OUT_ENV = "KERAS_SEQUENCER_XLA_FLAGS"
+# mallopt(3) parameters -> values
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MALLOC_SETTINGS = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30}
+_ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+_PRELOADED_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
+
+APPLIED = {"xla_flags": False, "mallopt": False}
+
+
+def tuning_enabled(environ):
+    return environ.get(OPT_OUT_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def xla_cpu_flags_to_add(environ, backend, backends_initialized):
+    """The ``XLA_FLAGS`` value to set, or ``None`` to leave it as it is.
+
+    Pure, for testing: ``environ`` is a mapping like ``os.environ``, ``backend``
+    the Keras backend name, ``backends_initialized`` whether JAX already read
+    its flags.
+    """
+    if backend != "jax" or backends_initialized or not tuning_enabled(environ):
+        return None
+    current = environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" in current:  # the user chose
+        return None
+    return f"{current} {YNN_OFF_FLAG}".strip()
+
+
+def malloc_settings(environ, backend, platform):
+    """``{mallopt parameter: value}`` to apply (empty: none). Pure, for testing."""
+    if backend != "torch" or platform != "linux" or not tuning_enabled(environ):
+        return {}
+    if any(name in environ for name in _ALLOCATOR_ENV):
+        return {}
+    if "malloc" in environ.get("GLIBC_TUNABLES", ""):
+        return {}
+    if any(name in environ.get("LD_PRELOAD", "") for name in _PRELOADED_ALLOCATORS):
+        return {}
+    return dict(MALLOC_SETTINGS)
+
+
+def apply_mallopt(settings, libc=None):
+    """Calls ``mallopt`` for each setting; returns whether all were accepted
+    (False without glibc)."""
+    if not settings:
+        return False
+    if libc is None:
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:
+            return False
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    return all(mallopt(param, value) == 1 for param, value in settings.items())
 
 
 def _jax_backends_initialized():
@@ -28,31 +95,17 @@ def _jax_backends_initialized():
         return True
 
 
-def xla_cpu_flags_to_add(environ, backend, backends_initialized):
-    """The ``XLA_FLAGS`` value to set, or ``None`` to leave it as it is.
-
-    Pure, for testing: ``environ`` is a mapping like ``os.environ``, ``backend``
-    the Keras backend name, ``backends_initialized`` whether JAX already read
-    its flags.
-    """
-    if backend != "jax" or backends_initialized:
-        return None
-    if environ.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    current = environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" in current:  # the user chose
-        return None
-    return f"{current} {YNN_OFF_FLAG}".strip()
-
-
 def configure_backend():
-    """Applies :func:`xla_cpu_flags_to_add` to ``os.environ``; returns whether
-    it changed ``XLA_FLAGS``."""
+    """Applies the settings above for the current Keras backend; returns
+    :data:`APPLIED`."""
     backend = keras.backend.backend()
     flags = xla_cpu_flags_to_add(
         os.environ, backend, backend == "jax" and _jax_backends_initialized()
     )
-    if flags is None:
-        return False
-    os.environ["XLA_FLAGS"] = flags
-    return True
+    if flags is not None:
+        os.environ["XLA_FLAGS"] = flags
+        APPLIED["xla_flags"] = True
+    settings = malloc_settings(os.environ, backend, sys.platform)
+    if settings and apply_mallopt(settings):
+        APPLIED["mallopt"] = True
+    return APPLIED

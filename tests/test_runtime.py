@@ -33,30 +33,86 @@ def test_xla_cpu_flags_to_add(environ, backend, initialized, expected):
     assert runtime.xla_cpu_flags_to_add(environ, backend, initialized) == expected
 
 
-_PROBE = """
+@pytest.mark.parametrize(
+    "environ, backend, platform, expected",
+    [
+        ({}, "torch", "linux", runtime.MALLOC_SETTINGS),
+        ({runtime.OPT_OUT_ENV: "0"}, "torch", "linux", {}),
+        ({}, "torch", "darwin", {}),
+        ({}, "jax", "linux", {}),
+        ({}, "tensorflow", "linux", {}),
+        # the user already chose an allocator or its settings
+        ({"MALLOC_TRIM_THRESHOLD_": "0"}, "torch", "linux", {}),
+        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1"}, "torch", "linux", {}),
+        ({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, "torch", "linux", {}),
+    ],
+)
+def test_malloc_settings(environ, backend, platform, expected):
+    assert runtime.malloc_settings(environ, backend, platform) == expected
+
+
+def test_apply_mallopt_calls_mallopt_per_setting():
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 0 if param == 99 else 1
+
+    assert runtime.apply_mallopt(runtime.MALLOC_SETTINGS, FakeLibc())
+    assert sorted(calls) == sorted(runtime.MALLOC_SETTINGS.items())
+    assert not runtime.apply_mallopt({99: 1}, FakeLibc())  # refused -> False
+    assert not runtime.apply_mallopt({}, FakeLibc())
+    assert not runtime.apply_mallopt(runtime.MALLOC_SETTINGS, object())  # no mallopt
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+def test_glibc_accepts_the_malloc_settings():
+    assert runtime.apply_mallopt(runtime.MALLOC_SETTINGS)
+
+
+_JAX_PROBE = """
 import json, os
 import keras_sequencer, jax, jax.numpy as jnp
 f = jax.jit(lambda a, b: a @ b)
 hlo = f.lower(jnp.ones((64, 64)), jnp.ones((64, 64))).compile().as_text()
-print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS", ""), "ynn": "ynn" in hlo}))
+print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS", ""), "ynn": "ynn" in hlo,
+                  "applied": keras_sequencer.runtime.APPLIED}))
+"""
+_TORCH_PROBE = """
+import json
+import keras_sequencer
+print(json.dumps({"applied": keras_sequencer.runtime.APPLIED}))
 """
 
 
-def _probe(**env):
-    environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", runtime.OPT_OUT_ENV)}
-    environ.update(env, KERAS_BACKEND="jax", PYTHONPATH=ROOT)
+def _probe(backend, code, **env):
+    """Imports keras_sequencer in a fresh process; returns what ``code`` printed."""
+    drop = ("XLA_FLAGS", runtime.OPT_OUT_ENV, "LD_PRELOAD", "GLIBC_TUNABLES", *runtime._ALLOCATOR_ENV)
+    environ = {k: v for k, v in os.environ.items() if k not in drop}
+    environ.update(env, KERAS_BACKEND=backend, PYTHONPATH=ROOT)
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE], env=environ, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="a torch subprocess; run once, on torch")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+def test_import_tunes_malloc_for_torch_unless_opted_out():
+    assert _probe("torch", _TORCH_PROBE)["applied"] == {"xla_flags": False, "mallopt": True}
+    opted_out = _probe("torch", _TORCH_PROBE, **{runtime.OPT_OUT_ENV: "0"})
+    assert opted_out["applied"] == {"xla_flags": False, "mallopt": False}
+
+
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="a JAX subprocess; run once, on jax")
 def test_import_turns_off_ynn_dots_for_jax_unless_opted_out():
-    default = _probe()
+    default = _probe("jax", _JAX_PROBE)
+    assert default["applied"] == {"xla_flags": True, "mallopt": False}
     assert runtime.YNN_OFF_FLAG in default["xla_flags"]
     assert not default["ynn"], "the compiled dot still uses a YNNPACK fusion"
-    opted_out = _probe(**{runtime.OPT_OUT_ENV: "0"})
+    opted_out = _probe("jax", _JAX_PROBE, **{runtime.OPT_OUT_ENV: "0"})
+    assert not opted_out["applied"]["xla_flags"]
     assert runtime.YNN_OFF_FLAG not in opted_out["xla_flags"]
     if not opted_out["ynn"]:
         pytest.skip("this XLA does not use YNNPACK for dots by default")

@@ -123,6 +123,28 @@ def test_tensorflow_inference_runs_each_fused_block_under_xla():
     np.testing.assert_allclose(got, to_numpy(fused_block._forward(x)), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("variant", ["plain", "lora", "relu", "no_bias", "int8"])
+def test_fused_dense_equals_the_dense_layer(variant):
+    """The fused path's ``_dense`` (one ``addmm`` on torch) gives ``layer(x)``,
+    LoRA included; other Dense layers go through their own call."""
+    from keras_sequencer.layers import _dense
+
+    kwargs = {"relu": dict(activation="relu"), "no_bias": dict(use_bias=False)}.get(variant, {})
+    layer = keras.layers.Dense(5, **kwargs)
+    x = keras.ops.convert_to_tensor(random_images(2, 3, 4, 6))  # as inside a layer call
+    layer.build(x.shape)
+    if variant == "lora":
+        layer.enable_lora(2)
+        layer.lora_kernel_b.assign(np.full((2, 5), 0.3, "float32"))
+    if variant == "int8":
+        layer.quantize("int8")
+    expected = to_numpy(layer(x))
+    np.testing.assert_allclose(to_numpy(_dense(layer, x)), expected, atol=1e-5, rtol=0)
+    if variant == "lora":  # the LoRA term is really in the result
+        layer.lora_kernel_b.assign(np.zeros((2, 5), "float32"))
+        assert np.abs(to_numpy(_dense(layer, x)) - expected).max() > 1e-3
+
+
 def test_fused_lstm_scan_and_loop_agree():
     """The ``ops.scan`` recurrence (used when T is not static) equals the unrolled one."""
     layer = BiLSTM2D(5, implementation="fused")
