@@ -4,12 +4,14 @@ Both were measured on the 2-core Xeon of the README's "Speed" section
 (Sequencer2D-S, batch 8, 224x224, fp32) and are turned off together with
 ``KERAS_SEQUENCER_RUNTIME_TUNING=0``. ``runtime.APPLIED`` says what was done.
 
-- **JAX**: XLA's YNNPACK fusions (jax 0.10's default for CPU dots) ran this
-  model's GEMMs 10-15 % slower than XLA's other dot path (forward ~810 ->
-  ~690 ms with them off). So ``--xla_cpu_experimental_ynn_fusion_type=`` is
-  appended to ``XLA_FLAGS`` when JAX has not yet created its backends (XLA reads
-  the flags once, then) and ``XLA_FLAGS`` does not already choose it. It touches
-  only XLA's CPU compiler.
+- **JAX, and TensorFlow's XLA**: XLA's YNNPACK fusions (its default for CPU
+  dots in jax 0.10 and tensorflow 2.21) ran this model's GEMMs 10-15 % slower
+  than XLA's other dot path (JAX forward ~810 -> ~690 ms with them off;
+  TensorFlow, whose fused blocks run under XLA for inference, ~665 -> ~645 ms).
+  So ``--xla_cpu_experimental_ynn_fusion_type=`` is appended to ``XLA_FLAGS``
+  unless ``XLA_FLAGS`` already chooses it, and on JAX only while JAX has not
+  yet created its backends (XLA reads the flags once, at its first use). It
+  touches only XLA's CPU compiler.
 - **torch**: glibc's ``malloc`` hands large tensors fresh pages from ``mmap``
   and trims freed heap memory, so every forward pass page-faults its
   activations in again (Keras's functional runner keeps each layer's output
@@ -49,7 +51,7 @@ def xla_cpu_flags_to_add(environ, backend, backends_initialized):
     the Keras backend name, ``backends_initialized`` whether JAX already read
     its flags.
     """
-    if backend != "jax" or backends_initialized or not tuning_enabled(environ):
+    if backend not in ("jax", "tensorflow") or backends_initialized or not tuning_enabled(environ):
         return None
     current = environ.get("XLA_FLAGS", "")
     if "xla_cpu_experimental_ynn_fusion_type" in current:  # the user chose

@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ({runtime.OPT_OUT_ENV: "1"}, "jax", False, runtime.YNN_OFF_FLAG),
         # too late: JAX read its flags already
         ({}, "jax", True, None),
-        ({}, "tensorflow", False, None),
+        ({}, "tensorflow", False, runtime.YNN_OFF_FLAG),
         ({}, "torch", False, None),
     ],
 )
@@ -79,10 +79,10 @@ hlo = f.lower(jnp.ones((64, 64)), jnp.ones((64, 64))).compile().as_text()
 print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS", ""), "ynn": "ynn" in hlo,
                   "applied": keras_sequencer.runtime.APPLIED}))
 """
-_TORCH_PROBE = """
-import json
+_APPLIED_PROBE = """
+import json, os
 import keras_sequencer
-print(json.dumps({"applied": keras_sequencer.runtime.APPLIED}))
+print(json.dumps({"flags": os.environ.get("XLA_FLAGS", ""), "applied": keras_sequencer.runtime.APPLIED}))
 """
 
 
@@ -97,11 +97,22 @@ def _probe(backend, code, **env):
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="a TensorFlow subprocess; run once, on tensorflow"
+)
+def test_import_sets_xla_flags_for_tensorflow_unless_opted_out():
+    default = _probe("tensorflow", _APPLIED_PROBE)
+    assert default["applied"] == {"xla_flags": True, "mallopt": False}
+    assert runtime.YNN_OFF_FLAG in default["flags"]
+    opted_out = _probe("tensorflow", _APPLIED_PROBE, **{runtime.OPT_OUT_ENV: "0"})
+    assert opted_out["applied"]["xla_flags"] is False and runtime.YNN_OFF_FLAG not in opted_out["flags"]
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="a torch subprocess; run once, on torch")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
 def test_import_tunes_malloc_for_torch_unless_opted_out():
-    assert _probe("torch", _TORCH_PROBE)["applied"] == {"xla_flags": False, "mallopt": True}
-    opted_out = _probe("torch", _TORCH_PROBE, **{runtime.OPT_OUT_ENV: "0"})
+    assert _probe("torch", _APPLIED_PROBE)["applied"] == {"xla_flags": False, "mallopt": True}
+    opted_out = _probe("torch", _APPLIED_PROBE, **{runtime.OPT_OUT_ENV: "0"})
     assert opted_out["applied"] == {"xla_flags": False, "mallopt": False}
 
 
