@@ -2,7 +2,7 @@
 
 from keras_sequencer import runtime
 
-runtime.configure_backend()  # before anything runs a JAX computation
+runtime.configure_backend()  # before TensorFlow first compiles with XLA
 
 from keras_sequencer import layers  # noqa: E402
 from keras_sequencer.features import feature_extractor

@@ -279,11 +279,19 @@ def _lstm_step(state, z, recurrent, units):
     """One LSTM step for all directions: ``z`` ``(D, N, 4U)`` input projection,
     ``state`` ``(h, c)`` each ``(D, N, U)``, ``recurrent`` ``(D, U, 4U)``."""
     h, c = state
-    # One split into the four gates (TensorFlow runs each slice of the last
-    # axis as its own StridedSlice copy), and sigmoid only where it is used.
-    i, f, g, o = ops.split(z + ops.matmul(h, recurrent), 4, axis=-1)
-    c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-    return ops.sigmoid(o) * ops.tanh(c), c
+    z = z + ops.matmul(h, recurrent)
+    if keras.backend.backend() == "tensorflow":
+        # One Split into the four gates: TensorFlow runs each slice of the last
+        # axis as its own StridedSlice copy. S training step, batch 8, 2 CPU
+        # cores: 2.44 -> ~3.1 images/s, first call 62 -> 49 s. (On JAX the
+        # split made the first training call 52 -> 83 s, so JAX keeps slices.)
+        i, f, g, o = ops.split(z, 4, axis=-1)
+        c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+        return ops.sigmoid(o) * ops.tanh(c), c
+    gates = ops.sigmoid(z)
+    g = ops.tanh(z[..., 2 * units : 3 * units])
+    c = gates[..., units : 2 * units] * c + gates[..., :units] * g
+    return gates[..., 3 * units :] * ops.tanh(c), c
 
 
 def _torch_lstm_step(state, z, recurrent, units):

@@ -4,14 +4,15 @@ Both were measured on the 2-core Xeon of the README's "Speed" section
 (Sequencer2D-S, batch 8, 224x224, fp32) and are turned off together with
 ``KERAS_SEQUENCER_RUNTIME_TUNING=0``. ``runtime.APPLIED`` says what was done.
 
-- **JAX, and TensorFlow's XLA**: XLA's YNNPACK fusions (its default for CPU
-  dots in jax 0.10 and tensorflow 2.21) ran this model's GEMMs 10-15 % slower
-  than XLA's other dot path (JAX forward ~810 -> ~690 ms with them off;
-  TensorFlow, whose fused blocks run under XLA for inference, ~665 -> ~645 ms).
-  So ``--xla_cpu_experimental_ynn_fusion_type=`` is appended to ``XLA_FLAGS``
-  unless ``XLA_FLAGS`` already chooses it, and on JAX only while JAX has not
-  yet created its backends (XLA reads the flags once, at its first use). It
-  touches only XLA's CPU compiler.
+- **TensorFlow's XLA** (which runs the fused blocks' inference): XLA's
+  YNNPACK fusions, its default for CPU dots, ran this model slower than XLA's
+  other dot path: forward ~705 -> 630-675 ms with them off. So
+  ``--xla_cpu_experimental_ynn_fusion_type=`` is appended to ``XLA_FLAGS``
+  unless ``XLA_FLAGS`` already chooses it; it touches only XLA's CPU compiler
+  (``fit`` runs TensorFlow's graph executor, without XLA). Not on JAX, where
+  everything is XLA: there the flag made inference faster (~810 -> ~690 ms) but
+  a training step much slower (1.60 -> 0.93 images/s); the README shows how to
+  set it for inference-only JAX jobs.
 - **torch**: glibc's ``malloc`` hands large tensors fresh pages from ``mmap``
   and trims freed heap memory, so every forward pass page-faults its
   activations in again (Keras's functional runner keeps each layer's output
@@ -44,14 +45,13 @@ def tuning_enabled(environ):
     return environ.get(OPT_OUT_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def xla_cpu_flags_to_add(environ, backend, backends_initialized):
+def xla_cpu_flags_to_add(environ, backend):
     """The ``XLA_FLAGS`` value to set, or ``None`` to leave it as it is.
 
     Pure, for testing: ``environ`` is a mapping like ``os.environ``, ``backend``
-    the Keras backend name, ``backends_initialized`` whether JAX already read
-    its flags.
+    the Keras backend name.
     """
-    if backend not in ("jax", "tensorflow") or backends_initialized or not tuning_enabled(environ):
+    if backend != "tensorflow" or not tuning_enabled(environ):
         return None
     current = environ.get("XLA_FLAGS", "")
     if "xla_cpu_experimental_ynn_fusion_type" in current:  # the user chose
@@ -88,22 +88,11 @@ def apply_mallopt(settings, libc=None):
     return all(mallopt(param, value) == 1 for param, value in settings.items())
 
 
-def _jax_backends_initialized():
-    try:
-        from jax._src import xla_bridge
-
-        return xla_bridge.backends_are_initialized()
-    except (ImportError, AttributeError):  # unknown JAX internals: do not guess
-        return True
-
-
 def configure_backend():
     """Applies the settings above for the current Keras backend; returns
     :data:`APPLIED`."""
     backend = keras.backend.backend()
-    flags = xla_cpu_flags_to_add(
-        os.environ, backend, backend == "jax" and _jax_backends_initialized()
-    )
+    flags = xla_cpu_flags_to_add(os.environ, backend)
     if flags is not None:
         os.environ["XLA_FLAGS"] = flags
         APPLIED["xla_flags"] = True
