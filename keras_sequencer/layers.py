@@ -508,6 +508,10 @@ class Sequencer2DBlock(keras.layers.Layer):
     ``Dense(mlp_ratio * C) -> exact GELU -> Dense(C)``.
     Sublayers are named as timm's: ``norm1``, ``rnn_tokens``, ``norm2``,
     ``mlp_fc1``, ``mlp_fc2``.
+
+    With ``implementation="fused"`` the block also runs its Dense layers the
+    fused way (:func:`_dense`) and, on TensorFlow, an inference call (``training``
+    false) as one XLA cluster (:func:`_tensorflow_xla_inference`).
     """
 
     def __init__(
