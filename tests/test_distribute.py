@@ -123,6 +123,52 @@ def test_jax_data_parallel_splits_the_batch_over_two_devices():
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is the TensorFlow path")
+def test_tf_fused_model_predicts_with_xla_blocks_under_mirrored_strategy():
+    """The fused path's per-block XLA inference inside a MirroredStrategy replica:
+    ``predict`` equals the ``"keras"`` path outside any strategy, and the
+    replicated model still evaluates and trains."""
+    result = run_script(
+        """
+        import json
+        import numpy as np
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras_sequencer
+        from keras_sequencer.layers import Sequencer2DBlock
+        arch = dict(layers=(2, 1, 2, 1), patch_sizes=(7, 2, 1, 1),
+                    embed_dims=(16, 24, 24, 24), hidden_sizes=(4, 6, 6, 6))
+        x = np.random.RandomState(0).rand(4, 28, 28, 3).astype("float32")
+        y = np.array([0, 1, 2, 1])
+        reference = keras_sequencer.Sequencer2D(**arch, classes=3, implementation="keras")
+        expected = reference.predict(x, verbose=0)
+        distribution = distribute.setup_distribution(devices=["/cpu:0", "/cpu:1"])
+        with distribution.scope():
+            model = keras_sequencer.Sequencer2D(**arch, classes=3, implementation="fused")
+            model.set_weights(reference.get_weights())
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        got = model.predict(x, batch_size=4, verbose=0)
+        blocks = [l for l in model._flatten_layers() if isinstance(l, Sequencer2DBlock)]
+        loss = model.evaluate(x, y, batch_size=4, verbose=0)
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        print(json.dumps(dict(
+            replicas=distribution.num_replicas,
+            max_diff=float(np.abs(got - expected).max()),
+            xla_blocks=sum("_xla_inference_fn" in b.__dict__ for b in blocks),
+            blocks=len(blocks),
+            loss=float(loss),
+            steps=int(model.optimizer.iterations.numpy()),
+        )))
+        """
+    )
+    assert result["replicas"] == 2
+    assert result["max_diff"] < 1e-5
+    assert result["blocks"] == 6 and result["xla_blocks"] == 6
+    assert np.isfinite(result["loss"]) and result["steps"] == 1
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is the TensorFlow path")
 def test_tf_mirrored_strategy_splits_the_batch_over_two_devices():
     result = run_script(
         """
