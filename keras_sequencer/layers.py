@@ -180,7 +180,7 @@ class BiLSTM2D(keras.layers.Layer):
         else:
             y = outputs[0] + outputs[1]
         if self.fc is not None:
-            y = _dense(self.fc, y) if self.implementation == "fused" else self.fc(y)
+            y = _dense(self.fc, y, fused=self.implementation == "fused")
         return y
 
     def _call_fused(self, x, batch, height, width, channels, size):
@@ -308,18 +308,18 @@ def _torch_lstm_step(state, z, recurrent, units):
     return o * torch.tanh(c), c
 
 
-def _dense(layer, x):
-    """``layer(x)`` for a ``keras.layers.Dense`` over ``(..., C)``, the fused
-    path's way: on torch a plain Dense (linear, with a bias, not quantized;
-    LoRA is inside ``layer.kernel``) runs as one ``addmm`` over the flattened
-    tokens, the bias fused into the GEMM, where Keras's call adds it in a
-    second pass over the output."""
+def _dense(layer, x, fused):
+    """``layer(x)`` for a ``keras.layers.Dense`` over ``(..., C)``. On the
+    fused path (``fused``) on torch, a plain Dense (linear, with a bias, not
+    quantized; LoRA is inside ``layer.kernel``) runs as one ``addmm`` over the
+    flattened tokens instead, the bias fused into the GEMM, where Keras's call
+    adds it in a second pass over the output."""
     plain = (
         layer.activation is keras.activations.linear
         and layer.bias is not None
         and layer.quantization_mode is None
     )
-    if keras.backend.backend() != "torch" or not plain:
+    if not fused or keras.backend.backend() != "torch" or not plain:
         return layer(x)
     kernel, bias = (ops.cast(v, x.dtype) for v in (layer.kernel, layer.bias))
     y = _project(x.reshape(-1, x.shape[-1]), kernel, bias)
@@ -572,9 +572,10 @@ class Sequencer2DBlock(keras.layers.Layer):
         return self._forward(x, training=training)
 
     def _forward(self, x, training=None):
-        dense = _dense if self.implementation == "fused" else (lambda layer, t: layer(t))
+        fused = self.implementation == "fused"
         x = x + self.drop_path(self.rnn_tokens(self.norm1(x)), training=training)
-        y = dense(self.mlp_fc2, ops.gelu(dense(self.mlp_fc1, self.norm2(x)), approximate=False))
+        hidden = ops.gelu(_dense(self.mlp_fc1, self.norm2(x), fused), approximate=False)
+        y = _dense(self.mlp_fc2, hidden, fused)
         return x + self.drop_path(y, training=training)
 
     def compute_output_shape(self, input_shape):

@@ -77,13 +77,13 @@ print(json.dumps({"flags": os.environ.get("XLA_FLAGS", ""), "applied": keras_seq
 """
 
 
-def _probe(backend, code, **env):
-    """Imports keras_sequencer in a fresh process; returns what ``code`` printed."""
+def _probe(backend, **env):
+    """Imports keras_sequencer in a fresh process; returns what it applied."""
     drop = ("XLA_FLAGS", runtime.OPT_OUT_ENV, "LD_PRELOAD", "GLIBC_TUNABLES", *runtime._ALLOCATOR_ENV)
     environ = {k: v for k, v in os.environ.items() if k not in drop}
     environ.update(env, KERAS_BACKEND=backend, PYTHONPATH=ROOT)
     out = subprocess.run(
-        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _APPLIED_PROBE], env=environ, capture_output=True, text=True, check=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -92,22 +92,22 @@ def _probe(backend, code, **env):
     keras.backend.backend() != "tensorflow", reason="a TensorFlow subprocess; run once, on tensorflow"
 )
 def test_import_sets_xla_flags_for_tensorflow_unless_opted_out():
-    default = _probe("tensorflow", _APPLIED_PROBE)
+    default = _probe("tensorflow")
     assert default["applied"] == {"xla_flags": True, "mallopt": False}
     assert runtime.YNN_OFF_FLAG in default["flags"]
-    opted_out = _probe("tensorflow", _APPLIED_PROBE, **{runtime.OPT_OUT_ENV: "0"})
+    opted_out = _probe("tensorflow", **{runtime.OPT_OUT_ENV: "0"})
     assert opted_out["applied"]["xla_flags"] is False and runtime.YNN_OFF_FLAG not in opted_out["flags"]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="a torch subprocess; run once, on torch")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
 def test_import_tunes_malloc_for_torch_unless_opted_out():
-    assert _probe("torch", _APPLIED_PROBE)["applied"] == {"xla_flags": False, "mallopt": True}
-    opted_out = _probe("torch", _APPLIED_PROBE, **{runtime.OPT_OUT_ENV: "0"})
+    assert _probe("torch")["applied"] == {"xla_flags": False, "mallopt": True}
+    opted_out = _probe("torch", **{runtime.OPT_OUT_ENV: "0"})
     assert opted_out["applied"] == {"xla_flags": False, "mallopt": False}
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="a JAX subprocess; run once, on jax")
 def test_import_changes_nothing_for_jax():
-    probe = _probe("jax", _APPLIED_PROBE)
+    probe = _probe("jax")
     assert probe == {"flags": "", "applied": {"xla_flags": False, "mallopt": False}}

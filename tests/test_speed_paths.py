@@ -139,10 +139,10 @@ def test_fused_dense_equals_the_dense_layer(variant):
     if variant == "int8":
         layer.quantize("int8")
     expected = to_numpy(layer(x))
-    np.testing.assert_allclose(to_numpy(_dense(layer, x)), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(to_numpy(_dense(layer, x, fused=True)), expected, atol=1e-5, rtol=0)
     if variant == "lora":  # the LoRA term is really in the result
         layer.lora_kernel_b.assign(np.zeros((2, 5), "float32"))
-        assert np.abs(to_numpy(_dense(layer, x)) - expected).max() > 1e-3
+        assert np.abs(to_numpy(_dense(layer, x, fused=True)) - expected).max() > 1e-3
 
 
 def test_fused_lstm_scan_and_loop_agree():
