@@ -5,7 +5,7 @@ import re
 
 import keras
 
-from keras_sequencer.models import MODEL_CONFIGS, Sequencer2D, stage_output_name
+from keras_sequencer.models import MODEL_CONFIGS, Sequencer2D, SequencerModel, stage_output_name
 
 # timm's default for sequencer2d_*: the first three stages (the fourth repeats
 # the third's resolution and width).
@@ -60,4 +60,4 @@ def feature_extractor(model, out_indices=DEFAULT_OUT_INDICES, **kwargs):
         stage = int(index) % len(depths)
         names.append(stage_output_name(stage, depths[stage]))
     outputs = [model.get_layer(name).output for name in names]
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    return SequencerModel(model.inputs, outputs, name=f"{model.name}_features")

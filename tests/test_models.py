@@ -4,6 +4,7 @@ import pytest
 
 import keras_sequencer
 from keras_sequencer import MODEL_CONFIGS, Sequencer2D
+from keras_sequencer.models import SequencerModel
 from tests.helpers import TINY_ARCH, random_images, save_and_reload, to_numpy
 
 # timm's parameter counts (timm.create_model(name).parameters()).
@@ -112,6 +113,7 @@ def test_save_and_reload_keras_file_identical_outputs():
     x = random_images(2, 28, 42)
     expected = to_numpy(model(x))
     restored = save_and_reload(model)
+    assert type(restored) is SequencerModel  # with its JAX predict/evaluate compilation
     np.testing.assert_array_equal(to_numpy(restored(x)), expected)
     block = restored.get_layer("stages_0_blocks_1")
     assert block.drop_path_rate == 0.1 and block.rnn_tokens.union == "add"

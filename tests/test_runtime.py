@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from keras_sequencer import runtime
@@ -30,6 +31,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 )
 def test_xla_cpu_flags_to_add(environ, backend, expected):
     assert runtime.xla_cpu_flags_to_add(environ, backend) == expected
+
+
+@pytest.mark.parametrize(
+    "environ, backend, platform, expected",
+    [
+        ({}, "jax", "cpu", runtime.JAX_INFERENCE_COMPILER_OPTIONS),
+        ({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "jax", "cpu", runtime.JAX_INFERENCE_COMPILER_OPTIONS),
+        # the user's own choice of the flag wins
+        ({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"}, "jax", "cpu", {}),
+        ({runtime.OPT_OUT_ENV: "0"}, "jax", "cpu", {}),
+        ({}, "jax", "gpu", {}),  # a CPU-compiler option
+        ({}, "tensorflow", "cpu", {}),  # TensorFlow gets it through XLA_FLAGS
+        ({}, "torch", "cpu", {}),
+    ],
+)
+def test_jax_inference_compiler_options(environ, backend, platform, expected):
+    assert runtime.jax_inference_compiler_options(environ, backend, platform) == expected
 
 
 @pytest.mark.parametrize(
@@ -93,7 +111,7 @@ def _probe(backend, **env):
 )
 def test_import_sets_xla_flags_for_tensorflow_unless_opted_out():
     default = _probe("tensorflow")
-    assert default["applied"] == {"xla_flags": True, "mallopt": False}
+    assert default["applied"] == {"xla_flags": True, "mallopt": False, "jax_inference_options": False}
     assert runtime.YNN_OFF_FLAG in default["flags"]
     opted_out = _probe("tensorflow", **{runtime.OPT_OUT_ENV: "0"})
     assert opted_out["applied"]["xla_flags"] is False and runtime.YNN_OFF_FLAG not in opted_out["flags"]
@@ -102,12 +120,73 @@ def test_import_sets_xla_flags_for_tensorflow_unless_opted_out():
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="a torch subprocess; run once, on torch")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
 def test_import_tunes_malloc_for_torch_unless_opted_out():
-    assert _probe("torch")["applied"] == {"xla_flags": False, "mallopt": True}
+    assert _probe("torch")["applied"] == {"xla_flags": False, "mallopt": True, "jax_inference_options": False}
     opted_out = _probe("torch", **{runtime.OPT_OUT_ENV: "0"})
-    assert opted_out["applied"] == {"xla_flags": False, "mallopt": False}
+    assert opted_out["applied"] == {"xla_flags": False, "mallopt": False, "jax_inference_options": False}
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="a JAX subprocess; run once, on jax")
-def test_import_changes_nothing_for_jax():
+def test_import_changes_nothing_process_wide_for_jax():
     probe = _probe("jax")
-    assert probe == {"flags": "", "applied": {"xla_flags": False, "mallopt": False}}
+    assert probe == {
+        "flags": "",
+        "applied": {"xla_flags": False, "mallopt": False, "jax_inference_options": False},
+    }
+
+
+@pytest.fixture
+def jit_spy(monkeypatch):
+    """Replaces ``jax.jit`` (and the name Keras's JAX trainer jits with) by a
+    wrapper that records the ``compiler_options`` of each call."""
+    import jax
+    from keras.src.backend.jax import trainer
+
+    real_jit, calls = jax.jit, []
+    runtime._jax_accepts(tuple(sorted(runtime.JAX_INFERENCE_COMPILER_OPTIONS.items())))  # cached
+
+    def spy(fn, **kwargs):
+        calls.append(kwargs.get("compiler_options"))
+        return real_jit(fn, **kwargs)
+
+    monkeypatch.setattr(jax, "jit", spy)
+    monkeypatch.setattr(trainer, "jit", spy)
+    monkeypatch.delenv(runtime.OPT_OUT_ENV, raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    return calls
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's trainer")
+def test_jax_predict_and_evaluate_compile_with_inference_options_fit_without(jit_spy):
+    from keras_sequencer import Sequencer2D
+    from tests.helpers import TINY_ARCH, random_images
+
+    model = Sequencer2D(**TINY_ARCH, classes=3)
+    model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
+    x, y = random_images(2, 28, 28), np.array([0, 2])
+    eager = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(model.predict_on_batch(x), eager, rtol=1e-5, atol=1e-6)
+    model.test_on_batch(x, y)
+    assert jit_spy == [runtime.JAX_INFERENCE_COMPILER_OPTIONS] * 2
+    model.train_on_batch(x, y)
+    assert jit_spy[2:] == [None]
+    import jax
+    from keras.src.backend.jax import trainer
+
+    assert trainer.jit is jax.jit  # restored after each compilation
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's trainer")
+def test_jax_inference_options_left_out_when_opted_out_or_refused(jit_spy, monkeypatch):
+    from keras_sequencer import Sequencer2D
+    from tests.helpers import TINY_ARCH, random_images
+
+    x = random_images(1, 28, 28)
+    monkeypatch.setenv(runtime.OPT_OUT_ENV, "0")
+    Sequencer2D(**TINY_ARCH).predict_on_batch(x)
+    monkeypatch.delenv(runtime.OPT_OUT_ENV)
+    # an option this jaxlib does not know (as a future XLA may drop the flag)
+    monkeypatch.setattr(runtime, "JAX_INFERENCE_COMPILER_OPTIONS", {"xla_cpu_no_such_option": ""})
+    assert not runtime._jax_accepts((("xla_cpu_no_such_option", ""),))
+    del jit_spy[1:]  # _jax_accepts's own probe
+    Sequencer2D(**TINY_ARCH).predict_on_batch(x)  # still compiles and runs
+    assert jit_spy == [None, None]
