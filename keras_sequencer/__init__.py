@@ -13,6 +13,7 @@ from keras_sequencer.models import (
     Sequencer2DL,
     Sequencer2DM,
     Sequencer2DS,
+    SequencerModel,
     VanillaSequencer,
 )
 from keras_sequencer.preprocessing import load_image, preprocess_input

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 import keras_sequencer
-from keras_sequencer import MODEL_CONFIGS, Sequencer2D
-from keras_sequencer.models import SequencerModel
+from keras_sequencer import MODEL_CONFIGS, Sequencer2D, SequencerModel
 from tests.helpers import TINY_ARCH, random_images, save_and_reload, to_numpy
 
 # timm's parameter counts (timm.create_model(name).parameters()).
