@@ -1,6 +1,7 @@
-"""Process settings for speed on CPU, applied once when ``keras_sequencer`` is imported.
+"""Settings for speed on CPU: process settings applied once when
+``keras_sequencer`` is imported, and on JAX compiler options for inference.
 
-Both were measured on the 2-core Xeon of the README's "Speed" section
+All were measured on the 2-core Xeon of the README's "Speed" section
 (Sequencer2D-S, batch 8, 224x224, fp32) and are turned off together with
 ``KERAS_SEQUENCER_RUNTIME_TUNING=0``. ``runtime.APPLIED`` says what was done.
 
@@ -98,7 +99,10 @@ def jax_inference_compilation():
     ``make_test_function`` in it). Does nothing off JAX's CPU backend, when
     turned off or chosen by the user (see :func:`jax_inference_compiler_options`),
     when jaxlib refuses the options, or when Keras's trainer does not jit with
-    plain ``jax.jit`` (e.g. with Flax NNX)."""
+    plain ``jax.jit`` (e.g. with Flax NNX). Keras has no public hook for
+    per-jit compiler options, so this swaps the trainer module's ``jit`` for
+    the duration: another thread making a Keras JAX function at that moment
+    would get the options too."""
     if keras.backend.backend() != "jax":
         yield
         return
