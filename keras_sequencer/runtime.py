@@ -37,7 +37,9 @@ import sys
 import keras
 
 OPT_OUT_ENV = "KERAS_SEQUENCER_RUNTIME_TUNING"
-YNN_OFF_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+# XLA's CPU option naming the YNNPACK fusion types to use ("" for none).
+YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+YNN_OFF_FLAG = f"--{YNN_FUSION_OPTION}="
 # mallopt(3) parameters -> values
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MALLOC_SETTINGS = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30}
@@ -45,13 +47,18 @@ _ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TO
 _PRELOADED_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
 # jax.jit(compiler_options=...) for inference on JAX's CPU backend (see above).
-JAX_INFERENCE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+JAX_INFERENCE_COMPILER_OPTIONS = {YNN_FUSION_OPTION: ""}
 
 APPLIED = {"xla_flags": False, "mallopt": False, "jax_inference_options": False}
 
 
 def tuning_enabled(environ):
     return environ.get(OPT_OUT_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _user_chose_ynn_fusion(environ):
+    """Whether ``XLA_FLAGS`` already sets the YNN fusion types (the user's choice wins)."""
+    return YNN_FUSION_OPTION in environ.get("XLA_FLAGS", "")
 
 
 def xla_cpu_flags_to_add(environ, backend):
@@ -62,10 +69,9 @@ def xla_cpu_flags_to_add(environ, backend):
     """
     if backend != "tensorflow" or not tuning_enabled(environ):
         return None
-    current = environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" in current:  # the user chose
+    if _user_chose_ynn_fusion(environ):
         return None
-    return f"{current} {YNN_OFF_FLAG}".strip()
+    return f"{environ.get('XLA_FLAGS', '')} {YNN_OFF_FLAG}".strip()
 
 
 def jax_inference_compiler_options(environ, backend, platform):
@@ -73,7 +79,7 @@ def jax_inference_compiler_options(environ, backend, platform):
     Pure, for testing: ``platform`` is ``jax.default_backend()``."""
     if backend != "jax" or platform != "cpu" or not tuning_enabled(environ):
         return {}
-    if "xla_cpu_experimental_ynn_fusion_type" in environ.get("XLA_FLAGS", ""):  # the user chose
+    if _user_chose_ynn_fusion(environ):
         return {}
     return dict(JAX_INFERENCE_COMPILER_OPTIONS)
 
