@@ -9,6 +9,7 @@ Layer names follow timm's module names so the weight port is a direct map:
 ``stages_{i}_blocks_{j}`` (``stages.{i}.blocks.{j}``), ``norm``, ``head`` (``head.fc``).
 """
 
+import contextlib
 import math
 
 import keras
@@ -55,12 +56,22 @@ class SequencerModel(keras.Model):
     ``KERAS_SEQUENCER_RUNTIME_TUNING=0`` turns it off (see :mod:`runtime`)."""
 
     def make_predict_function(self, force=False):
-        with runtime.jax_inference_compilation():
+        with _inference_compilation(self.predict_function, force):
             return super().make_predict_function(force=force)
 
     def make_test_function(self, force=False):
-        with runtime.jax_inference_compilation():
+        with _inference_compilation(self.test_function, force):
             return super().make_test_function(force=force)
+
+
+def _inference_compilation(existing_function, force):
+    """:func:`runtime.jax_inference_compilation` when Keras is about to build the
+    function (Keras calls ``make_*_function`` on every ``predict_on_batch`` /
+    ``test_on_batch`` and returns the built one), else nothing: the trainer's
+    ``jit`` is swapped only while a function is really being compiled."""
+    if existing_function is None or force:
+        return runtime.jax_inference_compilation()
+    return contextlib.nullcontext()
 
 
 def stage_output_name(stage_index, num_blocks):

@@ -124,3 +124,24 @@ def test_drop_path_rate_is_stochastic_only_in_training():
     a = to_numpy(model(x, training=False))
     np.testing.assert_array_equal(a, to_numpy(model(x, training=False)))
     assert np.abs(to_numpy(model(x, training=True)) - a).max() > 1e-5
+
+
+def test_inference_compilation_wraps_only_the_call_that_builds(monkeypatch):
+    """Keras calls ``make_predict_function`` on every ``predict_on_batch``; the
+    JAX compiler-option context (runtime.py) is entered only when it builds."""
+    from keras_sequencer import runtime
+
+    entered, real = [], runtime.jax_inference_compilation
+
+    def counting():
+        entered.append(True)
+        return real()
+
+    monkeypatch.setattr(runtime, "jax_inference_compilation", counting)
+    model = Sequencer2D(**TINY_ARCH, classes=3)
+    x = random_images(1, 28, 28)
+    first = model.predict_on_batch(x)
+    np.testing.assert_allclose(model.predict_on_batch(x), first, rtol=1e-6, atol=1e-7)
+    assert len(entered) == 1
+    model.make_predict_function(force=True)  # a forced rebuild compiles again
+    assert len(entered) == 2
