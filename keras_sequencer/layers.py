@@ -53,8 +53,9 @@ class BiLSTM2D(keras.layers.Layer):
             of both RNNs as one batched recurrence (:func:`fused_lstm`) over the
             *same* LSTM layers' variables, so weights, conversion and saved
             files are identical; it is much faster on CPU (see the README's
-            "Speed" section). On torch with gradients off it runs each RNN
-            with ``torch.lstm`` instead (:func:`torch_native_lstm`).
+            "Speed" section). On torch (:mod:`keras_sequencer.torch_lstm`),
+            with gradients on the recurrence has a hand-written backward; with
+            them off each RNN runs with ``torch.lstm`` instead.
     """
 
     def __init__(
@@ -137,9 +138,11 @@ class BiLSTM2D(keras.layers.Layer):
 
         RNNs whose sequences have the same static shape share one recurrence.
         On torch with gradients off (``predict``, ``torch.no_grad``) each RNN
-        runs torch's own LSTM kernel instead (:func:`torch_native_lstm`).
+        runs torch's own LSTM kernel instead (:func:`torch_lstm.torch_native_lstm`).
         """
         if _torch_inference():
+            from keras_sequencer.torch_lstm import torch_native_lstm
+
             return {
                 name: torch_native_lstm(seq, self._cells(getattr(self, name)))
                 for name, seq in sequences.items()
@@ -226,52 +229,14 @@ def _torch_inference():
     return not torch.is_grad_enabled()
 
 
-def torch_native_lstm(sequence, cells):
-    """A (bi)directional LSTM over time-major ``(T, N, C)`` by ``torch.lstm``,
-    the kernel behind ``torch.nn.LSTM`` (oneDNN on CPU, cuDNN on GPU), with
-    the Keras cells' variables: ``(T, N, D * U)`` for ``D`` cells
-    ``[forward]`` or ``[forward, backward]``, like :func:`fused_lstm`.
-
-    Used for inference on torch: there one oneDNN call per RNN beats the
-    batched Python recurrence (S, batch 8, 224, 2 CPU cores: ~790 -> ~740 ms);
-    with autograd the batched recurrence trains faster than oneDNN's backward.
-    torch's layout is the transpose of Keras's (``W_ih = kernel.T``), the gate
-    order i, f, g, o is the same and Keras's one bias goes in ``b_ih``.
-    """
-    import torch
-
-    weights = []
-    for cell in cells:
-        bias = _cell_weight(cell, "bias", sequence.dtype)
-        weights += [
-            _cell_weight(cell, "kernel", sequence.dtype).T,
-            _cell_weight(cell, "recurrent_kernel", sequence.dtype).T,
-            bias,
-            torch.zeros_like(bias),
-        ]
-    zeros = sequence.new_zeros((len(cells), sequence.shape[1], cells[0].units))
-    outputs, _, _ = torch.lstm(
-        sequence,
-        (zeros, zeros),
-        weights,
-        True,  # has_biases
-        1,  # num_layers
-        0.0,  # dropout
-        False,  # train
-        len(cells) == 2,  # bidirectional
-        False,  # batch_first
-    )
-    return outputs
-
-
 def _cell_weight(cell, attr, dtype):
     """An LSTM cell's variable (``kernel``, ``recurrent_kernel``, ``bias``) in the
     compute dtype of the sequences (e.g. float16 under mixed precision)."""
     return ops.cast(getattr(cell, attr), dtype)
 
 
-def _scan_step(step, state, z, recurrent, units):
-    state = step(state, z, recurrent, units)
+def _scan_step(state, z, recurrent, units):
+    state = _lstm_step(state, z, recurrent, units)
     return state, state  # (ys = (h, c): the TF backend wants ys shaped like the carry)
 
 
@@ -292,20 +257,6 @@ def _lstm_step(state, z, recurrent, units):
     g = ops.tanh(z[..., 2 * units : 3 * units])
     c = gates[..., units : 2 * units] * c + gates[..., :units] * g
     return gates[..., 3 * units :] * ops.tanh(c), c
-
-
-def _torch_lstm_step(state, z, recurrent, units):
-    """:func:`_lstm_step` with fused torch kernels (fewer ops per step in eager mode)."""
-    import torch
-
-    h, c = state
-    z = torch.baddbmm(z, h, recurrent).unflatten(-1, (4, units))
-    # unbind, not slicing: its backward is one stack into the gradient, where
-    # each slice's backward zero-fills a full-size gradient and adds them up.
-    i, f, _, o = torch.sigmoid(z).unbind(-2)
-    g = torch.tanh(z.unbind(-2)[2])
-    c = torch.addcmul(f * c, i, g)
-    return o * torch.tanh(c), c
 
 
 def _dense(layer, x, fused):
@@ -335,40 +286,6 @@ def _project(x, kernel, bias):
     return ops.matmul(x, kernel) + bias
 
 
-class _TorchOps:
-    """The few ``keras.ops`` the fused recurrence calls thousands of times, as
-    torch calls. ``keras.ops`` first flattens every argument looking for symbolic
-    tensors, which for lists of small tensors costs more than the op itself
-    (measured on 2 CPU cores: a batch-1 56x56 forward pass of S 81 -> 68 ms;
-    at batch 8, 224x224 the time outside any op 138-152 -> 94-119 ms)."""
-
-    @staticmethod
-    def stack(tensors, axis=0):
-        import torch
-
-        return torch.stack(list(tensors), dim=axis)
-
-    @staticmethod
-    def concatenate(tensors, axis=0):
-        import torch
-
-        return torch.cat(list(tensors), dim=axis)
-
-    @staticmethod
-    def unstack(x, axis=0):
-        return x.unbind(axis)
-
-    @staticmethod
-    def reshape(x, shape):
-        return x.reshape(shape)
-
-
-def _loop_ops():
-    """``keras.ops``, or :class:`_TorchOps` on torch (eager: no tracing amortizes
-    the per-call cost there)."""
-    return _TorchOps if keras.backend.backend() == "torch" else ops
-
-
 def fused_lstm(sequences, cells, reverse, unroll=None):
     """Runs several (bi)directional LSTMs as one batched recurrence.
 
@@ -391,11 +308,11 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
     are one matmul ``(T*N, C) @ (C, D*4U)`` (+ bias) hoisted out of the loop;
     each step then gathers its slice of every direction (the backward ones at
     time ``T-1-k``; no flipped copies), does one ``(S*D, N, U) @ (S*D, U, 4U)``
-    matmul and the gate math (on torch with fused ``baddbmm``/``addcmul``
-    kernels). Gate order i, f, c, o and activations sigmoid/tanh as
+    matmul and the gate math. On torch the unrolled loop is
+    :func:`torch_lstm.lstm_recurrence` (autograd-free steps, a hand-written
+    backward). Gate order i, f, c, o and activations sigmoid/tanh as
     ``keras.layers.LSTM`` (and ``torch.nn.LSTM``).
     """
-    o = _loop_ops()
     per_seq = len(cells[0])
     dtype = sequences[0].dtype
     t, n, c = ops.shape(sequences[0])[0], ops.shape(sequences[0])[1], sequences[0].shape[-1]
@@ -403,49 +320,75 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
 
     projections = []  # per sequence (T, N, D, 4U)
     for seq, seq_cells in zip(sequences, cells):
-        kernel = o.concatenate([_cell_weight(cl, "kernel", dtype) for cl in seq_cells], axis=-1)
-        bias = o.concatenate([_cell_weight(cl, "bias", dtype) for cl in seq_cells], axis=-1)
-        proj = _project(o.reshape(seq, (-1, c)), kernel, bias)
-        projections.append(o.reshape(proj, (t, n, per_seq, 4 * units)))
-    recurrent = o.stack(
+        kernel = ops.concatenate([_cell_weight(cl, "kernel", dtype) for cl in seq_cells], axis=-1)
+        bias = ops.concatenate([_cell_weight(cl, "bias", dtype) for cl in seq_cells], axis=-1)
+        proj = _project(ops.reshape(seq, (-1, c)), kernel, bias)
+        projections.append(ops.reshape(proj, (t, n, per_seq, 4 * units)))
+    recurrent = ops.stack(
         [_cell_weight(cl, "recurrent_kernel", dtype) for seq_cells in cells for cl in seq_cells]
     )  # (S*D, U, 4U)
 
-    step = _torch_lstm_step if keras.backend.backend() == "torch" else _lstm_step
-    zeros = ops.zeros((len(sequences) * per_seq, n, units), dtype)
-    state = (zeros, zeros)
     steps = sequences[0].shape[0]
     if unroll is None:
         unroll = steps is not None
+    if unroll and steps is None:
+        raise ValueError("fused_lstm(unroll=True) needs a static sequence length.")
+    if unroll and keras.backend.backend() == "torch":
+        return _torch_fused_recurrence(projections, recurrent, per_seq, reverse)
+    zeros = ops.zeros((len(sequences) * per_seq, n, units), dtype)
+    state = (zeros, zeros)
     if unroll:
-        if steps is None:
-            raise ValueError("fused_lstm(unroll=True) needs a static sequence length.")
         # Each direction's inputs as T views (N, 4U): unstack/stack keep the
         # backward pass cheap (each slice's backward would zero-fill a gradient
         # of the whole projection; an unstack's is one stack).
-        inputs = [o.unstack(x, axis=0) for p in projections for x in o.unstack(p, axis=2)]
+        inputs = [ops.unstack(x, axis=0) for p in projections for x in ops.unstack(p, axis=2)]
         hs = []
         for k in range(steps):
-            z = o.stack(
+            z = ops.stack(
                 [x[steps - 1 - k if reverse and i % per_seq == 1 else k] for i, x in enumerate(inputs)]
             )  # (S*D, N, 4U): the backward directions at time T-1-k
-            state = step(state, z, recurrent, units)
-            hs.append(o.unstack(state[0], axis=0))
+            state = _lstm_step(state, z, recurrent, units)
+            hs.append(ops.unstack(state[0], axis=0))
     else:
         if reverse:  # scan walks one time axis: flip the backward directions' inputs
             projections = [
                 ops.stack([p[:, :, 0], ops.flip(p[:, :, 1], axis=0)], axis=2) for p in projections
             ]
         z = ops.stack([p[:, :, d] for p in projections for d in range(per_seq)], axis=1)
-        scan_step = lambda st, zk: _scan_step(step, st, zk, recurrent, units)  # noqa: E731
+        scan_step = lambda st, zk: _scan_step(st, zk, recurrent, units)  # noqa: E731
         _, (stacked, _) = ops.scan(scan_step, state, z)  # (T, S*D, N, U)
         return _outputs_from_stacked(stacked, len(sequences), per_seq, reverse)
-    return _outputs_from_steps(hs, len(sequences), per_seq, reverse, o)
+    return _outputs_from_steps(hs, len(sequences), per_seq, reverse)
 
 
-def _outputs_from_steps(hs, num_seq, per_seq, reverse, o):
+def _torch_fused_recurrence(projections, recurrent, per_seq, reverse):
+    """:func:`fused_lstm`'s unrolled loop on torch: the directions' inputs,
+    the backward ones reversed in time, as one ``(T, S*D, N, 4U)`` tensor
+    through :func:`torch_lstm.lstm_recurrence` (hand-written backward);
+    ``S`` tensors ``(T, N, D*U)`` in time order."""
+    import torch
+
+    from keras_sequencer import torch_lstm
+
+    def in_time_order(x, d):  # (T, ...) of direction d
+        return x.flip(0) if reverse and d == 1 else x
+
+    # unbind, not indexing: its backward is one stack, where each index's
+    # backward zero-fills and adds a gradient of the whole tensor.
+    z = torch.stack(
+        [in_time_order(x, d) for p in projections for d, x in enumerate(p.unbind(2))], dim=1
+    )
+    hs = torch_lstm.lstm_recurrence(z, recurrent).unbind(1)  # S*D of (T, N, U)
+    outputs = []
+    for s in range(len(projections)):
+        directions = [in_time_order(hs[s * per_seq + d], d) for d in range(per_seq)]
+        outputs.append(directions[0] if per_seq == 1 else torch.cat(directions, dim=-1))
+    return outputs
+
+
+def _outputs_from_steps(hs, num_seq, per_seq, reverse):
     """Per-step states (``T`` lists of ``S*D`` tensors ``(N, U)``) -> ``S``
-    tensors ``(T, N, D*U)`` in time order; ``o`` is :func:`_loop_ops`."""
+    tensors ``(T, N, D*U)`` in time order."""
     steps = len(hs)
     outputs = []
     for s in range(num_seq):
@@ -453,8 +396,8 @@ def _outputs_from_steps(hs, num_seq, per_seq, reverse, o):
         for d in range(per_seq):
             index = s * per_seq + d
             order = reversed(range(steps)) if reverse and d == 1 else range(steps)
-            directions.append(o.stack([hs[k][index] for k in order]))  # (T, N, U)
-        outputs.append(directions[0] if per_seq == 1 else o.concatenate(directions, axis=-1))
+            directions.append(ops.stack([hs[k][index] for k in order]))  # (T, N, U)
+        outputs.append(directions[0] if per_seq == 1 else ops.concatenate(directions, axis=-1))
     return outputs
 
 
