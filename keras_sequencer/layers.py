@@ -189,6 +189,8 @@ class BiLSTM2D(keras.layers.Layer):
     def _call_fused(self, x, batch, height, width, channels, size):
         """The RNN outputs ``[(B, H, W, D)]`` via :func:`fused_lstm`, on
         time-major sequences: columns ``(H, B*W, C)``, rows ``(W, B*H, C)``."""
+        if keras.backend.backend() == "torch" and not _torch_inference():
+            return self._torch_train_fused(x)
         sequences = {}
         if self.with_vertical:
             sequences["rnn_v"] = ops.reshape(ops.transpose(x, (1, 0, 2, 3)), (height, -1, channels))
@@ -203,6 +205,61 @@ class BiLSTM2D(keras.layers.Layer):
             h = ops.reshape(results["rnn_h"], (width, batch, height, size))
             outputs.append(ops.transpose(h, (1, 2, 0, 3)))
         return outputs
+
+    def _torch_train_fused(self, x):
+        """:meth:`_call_fused` on torch with autograd on (training; eager calls
+        outside ``torch.no_grad``), with fewer copies: the
+        input projections of every direction of both RNNs are one GEMM over the
+        tokens as they lie, ``(B*H*W, C) @ (C, R*4U)``; one stack gathers them
+        time-major (columns ``(H, B, W)``, rows ``(W, B, H)``, backward
+        directions reversed) for :func:`torch_lstm.lstm_recurrence` and one
+        stack puts the hidden states back as ``(B, H, W, R*U)``.
+        """
+        import torch
+
+        from keras_sequencer import torch_lstm
+
+        batch, height, width, channels = x.shape
+        units = self.hidden_size
+        # (RNN name, the axis of x its sequences run along)
+        rnns = [(n, a) for n, a in (("rnn_v", 1), ("rnn_h", 2)) if getattr(self, n) is not None]
+        cells = [cl for name, _ in rnns for cl in self._cells(getattr(self, name))]
+        per_rnn = len(cells) // len(rnns)
+        kernel = torch.cat([_cell_weight(cl, "kernel", x.dtype) for cl in cells], dim=-1)
+        bias = torch.cat([_cell_weight(cl, "bias", x.dtype) for cl in cells], dim=-1)
+        proj = torch.addmm(bias, x.reshape(-1, channels), kernel)
+        proj = proj.view(batch, height, width, len(cells), 4 * units).unbind(3)
+        recurrent = torch.stack([_cell_weight(cl, "recurrent_kernel", x.dtype) for cl in cells])
+
+        def order(r):  # permutation of (B, H, W, .) to time-major, and direction
+            axis = rnns[r // per_rnn][1]
+            return (axis, 0, 3 - axis, 3), self.bidirectional and r % per_rnn == 1
+
+        def to_steps(t, r):  # (B, H, W, .) -> (T, B, T', .) in stepping order
+            perm, backward = order(r)
+            t = t.permute(perm)
+            return t.flip(0) if backward else t
+
+        def from_steps(t, r):
+            perm, backward = order(r)
+            t = t.flip(0) if backward else t
+            return t.permute(tuple(perm.index(i) for i in range(4)))
+
+        # directions whose sequences have the same shape step together
+        groups = {}
+        for r in range(len(cells)):
+            groups.setdefault(to_steps(proj[r], r).shape, []).append(r)
+        hidden = [None] * len(cells)
+        for members in groups.values():
+            z = torch.stack([to_steps(proj[r], r) for r in members], dim=1)  # (T, R, B, T', 4U)
+            steps, _, b, across = z.shape[:4]
+            hs = torch_lstm.lstm_recurrence(z.flatten(2, 3), recurrent[members])
+            for r, h in zip(members, hs.view(steps, len(members), b, across, units).unbind(1)):
+                hidden[r] = from_steps(h, r)
+        y = torch.stack(hidden, dim=3).flatten(3)  # (B, H, W, R*U): [v fwd, v bwd, h fwd, h bwd]
+        if self.union == "cat" or len(rnns) == 1:
+            return [y]
+        return list(y.split(self.rnn_output_size, dim=-1))
 
     def compute_output_shape(self, input_shape):
         channels = input_shape[-1] if self.with_fc else self.union_size
@@ -308,10 +365,11 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
     are one matmul ``(T*N, C) @ (C, D*4U)`` (+ bias) hoisted out of the loop;
     each step then gathers its slice of every direction (the backward ones at
     time ``T-1-k``; no flipped copies), does one ``(S*D, N, U) @ (S*D, U, 4U)``
-    matmul and the gate math. On torch the unrolled loop is
-    :func:`torch_lstm.lstm_recurrence` (autograd-free steps, a hand-written
-    backward). Gate order i, f, c, o and activations sigmoid/tanh as
-    ``keras.layers.LSTM`` (and ``torch.nn.LSTM``).
+    matmul and the gate math. Gate order i, f, c, o and activations
+    sigmoid/tanh as ``keras.layers.LSTM`` (and ``torch.nn.LSTM``). BiLSTM2D
+    runs it on JAX and TensorFlow; on torch it runs
+    :meth:`BiLSTM2D._torch_train_fused` or, without autograd,
+    :func:`torch_lstm.torch_native_lstm`.
     """
     per_seq = len(cells[0])
     dtype = sequences[0].dtype
@@ -333,8 +391,6 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
         unroll = steps is not None
     if unroll and steps is None:
         raise ValueError("fused_lstm(unroll=True) needs a static sequence length.")
-    if unroll and keras.backend.backend() == "torch":
-        return _torch_fused_recurrence(projections, recurrent, per_seq, reverse)
     zeros = ops.zeros((len(sequences) * per_seq, n, units), dtype)
     state = (zeros, zeros)
     if unroll:
@@ -359,31 +415,6 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
         _, (stacked, _) = ops.scan(scan_step, state, z)  # (T, S*D, N, U)
         return _outputs_from_stacked(stacked, len(sequences), per_seq, reverse)
     return _outputs_from_steps(hs, len(sequences), per_seq, reverse)
-
-
-def _torch_fused_recurrence(projections, recurrent, per_seq, reverse):
-    """:func:`fused_lstm`'s unrolled loop on torch: the directions' inputs,
-    the backward ones reversed in time, as one ``(T, S*D, N, 4U)`` tensor
-    through :func:`torch_lstm.lstm_recurrence` (hand-written backward);
-    ``S`` tensors ``(T, N, D*U)`` in time order."""
-    import torch
-
-    from keras_sequencer import torch_lstm
-
-    def in_time_order(x, d):  # (T, ...) of direction d
-        return x.flip(0) if reverse and d == 1 else x
-
-    # unbind, not indexing: its backward is one stack, where each index's
-    # backward zero-fills and adds a gradient of the whole tensor.
-    z = torch.stack(
-        [in_time_order(x, d) for p in projections for d, x in enumerate(p.unbind(2))], dim=1
-    )
-    hs = torch_lstm.lstm_recurrence(z, recurrent).unbind(1)  # S*D of (T, N, U)
-    outputs = []
-    for s in range(len(projections)):
-        directions = [in_time_order(hs[s * per_seq + d], d) for d in range(per_seq)]
-        outputs.append(directions[0] if per_seq == 1 else torch.cat(directions, dim=-1))
-    return outputs
 
 
 def _outputs_from_steps(hs, num_seq, per_seq, reverse):
