@@ -57,3 +57,18 @@ def test_gradient_of_z_only():
     (grad_z,) = torch.autograd.grad(lstm_recurrence(z, recurrent).sum(), (z,))
     (expected,) = torch.autograd.grad(autograd_recurrence(z, recurrent).sum(), (z,))
     torch.testing.assert_close(grad_z, expected, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float16, 3e-3), (torch.bfloat16, 3e-2)])
+def test_half_precision_follows_float32(dtype, atol):
+    """Under mixed precision the recurrence runs in the compute dtype."""
+    z, recurrent = _inputs(5, 4, 6, 4, torch.float32)
+    results = []
+    for dt in (torch.float32, dtype):
+        zd, rd = (t.detach().to(dt).requires_grad_() for t in (z, recurrent))
+        y = lstm_recurrence(zd, rd)
+        assert y.dtype == dt
+        results.append([y, *torch.autograd.grad(y.sum(), (zd, rd))])
+    for expected, got in zip(*results):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), expected, atol=atol, rtol=0)
