@@ -278,3 +278,36 @@ def test_profile_forward_accounts_for_the_same_gemms_as_timm(capsys):
             assert all(v >= 0 for v in rows.values())
     assert inference["breakdown"]["torch:fused"]["oneDNN LSTM"] > 0
     assert "GFLOP/s" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the custom VJP is JAX's")
+@pytest.mark.parametrize("reverse, num_seq", [(True, 2), (False, 1)])
+def test_jax_hand_written_backward_equals_autodiff(reverse, num_seq):
+    """On JAX the unrolled recurrence differentiates with its hand-written
+    backward; its gradients equal JAX's own derivative of the scanned
+    recurrence (w.r.t. the inputs and every LSTM variable)."""
+    import jax
+
+    layer = BiLSTM2D(5, bidirectional=reverse, implementation="fused")
+    layer.build((2, 4, 3, 6))
+    cells = [layer._cells(layer.rnn_v), layer._cells(layer.rnn_h)][:num_seq]
+    variables = [v for seq_cells in cells for cell in seq_cells for v in cell.trainable_variables]
+    values = [v.value for v in variables]
+    x = keras.ops.convert_to_tensor(random_images(1, 4, 3, 6)[0])  # (T, N, C)
+    weights = keras.ops.convert_to_tensor(random_images(4, 3, 10 if reverse else 5, 1, seed=4)[..., 0])
+
+    def loss(x, values, unroll):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            sequences = [x * (s + 1.0) for s in range(num_seq)]
+            outputs = fused_lstm(sequences, cells, reverse, unroll=unroll)
+        return sum(keras.ops.sum(y * weights) for y in outputs)
+
+    grads = {
+        unroll: jax.grad(lambda x, v: loss(x, v, unroll), argnums=(0, 1))(x, values)
+        for unroll in (True, False)
+    }
+    flat = {unroll: jax.tree_util.tree_leaves(g) for unroll, g in grads.items()}
+    assert len(flat[True]) == 1 + len(variables)
+    for got, expected in zip(flat[True], flat[False]):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5, rtol=1e-5)
+        assert np.abs(np.asarray(expected)).max() > 0
