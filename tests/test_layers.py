@@ -164,3 +164,24 @@ def test_layer_config_round_trip(layer):
     np.testing.assert_allclose(to_numpy(restored(x)), y, atol=1e-6)
     # registered under the package name for .keras files
     assert keras.saving.get_registered_name(layer.__class__).startswith("keras_sequencer>")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's LayerNorm fences")
+def test_jax_training_fences_each_layer_norm_and_keeps_the_numbers():
+    """On JAX a block's training call fences both LayerNorms with
+    ``optimization_barrier`` (for XLA's fusion of their backward); the
+    inference call has none; both give the same numbers."""
+    import jax
+
+    block = layers.Sequencer2DBlock(4)
+    x = keras.ops.convert_to_tensor(np.random.RandomState(0).rand(2, 3, 5, 6).astype("float32"))
+    block.build(x.shape)
+
+    def jaxpr(training):
+        return str(jax.make_jaxpr(lambda t: block(t, training=training))(x))
+
+    assert jaxpr(True).count("optimization_barrier") == 4  # in and out of norm1, norm2
+    assert "optimization_barrier" not in jaxpr(False)
+    np.testing.assert_allclose(
+        np.asarray(block(x, training=True)), np.asarray(block(x, training=False)), atol=1e-6, rtol=0
+    )
