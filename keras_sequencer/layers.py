@@ -485,7 +485,7 @@ def _jax_unrolled_lstm(projections, recurrent, per_seq, reverse):
     """:func:`_unrolled_lstm` as a ``jax.custom_vjp`` with
     :func:`_unrolled_lstm_backward`; the forward is unchanged, so inference
     compiles as before. XLA's own derivative of the unrolled loop trained
-    slower: S training step, batch 8, 2 CPU cores, ~6.1 -> ~4.5 s. (On
+    slower: S training step, batch 8, 2 CPU cores, ~6.1 -> ~4.4 s. (On
     TensorFlow's graph executor the hand-written backward was slower, 2.67 ->
     2.90 s, so TensorFlow keeps its autodiff.)"""
     import jax
