@@ -245,13 +245,14 @@ class BiLSTM2D(keras.layers.Layer):
             t = t.flip(0) if backward else t
             return t.permute(tuple(perm.index(i) for i in range(4)))
 
+        inputs = [to_steps(p, r) for r, p in enumerate(proj)]
         # directions whose sequences have the same shape step together
         groups = {}
-        for r in range(len(cells)):
-            groups.setdefault(to_steps(proj[r], r).shape, []).append(r)
+        for r, steps_input in enumerate(inputs):
+            groups.setdefault(steps_input.shape, []).append(r)
         hidden = [None] * len(cells)
         for members in groups.values():
-            z = torch.stack([to_steps(proj[r], r) for r in members], dim=1)  # (T, R, B, T', 4U)
+            z = torch.stack([inputs[r] for r in members], dim=1)  # (T, R, B, T', 4U)
             steps, _, b, across = z.shape[:4]
             hs = torch_lstm.lstm_recurrence(z.flatten(2, 3), recurrent[members])
             for r, h in zip(members, hs.view(steps, len(members), b, across, units).unbind(1)):

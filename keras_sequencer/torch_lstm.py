@@ -115,22 +115,21 @@ class LSTMRecurrence(torch.autograd.Function):
         grad_gates = gates.new_empty((rnns, n, 4, units))  # d loss / d activated gates
         dh_o = gates.new_empty((rnns, n, units))
         dc = gates.new_zeros((rnns, n, units))
+        da_i, da_f, da_g, da_o = grad_gates.unbind(2)
         dh = grad_hidden[steps - 1]
         for k in reversed(range(steps)):
-            i, f, g, o = gates[k].view(rnns, n, 4, units).unbind(2)
+            activated = gates[k].view(rnns, n, 4, units)
+            i, f, g, o = activated.unbind(2)
             tc = tanh_cells[k]
             # h = o * tanh(c): c's gradient from h, plus the one from step k + 1
             torch.mul(dh, o, out=dh_o)
             dc.add_(torch.ops.aten.tanh_backward(dh_o, tc))
-            da_i, da_f, da_g, da_o = grad_gates.unbind(2)
             torch.mul(dc, g, out=da_i)
             torch.mul(dc, cells[k], out=da_f)
             torch.mul(dc, i, out=da_g)
             torch.mul(dh, tc, out=da_o)
             dz = grad_z[k].view(rnns, n, 4, units)
-            torch.ops.aten.sigmoid_backward.grad_input(
-                grad_gates, gates[k].view(rnns, n, 4, units), grad_input=dz
-            )
+            torch.ops.aten.sigmoid_backward.grad_input(grad_gates, activated, grad_input=dz)
             torch.ops.aten.tanh_backward.grad_input(da_g, g, grad_input=dz[:, :, 2])
             dc.mul_(f)  # c = f * c_prev + ...: the gradient carried to step k - 1
             if k > 0:
