@@ -5,9 +5,10 @@
 Runs timm's model and the Keras model (``--implementations``, default ``fused``)
 in one process (``KERAS_BACKEND=torch``) under ``torch.profiler`` with input shapes
 recorded, after warm-up, and prints per engine. By default gradients are off, as
-in inference, where the fused path runs torch's own LSTM kernel (oneDNN) like
-timm; ``--autograd`` profiles with gradients on, where it runs its batched
-recurrence (the forward half of a training step).
+in inference; ``--autograd`` profiles with gradients on (the forward half of a
+training step, which also keeps what the backward needs). Either way the fused
+path runs its batched recurrence (``keras_sequencer/torch_lstm.py``); timm runs
+oneDNN's LSTM.
 
 - the wall time of the profiled forward pass (median of ``--repeats`` unprofiled
   calls is printed too, as the profiler adds overhead);
@@ -35,9 +36,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DENSE_GEMM = ("aten::mm", "aten::addmm")
 CATEGORIES = {
     "dense GEMM (mm, addmm)": DENSE_GEMM,
-    "recurrent GEMM (bmm, baddbmm)": ("aten::bmm", "aten::baddbmm"),
+    "recurrent GEMM (bmm, baddbmm)": ("aten::bmm", "aten::baddbmm", "aten::baddbmm_"),
     "oneDNN LSTM": ("aten::mkldnn_rnn_layer",),
-    "copies / layout": ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous", "aten::flip"),
+    "copies / layout": (
+        "aten::copy_", "aten::cat", "aten::clone", "aten::contiguous", "aten::flip",
+        "aten::index_select",
+    ),
     "element-wise": (
         "aten::add", "aten::mul", "aten::sigmoid", "aten::tanh", "aten::gelu",
         "aten::addcmul", "aten::add_", "aten::mul_", "aten::sigmoid_", "aten::tanh_",

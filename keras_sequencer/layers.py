@@ -53,9 +53,9 @@ class BiLSTM2D(keras.layers.Layer):
             of both RNNs as one batched recurrence (:func:`fused_lstm`) over the
             *same* LSTM layers' variables, so weights, conversion and saved
             files are identical; it is much faster on CPU (see the README's
-            "Speed" section). On torch (:mod:`keras_sequencer.torch_lstm`),
-            with gradients on the recurrence has a hand-written backward; with
-            them off each RNN runs with ``torch.lstm`` instead.
+            "Speed" section). On torch (:mod:`keras_sequencer.torch_lstm`) the
+            recurrence runs in place with a hand-written backward; inference
+            on a GPU runs each RNN with ``torch.lstm`` (cuDNN) instead.
     """
 
     def __init__(
@@ -137,10 +137,10 @@ class BiLSTM2D(keras.layers.Layer):
         :func:`fused_lstm`; returns ``{name: (T, N, D)}``.
 
         RNNs whose sequences have the same static shape share one recurrence.
-        On torch with gradients off (``predict``, ``torch.no_grad``) each RNN
-        runs torch's own LSTM kernel instead (:func:`torch_lstm.torch_native_lstm`).
+        On torch (reached only for inference on a GPU) each RNN runs torch's
+        own LSTM kernel, cuDNN, instead (:func:`torch_lstm.torch_native_lstm`).
         """
-        if _torch_inference():
+        if keras.backend.backend() == "torch":
             from keras_sequencer.torch_lstm import torch_native_lstm
 
             return {
@@ -189,8 +189,8 @@ class BiLSTM2D(keras.layers.Layer):
     def _call_fused(self, x, batch, height, width, channels, size):
         """The RNN outputs ``[(B, H, W, D)]`` via :func:`fused_lstm`, on
         time-major sequences: columns ``(H, B*W, C)``, rows ``(W, B*H, C)``."""
-        if keras.backend.backend() == "torch" and not _torch_inference():
-            return self._torch_train_fused(x)
+        if keras.backend.backend() == "torch" and not _torch_gpu_inference(x):
+            return self._torch_fused(x)
         sequences = {}
         if self.with_vertical:
             sequences["rnn_v"] = ops.reshape(ops.transpose(x, (1, 0, 2, 3)), (height, -1, channels))
@@ -206,58 +206,20 @@ class BiLSTM2D(keras.layers.Layer):
             outputs.append(ops.transpose(h, (1, 2, 0, 3)))
         return outputs
 
-    def _torch_train_fused(self, x):
-        """:meth:`_call_fused` on torch with autograd on (training; eager calls
-        outside ``torch.no_grad``), with fewer copies: the
-        input projections of every direction of both RNNs are one GEMM over the
-        tokens as they lie, ``(B*H*W, C) @ (C, R*4U)``; one stack gathers them
-        time-major (columns ``(H, B, W)``, rows ``(W, B, H)``, backward
-        directions reversed) for :func:`torch_lstm.lstm_recurrence` and one
-        stack puts the hidden states back as ``(B, H, W, R*U)``.
-        """
-        import torch
+    def _torch_fused(self, x):
+        """:meth:`_call_fused` on torch (CPU inference, and training anywhere):
+        every direction of both RNNs in one projection GEMM and one batched
+        recurrence, read and written where the tokens lie
+        (:func:`torch_lstm.bilstm2d_lstms`)."""
+        from keras_sequencer.torch_lstm import bilstm2d_lstms
 
-        from keras_sequencer import torch_lstm
-
-        batch, height, width, channels = x.shape
-        units = self.hidden_size
-        # (RNN name, the axis of x its sequences run along)
         rnns = [(n, a) for n, a in (("rnn_v", 1), ("rnn_h", 2)) if getattr(self, n) is not None]
-        cells = [cl for name, _ in rnns for cl in self._cells(getattr(self, name))]
-        per_rnn = len(cells) // len(rnns)
-        kernel = torch.cat([_cell_weight(cl, "kernel", x.dtype) for cl in cells], dim=-1)
-        bias = torch.cat([_cell_weight(cl, "bias", x.dtype) for cl in cells], dim=-1)
-        proj = torch.addmm(bias, x.reshape(-1, channels), kernel)
-        proj = proj.view(batch, height, width, len(cells), 4 * units).unbind(3)
-        recurrent = torch.stack([_cell_weight(cl, "recurrent_kernel", x.dtype) for cl in cells])
-
-        def order(r):  # permutation of (B, H, W, .) to time-major, and direction
-            axis = rnns[r // per_rnn][1]
-            return (axis, 0, 3 - axis, 3), self.bidirectional and r % per_rnn == 1
-
-        def to_steps(t, r):  # (B, H, W, .) -> (T, B, T', .) in stepping order
-            perm, backward = order(r)
-            t = t.permute(perm)
-            return t.flip(0) if backward else t
-
-        def from_steps(t, r):
-            perm, backward = order(r)
-            t = t.flip(0) if backward else t
-            return t.permute(tuple(perm.index(i) for i in range(4)))
-
-        inputs = [to_steps(p, r) for r, p in enumerate(proj)]
-        # directions whose sequences have the same shape step together
-        groups = {}
-        for r, steps_input in enumerate(inputs):
-            groups.setdefault(steps_input.shape, []).append(r)
-        hidden = [None] * len(cells)
-        for members in groups.values():
-            z = torch.stack([inputs[r] for r in members], dim=1)  # (T, R, B, T', 4U)
-            steps, _, b, across = z.shape[:4]
-            hs = torch_lstm.lstm_recurrence(z.flatten(2, 3), recurrent[members])
-            for r, h in zip(members, hs.view(steps, len(members), b, across, units).unbind(1)):
-                hidden[r] = from_steps(h, r)
-        y = torch.stack(hidden, dim=3).flatten(3)  # (B, H, W, R*U): [v fwd, v bwd, h fwd, h bwd]
+        cells, directions = [], []
+        for name, axis in rnns:  # axis of x the sequences run along
+            rnn_cells = self._cells(getattr(self, name))
+            cells += rnn_cells
+            directions += [(axis, d == 1) for d in range(len(rnn_cells))]  # [fwd, bwd]
+        y = bilstm2d_lstms(x, cells, directions)  # (B, H, W, R*U): [v fwd, v bwd, h fwd, h bwd]
         if self.union == "cat" or len(rnns) == 1:
             return [y]
         return list(y.split(self.rnn_output_size, dim=-1))
@@ -278,9 +240,10 @@ class BiLSTM2D(keras.layers.Layer):
         }
 
 
-def _torch_inference():
-    """Whether the torch backend runs without autograd (inference)."""
-    if keras.backend.backend() != "torch":
+def _torch_gpu_inference(x):
+    """Whether the torch backend runs ``x`` on a GPU without autograd
+    (inference), where BiLSTM2D's fused path calls cuDNN's LSTM."""
+    if keras.backend.backend() != "torch" or x.device.type != "cuda":
         return False
     import torch
 
@@ -373,7 +336,7 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
     matmul and the gate math. Gate order i, f, c, o and activations
     sigmoid/tanh as ``keras.layers.LSTM`` (and ``torch.nn.LSTM``). BiLSTM2D
     runs it on JAX and TensorFlow; on torch it runs
-    :meth:`BiLSTM2D._torch_train_fused` or, without autograd,
+    :func:`torch_lstm.bilstm2d_lstms` or, for inference on a GPU,
     :func:`torch_lstm.torch_native_lstm`.
     """
     per_seq = len(cells[0])

@@ -1,30 +1,38 @@
-"""The LSTM recurrence on the torch backend, for BiLSTM2D's ``"fused"`` path.
+"""BiLSTM2D's ``"fused"`` path on the torch backend.
 
-- :func:`torch_native_lstm`: inference (autograd off), one ``torch.lstm`` call
-  (oneDNN on CPU, cuDNN on GPU) per RNN.
-- :func:`lstm_recurrence`: training (autograd on), every direction of every
-  RNN stepped together, with a hand-written backward (:class:`LSTMRecurrence`).
+- :func:`bilstm2d_lstms`: every direction of both RNNs stepped together over
+  the image's rows and columns (CPU inference, and training on any device).
+  One GEMM projects all directions, one gather puts the projections
+  time-major, the recurrence runs in place on them, one gather puts the hidden
+  states back where the tokens lie. With autograd the backward is written by
+  hand (:class:`BiLSTM2DRecurrence`).
+- :func:`torch_native_lstm`: one ``torch.lstm`` call (cuDNN) per RNN, for
+  inference on a GPU.
 
-Both read the Keras ``LSTMCell`` variables; gate order i, f, g, o as
-``keras.layers.LSTM`` and ``torch.nn.LSTM``.
+Both read the Keras ``LSTMCell`` variables (gate order i, f, g, o, as
+``keras.layers.LSTM`` and ``torch.nn.LSTM``).
 """
+
+import functools
 
 import torch
 
 from keras_sequencer.layers import _cell_weight
 
+# Gate order inside the recurrence: the three sigmoid gates, then the tanh one,
+# so that each step activates two contiguous slices. Keras stores i, f, g, o.
+IFOG = (0, 1, 3, 2)
+
 
 def torch_native_lstm(sequence, cells):
     """A (bi)directional LSTM over time-major ``(T, N, C)`` by ``torch.lstm``,
-    the kernel behind ``torch.nn.LSTM`` (oneDNN on CPU, cuDNN on GPU), with
+    the kernel behind ``torch.nn.LSTM`` (cuDNN on GPU, oneDNN on CPU), with
     the Keras cells' variables: ``(T, N, D * U)`` for ``D`` cells
     ``[forward]`` or ``[forward, backward]``, like ``layers.fused_lstm``.
 
-    Used for inference on torch: there one oneDNN call per RNN beats the
-    batched Python recurrence (S, batch 8, 224, 2 CPU cores: ~790 -> ~740 ms);
-    with autograd :func:`lstm_recurrence` trains faster than oneDNN's backward.
-    torch's layout is the transpose of Keras's (``W_ih = kernel.T``), the gate
-    order i, f, g, o is the same and Keras's one bias goes in ``b_ih``.
+    BiLSTM2D uses it for inference on a GPU. torch's layout is the transpose
+    of Keras's (``W_ih = kernel.T``), the gate order is the same and Keras's
+    one bias goes in ``b_ih``.
     """
     weights = []
     for cell in cells:
@@ -50,91 +58,202 @@ def torch_native_lstm(sequence, cells):
     return outputs
 
 
-def lstm_recurrence(z, recurrent):
-    """Steps ``R`` LSTMs together from zero states.
+def bilstm2d_lstms(x, cells, directions):
+    """Runs LSTMs along the rows and columns of ``x`` ``(B, H, W, C)``.
 
     Args:
-        z: ``(K, R, N, 4U)``, the input projections (bias included) of each
-            LSTM in the order it steps through them (a backward direction's
-            inputs already reversed in time).
-        recurrent: ``(R, U, 4U)``, each LSTM's ``recurrent_kernel``.
+        x: the tokens.
+        cells: ``R`` ``keras.layers.LSTMCell`` s with the same units ``U``.
+        directions: for each cell ``(axis, backward)``: ``axis`` 1 runs down
+            the columns (sequences of length H), 2 along the rows (length W);
+            ``backward`` runs the sequence from its end.
 
     Returns:
-        ``(K, R, N, U)``: the hidden state after each step.
-
-    Same numbers as stepping ``h, c`` with ``z[k] + h @ recurrent`` and the
-    usual gates, with autograd; :class:`LSTMRecurrence` writes the backward
-    by hand (see there).
+        ``(B, H, W, R * U)``: each cell's hidden state at each token, the cells
+        in the given order (``[v fwd, v bwd, h fwd, h bwd]`` is BiLSTM2D's
+        ``cat`` union).
     """
-    return LSTMRecurrence.apply(z, recurrent)
+    batch, height, width, channels = x.shape
+    units = cells[0].units
+    kernel = _gate_major([_cell_weight(c, "kernel", x.dtype) for c in cells], units)
+    bias = _gate_major([_cell_weight(c, "bias", x.dtype) for c in cells], units)
+    recurrent = _gate_major(
+        [_cell_weight(c, "recurrent_kernel", x.dtype) for c in cells], units
+    ).view(units, len(cells), 4 * units).transpose(0, 1)  # (R, U, 4U)
+    projections = torch.addmm(bias, x.reshape(-1, channels), kernel).view(-1, 4 * units)
+    plan = stepping_plan(batch, height, width, tuple(directions), x.device)
+    if torch.is_grad_enabled() and (projections.requires_grad or recurrent.requires_grad):
+        hidden = BiLSTM2DRecurrence.apply(projections, recurrent, plan)
+    else:
+        hidden = _forward(projections, recurrent, plan, keep=False)[0]
+    return hidden.view(batch, height, width, len(cells) * units)
 
 
-class LSTMRecurrence(torch.autograd.Function):
-    """:func:`lstm_recurrence` with a hand-written backward.
+def _gate_major(tensors, units):
+    """Concatenates the cells' ``(..., 4U)`` tensors along the last axis with
+    each one's gates reordered to i, f, o, g: ``(..., R * 4U)``, one copy."""
+    return torch.cat(
+        [t.view(*t.shape[:-1], 4, units)[..., g, :] for t in tensors for g in IFOG], dim=-1
+    )
 
-    Autograd over the per-step ops records ~12 nodes a step, and its backward
-    runs ~20 small kernels a step plus one recurrent weight-gradient GEMM per
-    step. Here the forward runs without autograd and keeps the activated gates
-    and cell states; the backward walks the steps with 11 kernels each (one
-    ``baddbmm`` carries the hidden-state gradient to the previous step and adds
-    the output's gradient) and computes the recurrent kernel's gradient for all
-    steps as one GEMM at the end, as cuDNN and oneDNN do.
+
+@functools.lru_cache(maxsize=64)
+def stepping_plan(batch, height, width, directions, device):
+    """Where each LSTM reads its inputs at each step.
+
+    The projections are rows ``token * R + r`` (tokens in ``(B, H, W)`` order,
+    ``R = len(directions)``). LSTMs whose sequences have the same length and
+    batch (all of them on a square map) step together as a group. Returns
+    ``(groups, inverse)``: per group ``(members, steps, n, index)`` with
+    ``index`` ``(steps * len(members) * n,)`` listing the rows in stepping
+    order (``(T, G, N)``: a backward LSTM's time reversed); ``inverse`` is the
+    inverse permutation of all groups' indices concatenated, taking the
+    stepping order back to the rows.
+    """
+    rnns = len(directions)
+    tokens = torch.arange(batch * height * width, device=device).view(batch, height, width)
+    groups = {}
+    for r, (axis, backward) in enumerate(directions):
+        seq = tokens.permute(axis, 0, 3 - axis)  # (T, B, T'): time first
+        if backward:
+            seq = seq.flip(0)
+        rows = seq.reshape(seq.shape[0], -1) * rnns + r  # (T, N)
+        groups.setdefault(tuple(rows.shape), []).append((r, rows))
+    plan, order = [], []
+    for (steps, n), members in groups.items():
+        index = torch.stack([rows for _, rows in members], dim=1).reshape(-1)
+        plan.append((tuple(r for r, _ in members), steps, n, index))
+        order.append(index)
+    order = torch.cat(order)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=device)
+    return tuple(plan), inverse
+
+
+def _group_weights(recurrent, members):
+    if list(members) == list(range(recurrent.shape[0])):
+        return recurrent
+    return recurrent[list(members)]
+
+
+def _forward(projections, recurrent, plan, keep):
+    """Runs every group; returns the hidden states as rows ``(token * R + r,
+    U)`` and, with ``keep``, per group what the backward needs."""
+    groups, inverse = plan
+    hidden, saved = [], []
+    for members, steps, n, index in groups:
+        z = projections.index_select(0, index).view(steps, len(members), n, -1)
+        states = _steps(z, _group_weights(recurrent, members), keep)
+        hidden.append(states[0][1:].reshape(-1, states[0].shape[-1]))
+        saved.append((z, *states))
+    hidden = hidden[0] if len(hidden) == 1 else torch.cat(hidden)
+    return hidden.index_select(0, inverse), saved
+
+
+def _steps(z, recurrent, keep):
+    """The recurrence from zero states over ``z`` ``(K, R, N, 4U)``, the input
+    projections (bias included, gates i, f, o, g) in stepping order, with
+    ``recurrent`` ``(R, U, 4U)``. ``z`` is overwritten with the activated
+    gates. Returns ``hidden`` ``(K + 1, R, N, U)`` (``hidden[0]`` the zero
+    state) and, with ``keep``, every cell state (``(K + 1, R, N, U)``) and
+    ``tanh`` of it (``(K, R, N, U)``)."""
+    steps, rnns, n, four_units = z.shape
+    units = four_units // 4
+    hidden = z.new_empty((steps + 1, rnns, n, units))
+    hidden[0].zero_()
+    if keep:
+        cells = z.new_empty((steps + 1, rnns, n, units))
+        tanh_cells = z.new_empty((steps, rnns, n, units))
+    else:
+        cells = z.new_empty((2, rnns, n, units))  # previous and current, reused
+        tanh_cells = z.new_empty((1, rnns, n, units))
+    cells[0].zero_()
+    for k in range(steps):
+        a = z[k]
+        if k:
+            a.baddbmm_(hidden[k], recurrent)
+        a[..., : 3 * units].sigmoid_()
+        a[..., 3 * units :].tanh_()
+        i, f, o, g = a.split(units, dim=-1)
+        c_prev, c = (cells[k], cells[k + 1]) if keep else (cells[k % 2], cells[(k + 1) % 2])
+        tanh_c = tanh_cells[k] if keep else tanh_cells[0]
+        torch.mul(f, c_prev, out=c)
+        c.addcmul_(i, g)
+        torch.tanh(c, out=tanh_c)
+        torch.mul(o, tanh_c, out=hidden[k + 1])
+    return (hidden, cells, tanh_cells) if keep else (hidden,)
+
+
+def _steps_backward(grad_hidden, gates, recurrent, hidden, cells, tanh_cells):
+    """The gradients of :func:`_steps` with respect to ``z`` and ``recurrent``,
+    given ``grad_hidden`` ``(K, R, N, U)``: per step 10 kernels, one
+    ``baddbmm`` carrying the hidden state's gradient back (and adding the
+    output's); the recurrent kernel's gradient for all steps is one GEMM."""
+    steps, rnns, n, units = tanh_cells.shape
+    grad_z = torch.empty_like(gates)
+    recurrent_t = recurrent.transpose(1, 2)
+    grad_gates = gates.new_empty((rnns, n, 4 * units))  # d loss / d activated gates
+    da_i, da_f, da_o, da_g = grad_gates.split(units, dim=-1)
+    dh_o = gates.new_empty((rnns, n, units))
+    dc = gates.new_zeros((rnns, n, units))
+    dh = grad_hidden[steps - 1]
+    for k in reversed(range(steps)):
+        i, f, o, g = gates[k].split(units, dim=-1)
+        tc = tanh_cells[k]
+        # h = o * tanh(c): c's gradient from h, plus the one from step k + 1
+        torch.mul(dh, o, out=dh_o)
+        dc.add_(torch.ops.aten.tanh_backward(dh_o, tc))
+        torch.mul(dc, g, out=da_i)
+        torch.mul(dc, cells[k], out=da_f)
+        torch.mul(dh, tc, out=da_o)
+        torch.mul(dc, i, out=da_g)
+        dz = grad_z[k]
+        torch.ops.aten.sigmoid_backward.grad_input(
+            grad_gates[..., : 3 * units], gates[k][..., : 3 * units], grad_input=dz[..., : 3 * units]
+        )
+        torch.ops.aten.tanh_backward.grad_input(da_g, g, grad_input=dz[..., 3 * units :])
+        dc.mul_(f)  # c = f * c_prev + ...: the gradient carried to step k - 1
+        if k > 0:
+            dh = torch.baddbmm(grad_hidden[k - 1], dz, recurrent_t)
+    grad_recurrent = torch.einsum("krnu,krng->rug", hidden[:-1], grad_z)
+    return grad_z, grad_recurrent
+
+
+class BiLSTM2DRecurrence(torch.autograd.Function):
+    """:func:`bilstm2d_lstms`'s recurrence with a hand-written backward:
+    ``(projections (token * R + r, 4U), recurrent (R, U, 4U), plan)`` ->
+    hidden rows ``(token * R + r, U)``.
+
+    Autograd over the per-step ops would record ~12 nodes a step and run ~20
+    small kernels a step plus a recurrent weight-gradient GEMM per step. Here
+    the forward keeps the activated gates and cell states; the backward walks
+    the steps (:func:`_steps_backward`) and computes the recurrent kernel's
+    gradient for all steps as one GEMM at the end, as cuDNN and oneDNN do.
+    The layout permutations are gathers by the plan's indices both ways.
     """
 
     @staticmethod
-    def forward(ctx, z, recurrent):
-        steps, rnns, n, four_units = z.shape
-        units = four_units // 4
-        gates = torch.empty_like(z)  # activated: sigmoid(i, f, o), tanh(g)
-        cells = z.new_empty((steps + 1, rnns, n, units))  # cells[k]: state before step k
-        hidden = z.new_empty((steps + 1, rnns, n, units))
-        cells[0].zero_()
-        hidden[0].zero_()
-        tanh_cells = z.new_empty((steps, rnns, n, units))
-        for k in range(steps):
-            torch.baddbmm(z[k], hidden[k], recurrent, out=gates[k])
-            a = gates[k].view(rnns, n, 4, units)
-            a[:, :, 2].tanh_()
-            a[:, :, :2].sigmoid_()
-            a[:, :, 3].sigmoid_()
-            i, f, g, o = a.unbind(2)
-            torch.mul(f, cells[k], out=cells[k + 1])
-            cells[k + 1].addcmul_(i, g)
-            torch.tanh(cells[k + 1], out=tanh_cells[k])
-            torch.mul(o, tanh_cells[k], out=hidden[k + 1])
-        ctx.save_for_backward(recurrent, gates, cells, tanh_cells, hidden)
-        return hidden[1:]
+    def forward(ctx, projections, recurrent, plan):
+        hidden, saved = _forward(projections, recurrent, plan, keep=True)
+        ctx.plan = plan
+        ctx.save_for_backward(recurrent, *[t for group in saved for t in group])
+        return hidden
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_hidden):
-        recurrent, gates, cells, tanh_cells, hidden = ctx.saved_tensors
-        steps, rnns, n, units = tanh_cells.shape
-        grad_z = torch.empty_like(gates)
-        recurrent_t = recurrent.transpose(1, 2)
-        grad_gates = gates.new_empty((rnns, n, 4, units))  # d loss / d activated gates
-        dh_o = gates.new_empty((rnns, n, units))
-        dc = gates.new_zeros((rnns, n, units))
-        da_i, da_f, da_g, da_o = grad_gates.unbind(2)
-        dh = grad_hidden[steps - 1]
-        for k in reversed(range(steps)):
-            activated = gates[k].view(rnns, n, 4, units)
-            i, f, g, o = activated.unbind(2)
-            tc = tanh_cells[k]
-            # h = o * tanh(c): c's gradient from h, plus the one from step k + 1
-            torch.mul(dh, o, out=dh_o)
-            dc.add_(torch.ops.aten.tanh_backward(dh_o, tc))
-            torch.mul(dc, g, out=da_i)
-            torch.mul(dc, cells[k], out=da_f)
-            torch.mul(dc, i, out=da_g)
-            torch.mul(dh, tc, out=da_o)
-            dz = grad_z[k].view(rnns, n, 4, units)
-            torch.ops.aten.sigmoid_backward.grad_input(grad_gates, activated, grad_input=dz)
-            torch.ops.aten.tanh_backward.grad_input(da_g, g, grad_input=dz[:, :, 2])
-            dc.mul_(f)  # c = f * c_prev + ...: the gradient carried to step k - 1
-            if k > 0:
-                dh = torch.baddbmm(grad_hidden[k - 1], grad_z[k], recurrent_t)
-        grad_recurrent = None
-        if ctx.needs_input_grad[1]:
-            grad_recurrent = torch.einsum("krnu,krng->rug", hidden[:-1], grad_z)
-        return grad_z, grad_recurrent
+    def backward(ctx, grad_rows):
+        recurrent, *saved = ctx.saved_tensors
+        groups, inverse = ctx.plan
+        grad_recurrent = torch.zeros_like(recurrent) if ctx.needs_input_grad[1] else None
+        grad_z, offset = [], 0
+        for g, (members, steps, n, index) in enumerate(groups):
+            gates, hidden, cells, tanh_cells = saved[4 * g : 4 * g + 4]
+            grad_hidden = grad_rows.index_select(0, index).view(tanh_cells.shape)
+            dz, dr = _steps_backward(
+                grad_hidden, gates, _group_weights(recurrent, members), hidden, cells, tanh_cells
+            )
+            grad_z.append(dz.reshape(-1, dz.shape[-1]))
+            if grad_recurrent is not None:
+                grad_recurrent[list(members)] += dr
+        grad_z = grad_z[0] if len(grad_z) == 1 else torch.cat(grad_z)
+        return grad_z.index_select(0, inverse), grad_recurrent, None

@@ -70,34 +70,58 @@ def test_fused_layer_matches_keras_layer(kwargs, shape):
     )
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's LSTM kernel")
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's own recurrences")
 @pytest.mark.parametrize(
     "kwargs", [dict(union="cat"), dict(union="vertical", bidirectional=False)]
 )
-def test_torch_inference_runs_torch_lstm_and_matches(kwargs, monkeypatch):
-    """On torch with gradients off the fused layer calls ``torch.lstm`` once per
-    RNN, and gives the keras path's numbers; with gradients on it does not."""
+def test_torch_cpu_runs_one_recurrence_and_matches(kwargs, monkeypatch):
+    """On torch on CPU the fused layer steps all its LSTMs together in place,
+    with gradients on and off, and gives the keras path's numbers; it does not
+    call ``torch.lstm`` (oneDNN), which is kept for inference on a GPU."""
     import torch
 
-    calls = []
-    real_lstm = torch.lstm
+    from keras_sequencer import torch_lstm
 
-    def counting_lstm(*args):
-        calls.append(args[0].shape)
-        return real_lstm(*args)
-
-    monkeypatch.setattr(torch, "lstm", counting_lstm)
+    calls, lstm_calls = [], []
+    real_lstms, real_lstm = torch_lstm.bilstm2d_lstms, torch.lstm
+    monkeypatch.setattr(
+        torch_lstm,
+        "bilstm2d_lstms",
+        lambda x, cells, directions: calls.append(directions) or real_lstms(x, cells, directions),
+    )
+    monkeypatch.setattr(torch, "lstm", lambda *a: lstm_calls.append(a) or real_lstm(*a))
     keras_layer, fused_layer = _layer_pair((3, 5, 2, 6), **kwargs)
     x = random_images(3, 5, 2, 6)
     expected = to_numpy(keras_layer(x))
-    fused_layer(x)
-    assert calls == []  # autograd on: the batched recurrence
+    lstm_calls.clear()  # the keras path's own LSTM layers may call it
+    got = [to_numpy(fused_layer(x))]
     with torch.no_grad():
-        got = to_numpy(fused_layer(x))
-    rnns = 2 if kwargs["union"] == "cat" else 1
-    assert len(calls) == rnns
-    assert torch.Size([5, 6, 6]) in calls  # time-major columns: (H, B*W, C)
-    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+        got.append(to_numpy(fused_layer(x)))
+    directions = [(1, False), (1, True), (2, False), (2, True)]
+    if kwargs["union"] != "cat":
+        directions = [(1, False)]
+    assert calls == [directions] * 2
+    assert lstm_calls == []
+    for g in got:
+        np.testing.assert_allclose(g, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's LSTM kernel")
+def test_torch_native_lstm_equals_the_keras_lstm():
+    """``torch_native_lstm`` (inference on a GPU: one cuDNN ``torch.lstm`` per
+    RNN), run here on CPU, gives the Keras LSTM layers' numbers."""
+    import torch
+
+    from keras_sequencer.torch_lstm import torch_native_lstm
+
+    keras_layer, _ = _layer_pair((3, 5, 2, 6))
+    columns = random_images(3, 2, 5, 6).reshape(6, 5, 6)  # (N, T, C)
+    expected = to_numpy(keras_layer.rnn_v(columns))
+    with torch.no_grad():
+        got = torch_native_lstm(
+            torch.as_tensor(columns).transpose(0, 1), keras_layer._cells(keras_layer.rnn_v)
+        )
+    np.testing.assert_allclose(to_numpy(got.transpose(0, 1)), expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's XLA inference")
@@ -293,11 +317,11 @@ def test_fused_layer_with_unknown_height_and_width():
 @requires_timm
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the torch backend")
 def test_profile_forward_accounts_for_the_same_gemms_as_timm(capsys):
-    """benchmarks/profile_forward.py: with autograd (the training forward) the
-    fused path's dense GEMMs (Dense layers + hoisted LSTM input projections,
-    counted from the profiled shapes) are exactly timm's dense GEMMs plus its
-    LSTMs' input projections; in inference it runs oneDNN's LSTM as timm does,
-    with exactly timm's dense GEMMs; every category is a non-negative time."""
+    """benchmarks/profile_forward.py: with and without autograd the fused
+    path's dense GEMMs (Dense layers + hoisted LSTM input projections, counted
+    from the profiled shapes) are exactly timm's dense GEMMs plus its LSTMs'
+    input projections, and its recurrence is its own batched GEMMs, not
+    oneDNN's LSTM (which timm runs); every category is a non-negative time."""
     import importlib.util
     import os
 
@@ -306,19 +330,14 @@ def test_profile_forward_accounts_for_the_same_gemms_as_timm(capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     small = ["--batch", "1", "--img-size", "56", "--repeats", "1"]
-    training = module.main(small + ["--autograd"])
-    assert training["dense_flops"]["torch:fused"] == training["fixed_flops"] > 0
-    assert training["dense_flops"]["timm"] < training["fixed_flops"]
-    assert training["breakdown"]["torch:fused"]["recurrent GEMM (bmm, baddbmm)"] > 0
-    assert training["breakdown"]["torch:fused"]["oneDNN LSTM"] == 0
-    inference = module.main(small)
-    assert inference["dense_flops"]["torch:fused"] == inference["dense_flops"]["timm"] > 0
-    assert inference["breakdown"]["torch:fused"]["recurrent GEMM (bmm, baddbmm)"] == 0
-    for report in (training, inference):
+    for report in (module.main(small + ["--autograd"]), module.main(small)):
+        assert report["dense_flops"]["torch:fused"] == report["fixed_flops"] > 0
+        assert report["dense_flops"]["timm"] < report["fixed_flops"]
+        assert report["breakdown"]["torch:fused"]["recurrent GEMM (bmm, baddbmm)"] > 0
+        assert report["breakdown"]["torch:fused"]["oneDNN LSTM"] == 0
         assert report["breakdown"]["timm"]["oneDNN LSTM"] > 0
         for rows in report["breakdown"].values():
             assert all(v >= 0 for v in rows.values())
-    assert inference["breakdown"]["torch:fused"]["oneDNN LSTM"] > 0
     assert "GFLOP/s" in capsys.readouterr().out
 
 
