@@ -588,6 +588,7 @@ class Sequencer2DBlock(keras.layers.Layer):
         self.norm1.build(input_shape)
         self.rnn_tokens.build(input_shape)
         self.norm2.build(input_shape)
+        self.drop_path.build(input_shape)
         self.mlp_fc1 = keras.layers.Dense(int(self.mlp_ratio * dim), name="mlp_fc1")
         self.mlp_fc1.build(input_shape)
         self.mlp_fc2 = keras.layers.Dense(dim, name="mlp_fc2")
@@ -600,12 +601,12 @@ class Sequencer2DBlock(keras.layers.Layer):
 
     def _forward(self, x, training=None):
         fused = self.implementation == "fused"
-        tokens = self.rnn_tokens(_norm(self.norm1, x, training))
-        x = x + self.drop_path(tokens, training=training)
-        hidden = _dense(self.mlp_fc1, _norm(self.norm2, x, training), fused)
+        tokens = _sublayer(self.rnn_tokens, fused, _norm(self.norm1, x, training, fused))
+        x = x + _sublayer(self.drop_path, fused, tokens, training=training)
+        hidden = _dense(self.mlp_fc1, _norm(self.norm2, x, training, fused), fused)
         hidden = ops.gelu(hidden, approximate=False)
         y = _dense(self.mlp_fc2, hidden, fused)
-        return x + self.drop_path(y, training=training)
+        return x + _sublayer(self.drop_path, fused, y, training=training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -625,14 +626,27 @@ class Sequencer2DBlock(keras.layers.Layer):
         }
 
 
-def _norm(layer, x, training):
-    """``layer(x)`` for a block's LayerNormalization. On JAX in training, fenced
-    by ``jax.lax.optimization_barrier`` on both sides (an identity, also in the
-    backward pass): XLA's CPU compiler otherwise fuses LayerNorm's backward with
-    its neighbours into fusions that ran the S training step (batch 8, 224, 2
-    cores) in ~4.35 s instead of ~3.3 s. Inference compiles without fences."""
+def _sublayer(layer, fused, *args, **kwargs):
+    """``layer(*args, **kwargs)`` for a block's built sub-layer. On the fused
+    path on torch it runs ``layer.call`` directly: eager torch pays Keras's
+    ``Layer.__call__`` (input conversion, autocast and call-context scopes,
+    loss tracking) on every call, ~0.3 ms each on 2 CPU cores, five calls a
+    block. The block's own ``__call__`` has already done that work for its
+    input. (``_dense`` does the same for the Dense layers, with one ``addmm``.)"""
+    if fused and layer.built and keras.backend.backend() == "torch":
+        return layer.call(*args, **kwargs)
+    return layer(*args, **kwargs)
+
+
+def _norm(layer, x, training, fused=False):
+    """``layer(x)`` (via :func:`_sublayer`) for a block's LayerNormalization.
+    On JAX in training, fenced by ``jax.lax.optimization_barrier`` on both sides
+    (an identity, also in the backward pass): XLA's CPU compiler otherwise fuses
+    LayerNorm's backward with its neighbours into fusions that ran the S
+    training step (batch 8, 224, 2 cores) in ~4.35 s instead of ~3.3 s.
+    Inference compiles without fences."""
     if not training or keras.backend.backend() != "jax":
-        return layer(x)
+        return _sublayer(layer, fused, x)
     import jax
 
     return jax.lax.optimization_barrier(layer(jax.lax.optimization_barrier(x)))

@@ -150,6 +150,7 @@ def _forward(projections, recurrent, plan, keep):
     return hidden.index_select(0, inverse), saved
 
 
+@torch.no_grad()  # in place on views; nothing here is differentiated by autograd
 def _steps(z, recurrent, keep):
     """The recurrence from zero states over ``z`` ``(K, R, N, 4U)``, the input
     projections (bias included, gates i, f, o, g) in stepping order, with
@@ -168,19 +169,21 @@ def _steps(z, recurrent, keep):
         cells = z.new_empty((2, rnns, n, units))  # previous and current, reused
         tanh_cells = z.new_empty((1, rnns, n, units))
     cells[0].zero_()
+    # every step's views made up front (one unbind each, not ~10 indexings a step)
+    z_k, sigmoid_k, tanh_k = z.unbind(0), z[..., : 3 * units].unbind(0), z[..., 3 * units :].unbind(0)
+    i_k, f_k, o_k, g_k = (t.unbind(0) for t in z.split(units, dim=-1))
+    h_k, c_k, tanh_c_k = hidden.unbind(0), cells.unbind(0), tanh_cells.unbind(0)
     for k in range(steps):
-        a = z[k]
         if k:
-            a.baddbmm_(hidden[k], recurrent)
-        a[..., : 3 * units].sigmoid_()
-        a[..., 3 * units :].tanh_()
-        i, f, o, g = a.split(units, dim=-1)
-        c_prev, c = (cells[k], cells[k + 1]) if keep else (cells[k % 2], cells[(k + 1) % 2])
-        tanh_c = tanh_cells[k] if keep else tanh_cells[0]
-        torch.mul(f, c_prev, out=c)
-        c.addcmul_(i, g)
+            z_k[k].baddbmm_(h_k[k], recurrent)
+        sigmoid_k[k].sigmoid_()
+        tanh_k[k].tanh_()
+        c_prev, c = (c_k[k], c_k[k + 1]) if keep else (c_k[k % 2], c_k[(k + 1) % 2])
+        tanh_c = tanh_c_k[k] if keep else tanh_c_k[0]
+        torch.mul(f_k[k], c_prev, out=c)
+        c.addcmul_(i_k[k], g_k[k])
         torch.tanh(c, out=tanh_c)
-        torch.mul(o, tanh_c, out=hidden[k + 1])
+        torch.mul(o_k[k], tanh_c, out=h_k[k + 1])
     return (hidden, cells, tanh_cells) if keep else (hidden,)
 
 
@@ -194,27 +197,30 @@ def _steps_backward(grad_hidden, gates, recurrent, hidden, cells, tanh_cells):
     recurrent_t = recurrent.transpose(1, 2)
     grad_gates = gates.new_empty((rnns, n, 4 * units))  # d loss / d activated gates
     da_i, da_f, da_o, da_g = grad_gates.split(units, dim=-1)
+    grad_gates_sigmoid = grad_gates[..., : 3 * units]
     dh_o = gates.new_empty((rnns, n, units))
     dc = gates.new_zeros((rnns, n, units))
-    dh = grad_hidden[steps - 1]
+    i_k, f_k, o_k, g_k = (t.unbind(0) for t in gates.split(units, dim=-1))
+    sigmoid_k, dz_k = gates[..., : 3 * units].unbind(0), grad_z.unbind(0)
+    dz_sigmoid_k, dz_tanh_k = grad_z[..., : 3 * units].unbind(0), grad_z[..., 3 * units :].unbind(0)
+    grad_h_k, c_k, tanh_c_k = grad_hidden.unbind(0), cells.unbind(0), tanh_cells.unbind(0)
+    dh = grad_h_k[steps - 1]
     for k in reversed(range(steps)):
-        i, f, o, g = gates[k].split(units, dim=-1)
-        tc = tanh_cells[k]
+        tc = tanh_c_k[k]
         # h = o * tanh(c): c's gradient from h, plus the one from step k + 1
-        torch.mul(dh, o, out=dh_o)
+        torch.mul(dh, o_k[k], out=dh_o)
         dc.add_(torch.ops.aten.tanh_backward(dh_o, tc))
-        torch.mul(dc, g, out=da_i)
-        torch.mul(dc, cells[k], out=da_f)
+        torch.mul(dc, g_k[k], out=da_i)
+        torch.mul(dc, c_k[k], out=da_f)
         torch.mul(dh, tc, out=da_o)
-        torch.mul(dc, i, out=da_g)
-        dz = grad_z[k]
+        torch.mul(dc, i_k[k], out=da_g)
         torch.ops.aten.sigmoid_backward.grad_input(
-            grad_gates[..., : 3 * units], gates[k][..., : 3 * units], grad_input=dz[..., : 3 * units]
+            grad_gates_sigmoid, sigmoid_k[k], grad_input=dz_sigmoid_k[k]
         )
-        torch.ops.aten.tanh_backward.grad_input(da_g, g, grad_input=dz[..., 3 * units :])
-        dc.mul_(f)  # c = f * c_prev + ...: the gradient carried to step k - 1
+        torch.ops.aten.tanh_backward.grad_input(da_g, g_k[k], grad_input=dz_tanh_k[k])
+        dc.mul_(f_k[k])  # c = f * c_prev + ...: the gradient carried to step k - 1
         if k > 0:
-            dh = torch.baddbmm(grad_hidden[k - 1], dz, recurrent_t)
+            dh = torch.baddbmm(grad_h_k[k - 1], dz_k[k], recurrent_t)
     grad_recurrent = torch.einsum("krnu,krng->rug", hidden[:-1], grad_z)
     return grad_z, grad_recurrent
 
