@@ -405,7 +405,7 @@ def _unrolled_lstm_backward(recurrent, saved, output_grads, per_seq, reverse):
     and recurrent kernels, given those of its outputs, by hand: per step one
     fused element-wise expression for the gate gradients and one matmul that
     carries the hidden state's gradient back; the recurrent kernels' gradient
-    for all steps is one matmul at the end. (``torch_lstm.LSTMRecurrence`` is
+    for all steps is one matmul at the end. (``torch_lstm._steps_backward`` is
     the same computation in torch's in-place kernels.)"""
     steps = len(saved)
     step_grads = []  # S*D tensors (T, N, U), stepping order

@@ -144,10 +144,16 @@ def _forward(projections, recurrent, plan, keep):
     for members, steps, n, index in groups:
         z = projections.index_select(0, index).view(steps, len(members), n, -1)
         states = _steps(z, _group_weights(recurrent, members), keep)
-        hidden.append(states[0][1:].reshape(-1, states[0].shape[-1]))
+        hidden.append(states[0][1:])
         saved.append((z, *states))
-    hidden = hidden[0] if len(hidden) == 1 else torch.cat(hidden)
-    return hidden.index_select(0, inverse), saved
+    return _token_rows(hidden, inverse), saved
+
+
+def _token_rows(per_group, inverse):
+    """The groups' ``(K, G, N, D)`` tensors in stepping order -> rows
+    ``(token * R + r, D)``: one gather by the plan's inverse permutation."""
+    rows = [t.reshape(-1, t.shape[-1]) for t in per_group]
+    return (rows[0] if len(rows) == 1 else torch.cat(rows)).index_select(0, inverse)
 
 
 @torch.no_grad()  # in place on views; nothing here is differentiated by autograd
@@ -187,11 +193,12 @@ def _steps(z, recurrent, keep):
     return (hidden, cells, tanh_cells) if keep else (hidden,)
 
 
-def _steps_backward(grad_hidden, gates, recurrent, hidden, cells, tanh_cells):
-    """The gradients of :func:`_steps` with respect to ``z`` and ``recurrent``,
-    given ``grad_hidden`` ``(K, R, N, U)``: per step 10 kernels, one
-    ``baddbmm`` carrying the hidden state's gradient back (and adding the
-    output's); the recurrent kernel's gradient for all steps is one GEMM."""
+def _steps_backward(grad_hidden, gates, recurrent, hidden, cells, tanh_cells, with_recurrent_grad):
+    """The gradients of :func:`_steps` with respect to ``z`` and (with
+    ``with_recurrent_grad``, else ``None``) ``recurrent``, given
+    ``grad_hidden`` ``(K, R, N, U)``: per step 10 kernels, one ``baddbmm``
+    carrying the hidden state's gradient back (and adding the output's); the
+    recurrent kernel's gradient for all steps is one GEMM."""
     steps, rnns, n, units = tanh_cells.shape
     grad_z = torch.empty_like(gates)
     recurrent_t = recurrent.transpose(1, 2)
@@ -221,8 +228,9 @@ def _steps_backward(grad_hidden, gates, recurrent, hidden, cells, tanh_cells):
         dc.mul_(f_k[k])  # c = f * c_prev + ...: the gradient carried to step k - 1
         if k > 0:
             dh = torch.baddbmm(grad_h_k[k - 1], dz_k[k], recurrent_t)
-    grad_recurrent = torch.einsum("krnu,krng->rug", hidden[:-1], grad_z)
-    return grad_z, grad_recurrent
+    if not with_recurrent_grad:
+        return grad_z, None
+    return grad_z, torch.einsum("krnu,krng->rug", hidden[:-1], grad_z)
 
 
 class BiLSTM2DRecurrence(torch.autograd.Function):
@@ -251,15 +259,20 @@ class BiLSTM2DRecurrence(torch.autograd.Function):
         recurrent, *saved = ctx.saved_tensors
         groups, inverse = ctx.plan
         grad_recurrent = torch.zeros_like(recurrent) if ctx.needs_input_grad[1] else None
-        grad_z, offset = [], 0
+        grad_z = []
         for g, (members, steps, n, index) in enumerate(groups):
             gates, hidden, cells, tanh_cells = saved[4 * g : 4 * g + 4]
             grad_hidden = grad_rows.index_select(0, index).view(tanh_cells.shape)
             dz, dr = _steps_backward(
-                grad_hidden, gates, _group_weights(recurrent, members), hidden, cells, tanh_cells
+                grad_hidden,
+                gates,
+                _group_weights(recurrent, members),
+                hidden,
+                cells,
+                tanh_cells,
+                with_recurrent_grad=grad_recurrent is not None,
             )
-            grad_z.append(dz.reshape(-1, dz.shape[-1]))
+            grad_z.append(dz)
             if grad_recurrent is not None:
                 grad_recurrent[list(members)] += dr
-        grad_z = grad_z[0] if len(grad_z) == 1 else torch.cat(grad_z)
-        return grad_z.index_select(0, inverse), grad_recurrent, None
+        return _token_rows(grad_z, inverse), grad_recurrent, None
