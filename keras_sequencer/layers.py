@@ -162,6 +162,13 @@ class BiLSTM2D(keras.layers.Layer):
         return outputs
 
     def call(self, x):
+        y = self.mix(x)
+        if self.fc is not None:
+            y = _dense(self.fc, y, fused=self.implementation == "fused")
+        return y
+
+    def mix(self, x):
+        """The RNNs' union before ``fc``: ``(B, H, W, C) -> (B, H, W, union_size)``."""
         batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
         channels = x.shape[-1]
         size = self.rnn_output_size
@@ -177,14 +184,10 @@ class BiLSTM2D(keras.layers.Layer):
                 rows = ops.reshape(x, (-1, width, channels))
                 outputs.append(ops.reshape(self.rnn_h(rows), (batch, height, width, size)))
         if len(outputs) == 1:
-            y = outputs[0]
-        elif self.union == "cat":
-            y = ops.concatenate(outputs, axis=-1)
-        else:
-            y = outputs[0] + outputs[1]
-        if self.fc is not None:
-            y = _dense(self.fc, y, fused=self.implementation == "fused")
-        return y
+            return outputs[0]
+        if self.union == "cat":
+            return ops.concatenate(outputs, axis=-1)
+        return outputs[0] + outputs[1]
 
     def _call_fused(self, x, batch, height, width, channels, size):
         """The RNN outputs ``[(B, H, W, D)]`` via :func:`fused_lstm`, on
@@ -284,22 +287,42 @@ def _lstm_step(state, z, recurrent, units):
     return (o * tanh_c, c), (i, f, g, o, tanh_c)
 
 
+def _plain_dense(layer):
+    """Whether a Dense is linear with a bias and not quantized (LoRA is inside
+    ``layer.kernel``): ``y @ kernel + bias`` exactly."""
+    return (
+        layer.activation is keras.activations.linear
+        and layer.bias is not None
+        and layer.quantization_mode is None
+    )
+
+
 def _dense(layer, x, fused):
     """``layer(x)`` for a ``keras.layers.Dense`` over ``(..., C)``. On the
     fused path (``fused``) on torch, a plain Dense (linear, with a bias, not
     quantized; LoRA is inside ``layer.kernel``) runs as one ``addmm`` over the
     flattened tokens instead, the bias fused into the GEMM, where Keras's call
     adds it in a second pass over the output."""
-    plain = (
-        layer.activation is keras.activations.linear
-        and layer.bias is not None
-        and layer.quantization_mode is None
-    )
-    if not fused or keras.backend.backend() != "torch" or not plain:
+    if not fused or keras.backend.backend() != "torch" or not _plain_dense(layer):
         return layer(x)
     kernel, bias = (ops.cast(v, x.dtype) for v in (layer.kernel, layer.bias))
     y = _project(x.reshape(-1, x.shape[-1]), kernel, bias)
     return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def _residual_dense(layer, x, y):
+    """``x + layer(y)`` for a plain ``keras.layers.Dense`` (see :func:`_dense`)
+    on torch: the output starts as ``x + bias`` (one pass) and the GEMM
+    accumulates into it in place (``addmm_``), where ``x + (y @ kernel + bias)``
+    costs a bias copy, the GEMM and a separate add over ``(B, H, W, C)``."""
+    if keras.backend.backend() != "torch" or not _plain_dense(layer):
+        return x + layer(y)
+    import torch
+
+    kernel, bias = (ops.cast(v, y.dtype) for v in (layer.kernel, layer.bias))
+    out = torch.add(x, bias).reshape(-1, x.shape[-1])  # (tokens, C), contiguous
+    out.addmm_(y.reshape(-1, y.shape[-1]), kernel)
+    return out.view(x.shape)
 
 
 def _project(x, kernel, bias):
@@ -601,10 +624,23 @@ class Sequencer2DBlock(keras.layers.Layer):
 
     def _forward(self, x, training=None):
         fused = self.implementation == "fused"
-        tokens = _sublayer(self.rnn_tokens, fused, _norm(self.norm1, x, training, fused))
-        x = x + _sublayer(self.drop_path, fused, tokens, training=training)
+        # the residual adds fused into the branches' last GEMMs (torch)
+        fuse_residual = (
+            fused
+            and keras.backend.backend() == "torch"
+            and not (training and self.drop_path_rate > 0)  # DropPath is the identity
+        )
+        tokens = _norm(self.norm1, x, training, fused)
+        mixer = self.rnn_tokens
+        if fuse_residual and isinstance(mixer, BiLSTM2D) and mixer.fc is not None:
+            x = _residual_dense(mixer.fc, x, mixer.mix(tokens))
+        else:
+            tokens = _sublayer(mixer, fused, tokens)
+            x = x + _sublayer(self.drop_path, fused, tokens, training=training)
         hidden = _dense(self.mlp_fc1, _norm(self.norm2, x, training, fused), fused)
         hidden = ops.gelu(hidden, approximate=False)
+        if fuse_residual:
+            return _residual_dense(self.mlp_fc2, x, hidden)
         y = _dense(self.mlp_fc2, hidden, fused)
         return x + _sublayer(self.drop_path, fused, y, training=training)
 

@@ -225,3 +225,31 @@ def test_fused_block_on_torch_skips_sublayer_call_overhead(policy, monkeypatch):
         np.testing.assert_allclose(outputs[1].astype("float32"), outputs[0].astype("float32"), atol=atol, rtol=0)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch fused block's GEMMs")
+@pytest.mark.parametrize(
+    "training, drop_path_rate, in_place_gemms",
+    [(False, 0.1, 2), (True, 0.0, 2), (True, 0.1, 0)],  # DropPath active: plain adds
+)
+def test_fused_block_adds_its_residuals_inside_the_gemms(training, drop_path_rate, in_place_gemms):
+    """On torch the fused block's two residual adds are the start values of the
+    branches' last GEMMs (``fc`` and ``mlp_fc2``, in place), unless DropPath
+    has to scale the branches; the numbers stay the keras path's."""
+    import torch
+
+    blocks = [
+        layers.Sequencer2DBlock(4, drop_path_rate=drop_path_rate, implementation=impl)
+        for impl in ("keras", "fused")
+    ]
+    x = torch.from_numpy(random_images(2, 3, 4, 8))
+    for block in blocks:
+        block.build(x.shape)
+    blocks[1].set_weights(blocks[0].get_weights())
+    with torch.profiler.profile() as profile:
+        got = blocks[1](x, training=training)
+    assert [e.name for e in profile.events()].count("aten::addmm_") == in_place_gemms
+    if not (training and drop_path_rate):  # (DropPath draws its own mask per call)
+        np.testing.assert_allclose(
+            to_numpy(got), to_numpy(blocks[0](x, training=training)), atol=1e-5, rtol=0
+        )

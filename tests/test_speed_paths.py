@@ -169,6 +169,54 @@ def test_fused_dense_equals_the_dense_layer(variant):
         assert np.abs(to_numpy(_dense(layer, x, fused=True)) - expected).max() > 1e-3
 
 
+@pytest.mark.parametrize("variant", ["plain", "lora", "relu", "no_bias"])
+def test_residual_dense_equals_the_residual_sum(variant):
+    """The block's fused residual ``_residual_dense(layer, x, y)`` (on torch
+    ``x + bias`` and an in-place GEMM) is ``x + layer(y)``; ``x`` is untouched."""
+    from keras_sequencer.layers import _residual_dense
+
+    kwargs = {"relu": dict(activation="relu"), "no_bias": dict(use_bias=False)}.get(variant, {})
+    layer = keras.layers.Dense(6, **kwargs)
+    y = keras.ops.convert_to_tensor(random_images(2, 3, 4, 5))
+    x = keras.ops.convert_to_tensor(random_images(2, 3, 4, 6, seed=1))
+    layer.build(y.shape)
+    if variant == "lora":
+        layer.enable_lora(2)
+        layer.lora_kernel_b.assign(np.full((2, 6), 0.3, "float32"))
+    x_before = to_numpy(x).copy()
+    got = to_numpy(_residual_dense(layer, x, y))
+    np.testing.assert_allclose(got, x_before + to_numpy(layer(y)), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(to_numpy(x), x_before)
+    assert np.abs(got - to_numpy(layer(y))).max() > 0.1  # the residual is really in it
+
+
+def test_inference_follows_new_weights():
+    """Whatever the fused path keeps between calls (torch caches the LSTMs'
+    reordered weights), new weights are used at once: after ``set_weights``
+    and after an in-place ``assign`` the prediction equals the keras path's."""
+    images = random_images(2, 28, 28)
+    models = []
+    for seed, impl in ((4, "keras"), (5, "fused")):
+        keras.utils.set_random_seed(seed)
+        models.append(Sequencer2D(**TINY_ARCH, classes=3, implementation=impl))
+    keras_model, fused_model = models
+    before = to_numpy(fused_model.predict_on_batch(images))
+    fused_model.set_weights(keras_model.get_weights())
+    after = to_numpy(fused_model.predict_on_batch(images))
+    np.testing.assert_allclose(after, to_numpy(keras_model.predict_on_batch(images)), atol=1e-5, rtol=0)
+    assert np.abs(after - before).max() > 1e-3
+    for model in models:  # one LSTM variable changed in place, in both models
+        variable = next(w for w in model.weights if "recurrent_kernel" in w.path)
+        variable.assign(variable.numpy() * 3.0)
+    np.testing.assert_allclose(
+        to_numpy(fused_model.predict_on_batch(images)),
+        to_numpy(keras_model.predict_on_batch(images)),
+        atol=1e-5,
+        rtol=0,
+    )
+    assert np.abs(to_numpy(fused_model.predict_on_batch(images)) - after).max() > 1e-4
+
+
 def test_fused_lstm_scan_and_loop_agree():
     """The ``ops.scan`` recurrence (used when T is not static) equals the unrolled one."""
     layer = BiLSTM2D(5, implementation="fused")

@@ -2,6 +2,8 @@
 columns and its hand-written backward equal autograd over a textbook LSTM laid
 out with permute/flip, and numerical gradients."""
 
+import keras
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -10,6 +12,7 @@ from keras_sequencer.torch_lstm import (  # noqa: E402
     BiLSTM2DRecurrence,
     _forward,
     stepping_plan,
+    stepping_weights,
 )
 
 ALL_FOUR = ((1, False), (1, True), (2, False), (2, True))  # v fwd, v bwd, h fwd, h bwd
@@ -133,3 +136,29 @@ def test_half_precision_follows_float32(dtype, atol):
     for expected, got in zip(*results):
         assert got.dtype == dtype
         torch.testing.assert_close(got.float(), expected, atol=atol, rtol=0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="Keras variables are torch tensors")
+def test_stepping_weights_are_cached_for_inference_only_while_unchanged():
+    cells = [keras.layers.LSTMCell(3) for _ in range(2)]
+    for cell in cells:
+        cell.build((None, 5))
+    ifog = [0, 1, 2, 3, 4, 5, 9, 10, 11, 6, 7, 8]  # i, f, o, g columns of one cell
+    with torch.no_grad():
+        first = stepping_weights(cells, torch.float32)
+        assert all(a is b for a, b in zip(first, stepping_weights(cells, torch.float32)))
+    kernel, bias, recurrent = first
+    assert torch.equal(kernel[:, 12:], cells[1].kernel.value[:, ifog])
+    assert torch.equal(bias[:12], cells[0].bias.value[ifog])
+    assert torch.equal(recurrent[1], cells[1].recurrent_kernel.value[:, ifog])
+    # an in-place write (assign, load_weights, an optimizer step) is seen
+    cells[1].recurrent_kernel.assign(np.arange(36, dtype="float32").reshape(3, 12))
+    with torch.no_grad():
+        changed = stepping_weights(cells, torch.float32)
+        half = stepping_weights(cells, torch.float16)
+    assert torch.equal(changed[2][1], cells[1].recurrent_kernel.value[:, ifog])
+    assert not torch.equal(changed[2][1], recurrent[1])
+    assert half[0].dtype == torch.float16
+    # with autograd on trainable variables: built anew each call, differentiable
+    trained = stepping_weights(cells, torch.float32)
+    assert trained[0].grad_fn is not None and trained[0] is not stepping_weights(cells, torch.float32)[0]
