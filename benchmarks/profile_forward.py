@@ -33,9 +33,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-DENSE_GEMM = ("aten::mm", "aten::addmm")
+DENSE_GEMM = ("aten::mm", "aten::addmm", "aten::addmm_")
 CATEGORIES = {
-    "dense GEMM (mm, addmm)": DENSE_GEMM,
+    "dense GEMM (mm, addmm, addmm_)": DENSE_GEMM,
     "recurrent GEMM (bmm, baddbmm)": ("aten::bmm", "aten::baddbmm", "aten::baddbmm_"),
     "oneDNN LSTM": ("aten::mkldnn_rnn_layer",),
     "copies / layout": (
@@ -59,7 +59,7 @@ def gemm_flops(name, shapes):
     if name == "aten::mm":
         (m, k), (_, n) = shapes[0], shapes[1]
         return 2 * m * k * n
-    if name == "aten::addmm":
+    if name in ("aten::addmm", "aten::addmm_"):
         (m, k), (_, n) = shapes[1], shapes[2]
         return 2 * m * k * n
     if name in ("aten::bmm", "aten::baddbmm"):
