@@ -310,6 +310,19 @@ def _dense(layer, x, fused):
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
+def _gelu(x, fused):
+    """Exact GELU of the MLP's hidden activations, ``(B, H, W, mlp_ratio * C)``,
+    the block's largest tensor. On the fused path on torch without autograd
+    (inference) in place on the fresh GEMM output (``gelu_``): no second
+    buffer of that size to write."""
+    if fused and keras.backend.backend() == "torch":
+        import torch
+
+        if not torch.is_grad_enabled():
+            return torch.ops.aten.gelu_(x)
+    return ops.gelu(x, approximate=False)
+
+
 def _residual_dense(layer, x, y):
     """``x + layer(y)`` for a plain ``keras.layers.Dense`` (see :func:`_dense`)
     on torch: the output starts as ``x + bias`` (one pass) and the GEMM
@@ -638,7 +651,7 @@ class Sequencer2DBlock(keras.layers.Layer):
             tokens = _sublayer(mixer, fused, tokens)
             x = x + _sublayer(self.drop_path, fused, tokens, training=training)
         hidden = _dense(self.mlp_fc1, _norm(self.norm2, x, training, fused), fused)
-        hidden = ops.gelu(hidden, approximate=False)
+        hidden = _gelu(hidden, fused)
         if fuse_residual:
             return _residual_dense(self.mlp_fc2, x, hidden)
         y = _dense(self.mlp_fc2, hidden, fused)
