@@ -749,7 +749,42 @@ class PatchEmbedding(keras.layers.Conv2D):
                     f"{self.name}: input of spatial size {height}x{width} is smaller "
                     f"than the patch size {self.patch_size}."
                 )
+        if keras.backend.backend() == "torch" and self._is_plain_patchify():
+            return self._patch_gemm(x)
         return super().call(x)
+
+    def _is_plain_patchify(self):
+        return (
+            self.data_format == "channels_last"
+            and self.groups == 1
+            and tuple(self.dilation_rate) == (1, 1)
+            and getattr(self, "quantization_mode", None) is None
+        )
+
+    def _patch_gemm(self, x):
+        """The convolution on torch as what it is, one GEMM: the patches
+        flattened to ``(B * h * w, p * p * C)`` (a copy only for ``p > 1``) times
+        the kernel ``(p * p * C, filters)`` (LoRA included), bias fused, the
+        output channels-last as it lies. Keras's torch ``Conv2D`` transposes to
+        channels-first and back around oneDNN's convolution: S's stem and three
+        downsamplings took 20.9 ms of a batch-8 224 forward pass that way, 13.0
+        as GEMMs (2 CPU cores)."""
+        import torch
+
+        p = self.patch_size
+        batch, height, width, channels = x.shape
+        rows, cols = height // p, width // p
+        if p > 1:  # (B, h, p, w, p, C) -> (B, h, w, p, p, C): the kernel's (kh, kw, C) order
+            x = x[:, : rows * p, : cols * p].reshape(batch, rows, p, cols, p, channels)
+            x = x.permute(0, 1, 3, 2, 4, 5)
+        patches = x.reshape(-1, p * p * channels)
+        kernel = ops.cast(self.kernel, x.dtype).reshape(p * p * channels, self.filters)
+        if self.use_bias:
+            y = torch.addmm(ops.cast(self.bias, x.dtype), patches, kernel)
+        else:
+            y = patches @ kernel
+        y = y.view(batch, rows, cols, self.filters)
+        return self.activation(y) if self.activation is not None else y
 
     def get_config(self):
         config = super().get_config()

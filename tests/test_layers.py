@@ -112,6 +112,55 @@ def test_patch_embedding():
     assert tuple(one(random_images(1, 3, 2, 5)).shape) == (1, 3, 2, 4)
 
 
+@pytest.mark.parametrize(
+    "patch, shape, kwargs",
+    [
+        (7, (2, 23, 16, 3), {}),  # rows and columns that do not fill a patch are dropped
+        (2, (2, 6, 5, 4), dict(activation="relu")),
+        (1, (1, 3, 2, 5), dict(use_bias=False)),
+        (2, (1, 4, 4, 3), dict(lora=2)),
+    ],
+)
+def test_patch_embedding_equals_the_convolution(patch, shape, kwargs):
+    """However it runs (on torch one GEMM over the flattened patches), the
+    patch embedding is Keras's Conv2D with kernel = stride = patch, also
+    under mixed precision and with LoRA."""
+    lora = kwargs.pop("lora", None)
+    layer = layers.PatchEmbedding(6, patch, **kwargs)
+    x = random_images(*shape)
+    layer.build(x.shape)
+    if lora:
+        layer.enable_lora(lora)
+        layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, 0.2, "float32"))
+    conv = lambda t: keras.layers.Conv2D.call(layer, keras.ops.convert_to_tensor(t))  # noqa: E731
+    np.testing.assert_allclose(to_numpy(layer(x)), to_numpy(conv(x)), atol=1e-5, rtol=0)
+    assert np.abs(to_numpy(layer(x))).max() > 0.05
+    if keras.backend.backend() == "torch":  # and the same gradients (fine-tuning the stem)
+        import torch
+
+        grads = []
+        for fn in (layer, conv):
+            inputs = torch.from_numpy(x).requires_grad_()
+            weights = torch.linspace(-1, 1, int(np.prod(to_numpy(layer(x)).shape))).view(layer(x).shape)
+            loss = (fn(inputs) * weights).sum()
+            grads.append(torch.autograd.grad(loss, [inputs] + [w.value for w in layer.trainable_weights]))
+        for got, expected in zip(*grads):
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        half = layers.PatchEmbedding(6, patch, **kwargs)
+        half.build(x.shape)
+        if lora:
+            half.enable_lora(lora)
+        half.set_weights(layer.get_weights())
+        got = to_numpy(half(x))
+        assert got.dtype == np.float16
+        np.testing.assert_allclose(got.astype("float32"), to_numpy(layer(x)), atol=1e-2, rtol=0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def test_sequencer2d_block_residuals_and_drop_path():
     x = random_images(2, 3, 4, 8)
     block = layers.Sequencer2DBlock(2, mlp_ratio=2.0, drop_path_rate=0.0)
