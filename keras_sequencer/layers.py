@@ -315,27 +315,38 @@ def _gelu(x, fused):
     the block's largest tensor. On the fused path on torch without autograd
     (inference) in place on the fresh GEMM output (``gelu_``): no second
     buffer of that size to write."""
-    if fused and keras.backend.backend() == "torch":
+    if fused and keras.backend.backend() == "torch" and _no_grad():
         import torch
 
-        if not torch.is_grad_enabled():
-            return torch.ops.aten.gelu_(x)
+        return torch.ops.aten.gelu_(x)
     return ops.gelu(x, approximate=False)
 
 
-def _residual_dense(layer, x, y):
+def _residual_dense(layer, x, y, in_place=False):
     """``x + layer(y)`` for a plain ``keras.layers.Dense`` (see :func:`_dense`)
     on torch: the output starts as ``x + bias`` (one pass) and the GEMM
     accumulates into it in place (``addmm_``), where ``x + (y @ kernel + bias)``
-    costs a bias copy, the GEMM and a separate add over ``(B, H, W, C)``."""
+    costs a bias copy, the GEMM and a separate add over ``(B, H, W, C)``.
+    With ``in_place`` (a contiguous ``x`` that nothing else reads, no autograd)
+    the result is written over ``x`` itself: no new buffer (~0.2 ms a block)."""
     if keras.backend.backend() != "torch" or not _plain_dense(layer):
         return x + layer(y)
     import torch
 
     kernel, bias = (ops.cast(v, y.dtype) for v in (layer.kernel, layer.bias))
-    out = torch.add(x, bias).reshape(-1, x.shape[-1])  # (tokens, C), contiguous
+    if in_place and x.is_contiguous() and x.dtype == bias.dtype:
+        out = x.view(-1, x.shape[-1]).add_(bias)
+    else:
+        out = torch.add(x, bias).reshape(-1, x.shape[-1])  # (tokens, C), contiguous
     out.addmm_(y.reshape(-1, y.shape[-1]), kernel)
     return out.view(x.shape)
+
+
+def _no_grad():
+    """Whether torch runs without autograd (inference)."""
+    import torch
+
+    return not torch.is_grad_enabled()
 
 
 def _project(x, kernel, bias):
@@ -652,8 +663,8 @@ class Sequencer2DBlock(keras.layers.Layer):
             x = x + _sublayer(self.drop_path, fused, tokens, training=training)
         hidden = _dense(self.mlp_fc1, _norm(self.norm2, x, training, fused), fused)
         hidden = _gelu(hidden, fused)
-        if fuse_residual:
-            return _residual_dense(self.mlp_fc2, x, hidden)
+        if fuse_residual:  # x is this block's own tensor now: without autograd, reuse it
+            return _residual_dense(self.mlp_fc2, x, hidden, in_place=_no_grad())
         y = _dense(self.mlp_fc2, hidden, fused)
         return x + _sublayer(self.drop_path, fused, y, training=training)
 

@@ -188,6 +188,11 @@ def test_residual_dense_equals_the_residual_sum(variant):
     np.testing.assert_allclose(got, x_before + to_numpy(layer(y)), atol=1e-5, rtol=0)
     np.testing.assert_array_equal(to_numpy(x), x_before)
     assert np.abs(got - to_numpy(layer(y))).max() > 0.1  # the residual is really in it
+    # in place: the same numbers, written over x on torch (a plain Dense)
+    in_place = to_numpy(_residual_dense(layer, x, y, in_place=True))
+    np.testing.assert_allclose(in_place, got, atol=1e-6, rtol=0)
+    if keras.backend.backend() == "torch" and variant in ("plain", "lora"):
+        np.testing.assert_allclose(to_numpy(x), got, atol=1e-6, rtol=0)
 
 
 def test_inference_follows_new_weights():
