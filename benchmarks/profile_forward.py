@@ -191,8 +191,8 @@ def main(argv=None):
     best = max(rates.values())
     floor = fixed / best
     timm_wall = results["timm"][0]
-    print(f"dense + LSTM-input-projection + patch-embedding GEMMs: {fixed / 1e9:.1f} GFLOP; at the best rate "
-          f"measured ({best / 1e9:.0f} GFLOP/s) {floor * 1e3:.0f} ms, i.e. any fp32 "
+    print(f"dense + LSTM-input-projection + patch-embedding GEMMs: {fixed / 1e9:.1f} GFLOP; "
+          f"at the best rate measured ({best / 1e9:.0f} GFLOP/s) {floor * 1e3:.0f} ms, i.e. any fp32 "
           f"implementation here is at most {timm_wall / floor:.2f}x timm "
           f"({timm_wall * 1e3:.0f} ms) even if everything else cost nothing")
     return dict(breakdown=rows, dense_flops=dense_flops, fixed_flops=fixed, bound=timm_wall / floor)

@@ -98,23 +98,26 @@ def stepping_weights(cells, dtype):
     The cache holds one such copy per BiLSTM2D.
     """
     sources = [cell_var.value for c in cells for cell_var in (c.kernel, c.bias, c.recurrent_kernel)]
-    cacheable = not torch.is_grad_enabled() or not any(t.requires_grad for t in sources)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+        return _reordered_weights(cells, dtype)  # in the autograd graph: never cached
     key = (dtype, tuple((t.data_ptr(), t._version) for t in sources))
     cached = cells[0].__dict__.get("_stepping_weights")
-    if cacheable and cached is not None and cached[0] == key and all(
-        a is b for a, b in zip(cached[1], sources)
-    ):
+    if cached is not None and cached[0] == key and all(a is b for a, b in zip(cached[1], sources)):
         return cached[2]
+    weights = _reordered_weights(cells, dtype)
+    # the source tensors themselves are kept, so their ids stay theirs
+    cells[0].__dict__["_stepping_weights"] = (key, sources, weights)
+    return weights
+
+
+def _reordered_weights(cells, dtype):
     units = cells[0].units
     kernel = _gate_major([_cell_weight(c, "kernel", dtype) for c in cells], units)
     bias = _gate_major([_cell_weight(c, "bias", dtype) for c in cells], units)
     recurrent = _gate_major(
         [_cell_weight(c, "recurrent_kernel", dtype) for c in cells], units
     ).view(units, len(cells), 4 * units).transpose(0, 1)  # (R, U, 4U)
-    weights = (kernel, bias, recurrent)
-    if cacheable:  # the tensors themselves are kept, so their ids stay theirs
-        cells[0].__dict__["_stepping_weights"] = (key, sources, weights)
-    return weights
+    return kernel, bias, recurrent
 
 
 def _gate_major(tensors, units):
