@@ -22,7 +22,8 @@ after ``compile(AdamW)``; timm ``loss.backward()`` + ``torch.optim.AdamW``).
 ``mixed_float16`` policy and ``torch.autocast(float16)`` (+ ``GradScaler``) for timm.
 
 Prints a table with the ratio of each engine's images/s to the reference's and
-writes the raw numbers as JSON to ``benchmarks/results/`` (git-ignored).
+writes the raw numbers as JSON to ``benchmarks/results/`` (git-ignored). Exits
+with 1 if any engine failed (its row says why).
 """
 
 import argparse
@@ -359,7 +360,10 @@ def main(argv=None):
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
     print(f"wrote {path} (load average at end {machine['loadavg_end']})")
-    return 0
+    failed = [row["label"] for row in rows if "error" in row]
+    if failed:
+        print(f"failed: {', '.join(failed)} (see the table and the JSON's runs)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

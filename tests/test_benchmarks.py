@@ -1,0 +1,99 @@
+"""benchmarks/throughput.py: which engines it runs, its table's arithmetic, and
+a real run against timm on the current Keras backend (tiny images, so fast)."""
+
+import argparse
+import importlib.util
+import json
+import os
+
+import keras
+import pytest
+
+from tests.helpers import requires_timm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_throughput():
+    path = os.path.join(ROOT, "benchmarks", "throughput.py")
+    spec = importlib.util.spec_from_file_location("throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+throughput = _load_throughput()
+
+
+def test_engines_put_the_reference_first_and_label_each_implementation():
+    args = argparse.Namespace(reference="timm", implementation="keras,fused", backends="jax,torch")
+    assert throughput._engines(args) == [
+        ("timm", "timm", None),
+        ("jax:keras", "jax", "keras"),
+        ("jax:fused", "jax", "fused"),
+        ("torch:keras", "torch", "keras"),
+        ("torch:fused", "torch", "fused"),
+    ]
+    args.reference = ""
+    assert [label for label, *_ in throughput._engines(args)][0] == "jax:keras"
+    with pytest.raises(SystemExit, match="Unknown backend 'mxnet'"):
+        throughput._engines(argparse.Namespace(reference="timm", implementation="fused", backends="jax,mxnet"))
+    with pytest.raises(SystemExit, match="Unknown reference 'torchvision'"):
+        throughput._engines(argparse.Namespace(reference="torchvision", implementation="fused", backends="jax"))
+
+
+def test_rows_take_medians_over_all_rounds_and_ratios_to_the_reference():
+    reference = throughput.summarize(
+        "timm",
+        [
+            {"step_s": [1.0, 3.0], "compile_s": 2.0, "peak_rss_mb": 10.0},
+            {"step_s": [2.0], "compile_s": 4.0, "peak_rss_mb": 30.0},
+        ],
+    )
+    assert (reference["step_s_median"], reference["compile_s_median"], reference["peak_rss_mb"]) == (2.0, 3.0, 30.0)
+    ours = throughput.summarize(
+        "torch:fused", [{"step_s": [0.5, 4.0, 0.5], "compile_s": 1.0, "peak_rss_mb": 20.0}]
+    )
+    failed = throughput.summarize("jax:fused", [{"error": "exit 1: Traceback\nValueError: boom"}])
+    assert failed == {"label": "jax:fused", "error": "exit 1: Traceback\nValueError: boom"}
+    table = throughput.format_table([reference, ours, failed], batch=8, reference="timm").splitlines()
+    assert table[2] == "| timm | 4.00 | 1.00x | 2000 | 3.0 | 30 |"
+    assert table[3] == "| torch:fused | 16.00 | 4.00x | 500 | 1.0 | 20 |"
+    assert table[4] == "| jax:fused | error: ValueError: boom | | | | |"
+    # without a reference row there is no ratio
+    assert "| torch:fused | 16.00 | - |" in throughput.format_table([ours], batch=8, reference="timm")
+
+
+@requires_timm
+@pytest.mark.slow
+def test_a_run_against_timm_writes_the_table_and_the_json(tmp_path, capsys):
+    backend = keras.backend.backend()
+    modes = ("infer", "train") if backend == "torch" else ("infer",)  # train compiles for ~1 min elsewhere
+    for mode in modes:
+        output = tmp_path / f"{mode}.json"
+        argv = ["--backends", backend, "--batch", "2", "--img-size", "32", "--mode", mode]
+        code = throughput.main(argv + ["--warmup", "0", "--repeats", "2", "--output", str(output)])
+        printed = capsys.readouterr().out
+        assert code == 0, printed
+        report = json.loads(output.read_text())
+        rows = {row["label"]: row for row in report["rows"]}
+        assert set(rows) == {"timm", f"{backend}:fused"}
+        for runs in report["runs"].values():
+            assert len(runs) == 1 and len(runs[0]["step_s"]) == 2
+            assert all(t > 0 for t in runs[0]["step_s"]) and runs[0]["compile_s"] > 0
+        ours, timm_row = rows[f"{backend}:fused"], rows["timm"]
+        assert ours["versions"]["keras"] == keras.__version__ and "timm" in timm_row["versions"]
+        ratio = timm_row["step_s_median"] / ours["step_s_median"]
+        images_per_s = 2 / ours["step_s_median"]
+        assert f"| {backend}:fused | {images_per_s:.2f} | {ratio:.2f}x |" in printed
+        assert report["args"]["mode"] == mode and report["table"] in printed
+
+
+def test_a_failing_engine_fails_the_run(tmp_path, capsys):
+    output, backend = tmp_path / "failed.json", keras.backend.backend()
+    argv = ["--backends", backend, "--reference", "", "--model", "sequencer2d_xl"]
+    assert throughput.main(argv + ["--img-size", "32", "--repeats", "1", "--output", str(output)]) == 1
+    (row,) = json.loads(output.read_text())["rows"]
+    assert "Unknown model 'sequencer2d_xl'" in row["error"]
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith(f"| {backend}:fused |")]
+    assert line.startswith(f"| {backend}:fused | error: ") and "Unknown model 'sequencer2d_xl'" in line
