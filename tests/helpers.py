@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 requires_timm = pytest.mark.skipif(not HAS_TIMM, reason="timm is not installed")
 
@@ -21,6 +22,16 @@ TINY_ARCH = dict(
     hidden_sizes=(4, 6, 6, 6),
     mlp_ratios=(3.0, 3.0, 3.0, 3.0),
 )
+
+
+def load_script(path):
+    """Imports a script of the repository that is not a package module (an
+    example, a benchmark) from its path relative to the repository root."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def random_images(batch, height, width, channels=3, seed=0):

@@ -2,27 +2,14 @@
 a real run against timm on the current Keras backend (tiny images, so fast)."""
 
 import argparse
-import importlib.util
 import json
-import os
 
 import keras
 import pytest
 
-from tests.helpers import requires_timm
+from tests.helpers import load_script, requires_timm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_throughput():
-    path = os.path.join(ROOT, "benchmarks", "throughput.py")
-    spec = importlib.util.spec_from_file_location("throughput", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-throughput = _load_throughput()
+throughput = load_script("benchmarks/throughput.py")
 
 
 def test_engines_put_the_reference_first_and_label_each_implementation():

@@ -1,20 +1,15 @@
 """examples/cifar10_from_scratch.py end to end on tfds mock data (no network)."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "cifar10_from_scratch.py")
+from tests.helpers import load_script
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("cifar10_from_scratch", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/cifar10_from_scratch.py")
 
 
 @pytest.mark.slow

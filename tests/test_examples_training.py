@@ -1,23 +1,13 @@
 """examples/cifar10_finetune.py runs one short epoch on mock CIFAR-10 (no network)."""
 
 import csv
-import importlib.util
-import os
 
 import keras
 import pytest
 from train_helpers import TINY_TRAIN_ARCH
 
 from keras_sequencer import MODEL_CONFIGS
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "examples", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 @pytest.mark.slow  # the recipe's RandAugment takes ~15-60 s to trace in tf.data
@@ -25,7 +15,7 @@ def test_cifar10_finetune_one_epoch_on_mock_data(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
     monkeypatch.setitem(MODEL_CONFIGS, "sequencer2d_s", TINY_TRAIN_ARCH)  # a tiny "S"
-    example = load_example("cifar10_finetune")
+    example = load_script("examples/cifar10_finetune.py")
     argv = ["--epochs", "1", "--batch-size", "8", "--image-size", "16", "--weights", "none",
             "--warmup-epochs", "0", "--output-dir", str(tmp_path), "--data-dir", str(tmp_path / "tfds")]
     with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):

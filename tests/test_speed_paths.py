@@ -10,6 +10,7 @@ from keras_sequencer.conversion import load_state_dict
 from keras_sequencer.layers import BiLSTM2D, Sequencer2DBlock, fused_lstm
 from tests.helpers import (
     TINY_ARCH,
+    load_script,
     random_images,
     requires_timm,
     save_and_reload,
@@ -375,13 +376,7 @@ def test_profile_forward_accounts_for_the_same_gemms_as_timm(capsys):
     from the profiled shapes) are exactly timm's dense GEMMs plus its LSTMs'
     input projections, and its recurrence is its own batched GEMMs, not
     oneDNN's LSTM (which timm runs); every category is a non-negative time."""
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "profile_forward.py")
-    spec = importlib.util.spec_from_file_location("profile_forward", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/profile_forward.py")
     small = ["--batch", "1", "--img-size", "56", "--repeats", "1"]
     for report in (module.main(small + ["--autograd"]), module.main(small)):
         assert report["dense_flops"]["torch:fused"] == report["fixed_flops"] > 0
