@@ -248,9 +248,7 @@ def _torch_gpu_inference(x):
     (inference), where BiLSTM2D's fused path calls cuDNN's LSTM."""
     if keras.backend.backend() != "torch" or x.device.type != "cuda":
         return False
-    import torch
-
-    return not torch.is_grad_enabled()
+    return _no_grad()
 
 
 def _cell_weight(cell, attr, dtype):
