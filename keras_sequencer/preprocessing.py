@@ -6,24 +6,69 @@ interpolation="bicubic", is_training=False)`` is: resize the shorter side to
 normalise with the ImageNet mean/std. :func:`load_image` does the geometric
 part (returning 0-255 pixels), :func:`preprocess_input` the value part; a
 model built with ``include_preprocessing=True`` does the latter itself.
+
+This module is the one home of the ImageNet statistics, of the pixel
+normalisation (:func:`normalize`, used by :func:`preprocess_input` and the
+training pipeline) and of the list of image file suffixes the package reads.
+It imports nothing else of the package.
 """
 
 import math
 
 import numpy as np
 
-from keras_sequencer.models import IMAGENET_MEAN, IMAGENET_STD
+# ImageNet-1k channel statistics of pixels scaled to [0, 1] (timm's IMAGENET_DEFAULT_*).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The same statistics for 0-255 pixels.
+IMAGENET_MEAN_255 = tuple(255.0 * m for m in IMAGENET_MEAN)
+IMAGENET_STD_255 = tuple(255.0 * s for s in IMAGENET_STD)
 
 DEFAULT_CROP_PCT = 0.875
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+# Every image file suffix the package reads (lower case): the ``validate`` command's
+# folder scan and the training folders.
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+
+# PIL modes of 16-bit (and 32-bit integer) single-channel images: ``convert("RGB")``
+# clips them at 255, so :func:`load_image` rescales them to 8 bits first.
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def normalize(images):
+    """ImageNet normalisation of 0-255 RGB pixels: ``(images / 255 - mean) / std``.
+
+    The one implementation behind :func:`preprocess_input` and the training
+    input pipeline. It runs where the pixels are: numpy arrays stay numpy
+    (float32), TensorFlow tensors use TensorFlow ops (so it works inside
+    ``tf.data`` whatever the Keras backend), anything else (backend tensors,
+    symbolic ``KerasTensor``\\ s) goes through ``keras.ops``.
+
+    Args:
+        images: ``(..., 3)`` RGB values in ``[0, 255]``, channels last.
+
+    Returns:
+        float32 of the same shape and kind.
+    """
+    mean = np.asarray(IMAGENET_MEAN, "float32")
+    std = np.asarray(IMAGENET_STD, "float32")
+    if isinstance(images, np.ndarray):
+        return (images.astype("float32") / np.float32(255.0) - mean) / std
+    if type(images).__module__.startswith("tensorflow"):
+        import tensorflow as tf
+
+        return (tf.cast(images, tf.float32) / 255.0 - mean) / std
+    from keras import ops
+
+    images = ops.cast(images, "float32")
+    return (images / 255.0 - ops.convert_to_tensor(mean)) / ops.convert_to_tensor(std)
 
 
 def preprocess_input(images):
     """ImageNet normalisation: ``(images / 255 - mean) / std``, channels last.
 
     Args:
-        images: ``(..., 3)`` RGB values in ``[0, 255]``, a numpy array or a
-            backend tensor.
+        images: ``(..., 3)`` RGB values in ``[0, 255]``, a numpy array (or
+            nested lists) or a backend tensor.
 
     Returns:
         float32 of the same shape (numpy in, numpy out; tensors via ``keras.ops``).
@@ -36,14 +81,7 @@ def preprocess_input(images):
         raise ValueError(
             f"preprocess_input expects RGB images with channels last (..., 3); got shape {tuple(shape)}."
         )
-    mean = np.asarray(IMAGENET_MEAN, "float32")
-    std = np.asarray(IMAGENET_STD, "float32")
-    if isinstance(images, np.ndarray):
-        return (images.astype("float32") / np.float32(255.0) - mean) / std
-    from keras import ops
-
-    images = ops.cast(images, "float32")
-    return (images / 255.0 - ops.convert_to_tensor(mean)) / ops.convert_to_tensor(std)
+    return normalize(images)
 
 
 def _sizes(image_size):
@@ -54,11 +92,32 @@ def _sizes(image_size):
     return int(image_size[0]), int(image_size[1])
 
 
+def to_rgb(image):
+    """A ``PIL.Image`` in any mode as 8-bit RGB.
+
+    16-bit grayscale (PIL modes ``I;16*`` and ``I``, as 16-bit PNG and TIFF
+    files open) is scaled to 8 bits (``round(value / 257)``, so 65535 -> 255)
+    rather than clipped at 255 as PIL's ``convert("RGB")`` does. Every other
+    mode (grayscale, palette, RGBA, CMYK, ...) goes through ``convert("RGB")``,
+    as timm's loader does; the alpha channel is dropped.
+    """
+    from PIL import Image
+
+    if image.mode in _WIDE_INTEGER_MODES:
+        pixels = np.asarray(image, dtype="float64")
+        pixels = np.clip(np.round(pixels / 257.0), 0, 255).astype("uint8")
+        image = Image.fromarray(pixels)  # uint8 (H, W): mode "L"
+    return image.convert("RGB")
+
+
 def load_image(image, image_size=224, crop_pct=DEFAULT_CROP_PCT):
     """Loads an image as timm's eval transform does, before normalisation.
 
     Resize (PIL bicubic) so the shorter side is ``floor(image_size / crop_pct)``
     (for ``(height, width)``: timm's ``ResizeKeepRatio``), then center crop.
+    The EXIF orientation tag is ignored, as in timm's eval transform (PIL does
+    not apply it on open): a photo is classified with its pixels as stored.
+    16-bit images are scaled to 8 bits (see :func:`to_rgb`).
 
     Args:
         image: a file path or a ``PIL.Image``; converted to RGB.
@@ -68,6 +127,10 @@ def load_image(image, image_size=224, crop_pct=DEFAULT_CROP_PCT):
     Returns:
         float32 array ``(height, width, 3)`` with values in ``[0, 255]`` (feed it
         to :func:`preprocess_input` or to an ``include_preprocessing=True`` model).
+
+    Raises:
+        OSError: the file cannot be read or is not an image PIL can decode
+            (``PIL.UnidentifiedImageError`` is an ``OSError``).
     """
     from PIL import Image
 
@@ -76,9 +139,9 @@ def load_image(image, image_size=224, crop_pct=DEFAULT_CROP_PCT):
         raise ValueError(f"crop_pct must be in (0, 1]; got {crop_pct}.")
     if not isinstance(image, Image.Image):
         with Image.open(image) as opened:
-            image = opened.convert("RGB")
+            image = to_rgb(opened)
     else:
-        image = image.convert("RGB")
+        image = to_rgb(image)
     img_w, img_h = image.size
     if height == width:
         # torchvision Resize(int): shorter side -> scale, longer side truncated.
