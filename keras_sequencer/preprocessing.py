@@ -110,6 +110,18 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
+def image_error_reason(error):
+    """A one-line reason for an exception raised while reading an image file
+    (for naming the file in a batch that goes on without it)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file Pillow can read"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def load_image(image, image_size=224, crop_pct=DEFAULT_CROP_PCT):
     """Loads an image as timm's eval transform does, before normalisation.
 

@@ -1,11 +1,12 @@
 """``keras-sequencer predict`` and ``validate`` against answers computed with timm.
 
 A tiny architecture is registered under a model name (monkeypatched into
-MODEL_CONFIGS) and given random timm weights; timm's own model and eval
+the variant table) and given random timm weights; timm's own model and eval
 transform give the reference rankings, from which image folders with a known
 top-1 / top-5 accuracy are built.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,9 +14,8 @@ import shutil
 import numpy as np
 import pytest
 
-from keras_sequencer import cli
+from keras_sequencer import cli, variants
 from keras_sequencer.imagenet import imagenet_classes
-from keras_sequencer.models import MODEL_CONFIGS
 from keras_sequencer.validation import image_folder
 from tests.helpers import TINY_ARCH, requires_timm, state_dict_numpy, timm_model
 
@@ -44,12 +44,18 @@ def _timm_logits(torch_model, paths, image_size):
         return torch_model(batch).numpy()
 
 
+def register_tiny(monkeypatch, name=NAME, arch=TINY_ARCH):
+    """Registers ``arch`` as variant ``name`` (no published weights) for this test."""
+    tiny_variant = dataclasses.replace(variants.VARIANTS["sequencer2d_s"], name=name, arch=dict(arch), weights=None)
+    monkeypatch.setitem(variants.VARIANTS, name, tiny_variant)
+
+
 @pytest.fixture
 def tiny(monkeypatch, tmp_path):
     """(checkpoint path, timm model) of the tiny model registered as ``sequencer2d_tiny``."""
     from safetensors.numpy import save_file
 
-    monkeypatch.setitem(MODEL_CONFIGS, NAME, dict(TINY_ARCH))
+    register_tiny(monkeypatch)
 
     def make(num_classes=1000, seed=7):
         torch_model = timm_model(TINY_ARCH, num_classes=num_classes, seed=seed)
@@ -166,7 +172,9 @@ def test_validate_rejects_bad_input(tiny, tmp_path):
     os.makedirs(tmp_path / "val" / "n01440764")
     with pytest.raises(ValueError, match="No images"):
         image_folder(str(tmp_path))
+    # --debug: the error itself instead of its one-line report (tests/test_cli.py)
     with pytest.raises(ValueError, match="3 channels"):
-        cli.main(["validate", str(tmp_path), "--model", NAME, "--weights", weights, "--input-size", "1", "56", "56"])
+        cli.main(["--debug", "validate", str(tmp_path), "--model", NAME, "--weights", weights,
+                  "--input-size", "1", "56", "56"])
     with pytest.raises(ValueError, match="Unknown model"):
-        cli.main(["predict", "x.png", "--model", "sequencer2d_xl", "--weights", weights])
+        cli.main(["--debug", "predict", "x.png", "--model", "sequencer2d_xl", "--weights", weights])

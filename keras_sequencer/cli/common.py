@@ -1,0 +1,113 @@
+"""What the ``keras-sequencer`` sub-commands share: the one-line error type,
+input checks that run before any model is built, and the ``--model`` /
+``--weights`` flags. Every check here runs before a model is built, so a bad path or
+flag is reported at once, in terms of the command line.
+"""
+
+import importlib.util
+import os
+import sys
+
+PROG = "keras-sequencer"
+
+
+class CLIError(ValueError):
+    """A user error of a sub-command, printed as one line
+    ``keras-sequencer <command>: error: <message>`` (exit status 1)."""
+
+
+def one_line(error):
+    """``error`` as one line of text (its message, whitespace collapsed).
+
+    ``OSError``\\ s with an errno read ``"<reason>: <file>"``; an exception with
+    an empty message gives its type name.
+    """
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        text = f"{error.strerror}: {error.filename}"
+    else:
+        text = str(error)
+    text = " ".join(text.split())
+    return text or type(error).__name__
+
+
+def report(command, message):
+    """Prints ``keras-sequencer <command>: error: <message>`` to stderr."""
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr, flush=True)
+
+
+def require_module(module, distribution, extra, command):
+    """Raises :class:`CLIError` naming the extra to install when ``module`` is missing."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise CLIError(
+            f"needs {distribution}, which is not installed: "
+            f'pip install "keras-sequencer[{extra}]" (or pip install {distribution})'
+        )
+
+
+def require_file(path, flag=None):
+    """Raises :class:`CLIError` unless ``path`` is a readable file.
+
+    The message names the flag (``--weights /x.h5: no such file``) or, for a
+    positional argument, the path alone.
+    """
+    label = f"{flag} {path}" if flag else str(path)
+    if not os.path.exists(path):
+        raise CLIError(f"{label}: no such file")
+    if os.path.isdir(path):
+        raise CLIError(f"{label}: is a directory, expected a file")
+    if not os.access(path, os.R_OK):
+        raise CLIError(f"{label}: permission denied")
+
+
+def require_directory(path, label):
+    """Raises :class:`CLIError` unless ``path`` is a directory."""
+    if not os.path.exists(path):
+        raise CLIError(f"{label} {path}: no such directory")
+    if not os.path.isdir(path):
+        raise CLIError(f"{label} {path}: is not a directory")
+
+
+def check_weights(weights):
+    """``--weights``: ``imagenet`` or an existing checkpoint file; returns the value
+    to pass as ``weights=``."""
+    if weights == "imagenet":
+        return weights
+    require_file(weights, "--weights")
+    return weights
+
+
+def check_model(name, weights=None):
+    """``--model``: a registered name; returns its variant (input size, published
+    weights). With ``weights="imagenet"`` the name must have published weights."""
+    from keras_sequencer.variants import get_variant, list_models
+
+    try:
+        variant = get_variant(name)
+    except ValueError as error:
+        raise CLIError(f"--model {name}: {one_line(error)}") from None
+    if weights == "imagenet" and not variant.pretrained:
+        raise CLIError(
+            f"--model {name} has no published ImageNet weights; use --weights PATH "
+            f"or one of: {', '.join(list_models(pretrained=True))}"
+        )
+    return variant
+
+
+def add_model_arguments(parser):
+    """``--model`` and ``--weights``, shared by ``predict`` and ``validate``."""
+    parser.add_argument(
+        "--model",
+        default="sequencer2d_s",
+        help="any registered model name (keras_sequencer.list_models()); default: %(default)s",
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        metavar="imagenet|PATH",
+        help="'imagenet' (default: downloaded once, then cached) or a "
+        ".weights.h5/.safetensors/.pth file",
+    )

@@ -1,0 +1,118 @@
+"""``keras-sequencer predict IMAGE...``: top ImageNet-1k classes of image files.
+
+Images go through timm's eval transform (:func:`keras_sequencer.load_image`:
+bicubic resize, center crop; EXIF orientation ignored as timm does) at the
+model's input size. Every readable file is classified; each file that cannot
+be read is named on one line on stderr with the reason, and the exit status
+is 1 at the end if any failed. Missing files, a bad ``--model`` or
+``--weights`` are reported before the model is built.
+"""
+
+import os
+
+from keras_sequencer.cli.common import (
+    CLIError,
+    add_model_arguments,
+    check_model,
+    check_weights,
+    report,
+    require_module,
+)
+from keras_sequencer.preprocessing import image_error_reason
+
+COMMAND = "predict"
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="classify images with an ImageNet-1k model (top-5 labels and probabilities)",
+        description="Classify images with timm's evaluation preprocessing "
+        "(bicubic resize to 256, center crop 224 for the 224 models) and print the top classes. "
+        "Unreadable files are named on stderr; the others are still classified.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    add_model_arguments(parser)
+    parser.add_argument("--top", type=int, default=5, help="classes to print per image (default: 5)")
+    parser.add_argument("--crop-pct", type=float, default=0.875, help="center crop fraction (default: 0.875)")
+    parser.add_argument("-b", "--batch-size", type=int, default=16, help="images per model call (default: 16)")
+    parser.set_defaults(func=run)
+
+
+def unreadable_reason(path):
+    """Why ``path`` cannot be opened as an image (a short phrase), or ``None``.
+
+    Reads only the file header; a file whose pixel data is broken (truncated)
+    passes and fails later, in :func:`keras_sequencer.load_image`.
+    """
+    from PIL import Image
+
+    if not os.path.exists(path):
+        return "no such file"
+    if os.path.isdir(path):
+        return "is a directory, expected an image file"
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018 (the header is parsed on open)
+    except Exception as error:  # noqa: BLE001 (any decoder failure is a bad file)
+        return image_error_reason(error)
+    return None
+
+
+def run(args):
+    """Checks the inputs, then classifies the readable images; returns the exit code."""
+    import numpy as np
+
+    require_module("PIL", "pillow", "images", COMMAND)
+    if args.top < 1:
+        raise CLIError(f"--top must be at least 1; got {args.top}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if not 0 < args.crop_pct <= 1:
+        raise CLIError(f"--crop-pct must be in (0, 1]; got {args.crop_pct}")
+    variant = check_model(args.model, args.weights)
+    weights = check_weights(args.weights)
+
+    failed = 0
+
+    def fail(path, reason):
+        nonlocal failed
+        failed += 1
+        report(COMMAND, f"{path}: {reason}")
+
+    readable = []
+    for path in args.images:
+        reason = unreadable_reason(path)
+        if reason is None:
+            readable.append(path)
+        else:
+            fail(path, reason)
+    if readable:
+        from keras_sequencer.imagenet import decode_predictions
+        from keras_sequencer.preprocessing import load_image, preprocess_input
+        from keras_sequencer.registry import create_model
+
+        model = create_model(args.model, weights=weights, classes=1000, classifier_activation="softmax")
+        size = variant.input_size
+        for begin in range(0, len(readable), args.batch_size):
+            paths, images = [], []
+            for path in readable[begin : begin + args.batch_size]:
+                try:
+                    images.append(load_image(path, size, args.crop_pct))
+                except Exception as error:  # noqa: BLE001 (named and skipped)
+                    if args.debug:
+                        raise
+                    fail(path, image_error_reason(error))
+                else:
+                    paths.append(path)
+            if not paths:
+                continue
+            probs = model.predict(preprocess_input(np.stack(images)), verbose=0)
+            for path, top in zip(paths, decode_predictions(probs, top=args.top)):
+                print(path)
+                for wnid, names, score in top:
+                    print(f"  {score:8.4f}  {wnid}  {names}")
+    if failed:
+        report(COMMAND, f"{failed} of {len(args.images)} images could not be read")
+        return 1
+    return 0
