@@ -1,0 +1,164 @@
+"""Importing keras_sequencer (and the keras-sequencer command) picks an installed
+Keras backend, or fails with one line saying what to install.
+
+The subprocess tests hide backend packages with an import hook, so they run
+whatever is installed here; each needs at least one real backend.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from keras_sequencer import backend_setup
+from keras_sequencer.backend_setup import INSTALL_HINT, BackendNotFoundError, choose_backend
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INSTALLED = [b for b in backend_setup.PREFERENCE if importlib.util.find_spec(b) is not None]
+
+# Makes the packages named in HIDE_MODULES (comma-separated) unimportable, as if
+# not installed, then runs the rest of the script.
+HIDE = textwrap.dedent(
+    """
+    import os, sys
+
+    HIDDEN = {m for m in os.environ.get("HIDE_MODULES", "").split(",") if m}
+
+    class Hide:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HIDDEN:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Hide())
+    """
+)
+
+
+def _run(tmp_path, code, hide=(), script_name="check.py", **env):
+    """Runs ``code`` (after the hiding hook) as ``tmp_path/script_name`` with a fresh
+    ``KERAS_HOME``; returns the CompletedProcess."""
+    script = tmp_path / script_name
+    script.write_text(HIDE + textwrap.dedent(code))
+    environ = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    environ.update(PYTHONPATH=REPO, HIDE_MODULES=",".join(hide), KERAS_HOME=str(tmp_path / "keras_home"), **env)
+    return subprocess.run(
+        [sys.executable, str(script)], env=environ, cwd=str(tmp_path), capture_output=True, text=True, timeout=300
+    )
+
+
+# ---------------------------------------------------------------- the choice, without processes
+
+
+def test_keras_backend_is_used_as_set():
+    environ = {"KERAS_BACKEND": "torch"}
+    assert choose_backend(environ, installed=lambda b: True, keras_imported=False) == "torch"
+    assert environ == {"KERAS_BACKEND": "torch"}
+
+
+def test_missing_keras_backend_is_one_line():
+    with pytest.raises(BackendNotFoundError) as info:
+        choose_backend({"KERAS_BACKEND": "jax"}, installed=lambda b: b != "jax", keras_imported=False)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(INSTALL_HINT) and "KERAS_BACKEND=jax" in message
+
+
+def test_first_installed_backend_when_none_is_chosen(tmp_path):
+    for installed, expected in [({"tensorflow", "jax", "torch"}, "tensorflow"), ({"jax", "torch"}, "jax"),
+                                ({"torch"}, "torch")]:
+        environ = {"KERAS_HOME": str(tmp_path / "empty")}
+        assert choose_backend(environ, installed=installed.__contains__, keras_imported=False) == expected
+        assert environ["KERAS_BACKEND"] == expected
+
+
+def test_keras_json_backend(tmp_path):
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "torch"}))
+    environ = {"KERAS_HOME": str(tmp_path)}
+    # installed: used as it is (KERAS_BACKEND not set)
+    assert choose_backend(environ, installed=lambda b: True, keras_imported=False) == "torch"
+    assert "KERAS_BACKEND" not in environ
+    # not installed (e.g. Keras's own default written there): the first installed one
+    assert choose_backend(environ, installed=lambda b: b == "jax", keras_imported=False) == "jax"
+    assert environ["KERAS_BACKEND"] == "jax"
+
+
+def test_nothing_installed_or_keras_already_imported(tmp_path):
+    with pytest.raises(BackendNotFoundError) as info:
+        choose_backend({"KERAS_HOME": str(tmp_path)}, installed=lambda b: False, keras_imported=False)
+    assert str(info.value) == INSTALL_HINT
+    environ = {}
+    assert choose_backend(environ, installed=lambda b: False, keras_imported=True) is None
+    assert environ == {}
+
+
+# ---------------------------------------------------------------- real processes
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no Keras backend installed")
+def test_import_picks_an_installed_backend(tmp_path):
+    """KERAS_BACKEND unset and Keras's default (tensorflow) hidden: the next
+    installed backend runs."""
+    hidden = ["tensorflow"]
+    expected = next((b for b in INSTALLED if b not in hidden), None)
+    if expected is None:
+        pytest.skip("only tensorflow is installed")
+    proc = _run(tmp_path, "import keras_sequencer, keras; print('backend', keras.backend.backend())", hide=hidden)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == f"backend {expected}"
+
+
+def test_import_without_any_backend_fails_with_one_line(tmp_path):
+    proc = _run(
+        tmp_path,
+        """
+        try:
+            import keras_sequencer
+        except ImportError as error:
+            print("ImportError:", error)
+        """,
+        hide=backend_setup.PREFERENCE,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == f"ImportError: {INSTALL_HINT}"
+    assert "keras" not in proc.stderr  # Keras was never imported
+
+
+@pytest.mark.parametrize("keras_backend", [None, "torch"])
+def test_command_without_a_backend_prints_one_line(tmp_path, keras_backend):
+    """The keras-sequencer console script (same code as pip's) with no usable
+    backend: exactly one line on stderr, exit 1."""
+    env = {} if keras_backend is None else {"KERAS_BACKEND": keras_backend}
+    hide = backend_setup.PREFERENCE if keras_backend is None else [keras_backend]
+    proc = _run(
+        tmp_path,
+        """
+        from keras_sequencer.cli import main
+        sys.exit(main())
+        """,
+        hide=hide,
+        script_name="keras-sequencer",
+        **env,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"keras-sequencer: error: {INSTALL_HINT}")
+    if keras_backend:
+        assert line.endswith(f"(KERAS_BACKEND={keras_backend}: {keras_backend} is not installed)")
+
+
+def test_public_names():
+    import keras_sequencer
+
+    for name in ("layers", "Sequencer2D", "Sequencer2DS", "Sequencer2DM", "Sequencer2DL", "VanillaSequencer",
+                 "SequencerModel", "MODEL_CONFIGS", "MODEL_REGISTRY", "create_model", "list_models",
+                 "feature_extractor", "decode_predictions", "load_image", "preprocess_input", "__version__"):
+        assert hasattr(keras_sequencer, name), name
+    from keras_sequencer.models import IMAGENET_MEAN, IMAGENET_STD
+    from keras_sequencer.preprocessing import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD
+
+    assert (IMAGENET_MEAN, IMAGENET_STD) == (MEAN, STD)
