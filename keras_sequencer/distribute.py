@@ -24,6 +24,8 @@ import warnings
 
 import keras
 
+from keras_sequencer import keras_patches
+
 JAX_PROCESS_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
     "KERAS_DISTRIBUTION_NUM_PROCESSES",
@@ -114,7 +116,7 @@ def _tensorflow(devices):
                 "MultiWorkerMirroredStrategy uses every local GPU of each worker."
             )
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        _fix_keras_multi_worker_mean()
+        keras_patches.install_tf_multi_worker_scalar_mean()
         return Distribution(
             f"tf.distribute.MultiWorkerMirroredStrategy: {workers} workers, "
             f"{strategy.num_replicas_in_sync} replicas",
@@ -134,33 +136,6 @@ def _tensorflow(devices):
             strategy,
         )
     return Distribution(f"single device ({devices[0] if devices else 'CPU'})")
-
-
-def _fix_keras_multi_worker_mean():
-    """Keras 3 averages the per-replica logs with ``strategy.reduce("MEAN", v, axis=0)``
-    under ``MultiWorkerMirroredStrategy``, which fails for scalars ("Invalid reduction
-    dimension 0 for input with 0 dimensions", tensorflow/tensorflow#72388). Scalars
-    are reduced with ``axis=None`` instead; everything else is left to Keras."""
-    from keras.src.backend.tensorflow import trainer
-
-    original = trainer.reduce_per_replica
-    if getattr(original, "_keras_sequencer_fix", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(
-            strategy
-        ):
-            return original(values, strategy, reduction)
-
-        def mean(value):
-            rank = strategy.experimental_local_results(value)[0].shape.rank
-            return strategy.reduce("MEAN", value, axis=0 if rank else None)
-
-        return keras.tree.map_structure(mean, values)
-
-    reduce_per_replica._keras_sequencer_fix = True
-    trainer.reduce_per_replica = reduce_per_replica
 
 
 def _jax(devices):

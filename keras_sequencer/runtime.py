@@ -1,29 +1,26 @@
 """Settings for speed on CPU: process settings applied once when
 ``keras_sequencer`` is imported, and on JAX compiler options for inference.
 
-All were measured on the 2-core Xeon of the README's "Speed" section
-(Sequencer2D-S, batch 8, 224x224, fp32) and are turned off together with
+Each was measured on CPU with Sequencer2D (the numbers are in
+``benchmarks/RESULTS.md``); all are turned off together with
 ``KERAS_SEQUENCER_RUNTIME_TUNING=0``. ``runtime.APPLIED`` says what was done.
 
 - **TensorFlow's XLA** (which runs the fused blocks' inference): XLA's
-  YNNPACK fusions, its default for CPU dots, ran this model slower than XLA's
-  other dot path: forward ~705 -> 630-675 ms with them off. So
-  ``--xla_cpu_experimental_ynn_fusion_type=`` is appended to ``XLA_FLAGS``
-  unless ``XLA_FLAGS`` already chooses it; it touches only XLA's CPU compiler
-  (``fit`` runs TensorFlow's graph executor, without XLA). Not on JAX, where
-  everything is XLA: there the flag made inference faster but a training step
-  much slower (1.60 -> 0.93 images/s). So on JAX it is a per-compilation
-  option instead (``compiler_options`` of ``jax.jit``), given only to the
-  predict and evaluate functions of the package's models
-  (:func:`jax_inference_compilation`, used by ``models.SequencerModel``):
-  ``predict_on_batch`` ~770 -> ~650 ms, ``fit``'s train step unchanged.
+  YNNPACK fusions, its default for CPU dots, run this model slower than XLA's
+  other dot path. So ``--xla_cpu_experimental_ynn_fusion_type=`` is appended
+  to ``XLA_FLAGS`` unless ``XLA_FLAGS`` already chooses it; it touches only
+  XLA's CPU compiler (``fit`` runs TensorFlow's graph executor, without XLA).
+  Not on JAX, where everything is XLA: there the flag makes inference faster
+  but a training step slower. So on JAX it is a per-compilation option
+  instead (``compiler_options`` of ``jax.jit``), given only to the predict and
+  evaluate functions of the package's models (:func:`jax_inference_compilation`,
+  used by ``models.SequencerModel``); ``fit``'s train step compiles as usual.
 - **torch**: glibc's ``malloc`` hands large tensors fresh pages from ``mmap``
   and trims freed heap memory, so every forward pass page-faults its
   activations in again (Keras's functional runner keeps each layer's output
   until the pass ends, which makes it worse than in timm). ``mallopt`` keeps
   blocks up to 32 MiB in the heap and stops trimming below 1 GiB, as the
-  allocator advice in PyTorch's CPU tuning guide does with jemalloc/tcmalloc:
-  forward ~760 -> ~685 ms (timm under the same setting: ~720 -> ~685 ms).
+  allocator advice in PyTorch's CPU tuning guide does with jemalloc/tcmalloc.
   Skipped off Linux, or when ``MALLOC_*_`` variables, ``GLIBC_TUNABLES`` or an
   ``LD_PRELOAD`` allocator already choose.
 """
@@ -35,6 +32,8 @@ import os
 import sys
 
 import keras
+
+from keras_sequencer import keras_patches
 
 OPT_OUT_ENV = "KERAS_SEQUENCER_RUNTIME_TUNING"
 # XLA's CPU option naming the YNNPACK fusion types to use ("" for none).
@@ -104,28 +103,23 @@ def jax_inference_compilation():
     :data:`JAX_INFERENCE_COMPILER_OPTIONS` (wrap ``make_predict_function`` /
     ``make_test_function`` in it). Does nothing off JAX's CPU backend, when
     turned off or chosen by the user (see :func:`jax_inference_compiler_options`),
-    when jaxlib refuses the options, or when Keras's trainer does not jit with
-    plain ``jax.jit`` (e.g. with Flax NNX). Keras has no public hook for
-    per-jit compiler options, so this swaps the trainer module's ``jit`` for
-    the duration: another thread making a Keras JAX function at that moment
-    would get the options too."""
+    when jaxlib refuses the options, or when the patch does not apply
+    (:func:`keras_sequencer.keras_patches.jax_trainer_jit`: another Keras
+    version, or a trainer that does not jit with plain ``jax.jit``, e.g. with
+    Flax NNX)."""
     if keras.backend.backend() != "jax":
         yield
         return
     import jax
-    from keras.src.backend.jax import trainer
 
     options = jax_inference_compiler_options(os.environ, "jax", jax.default_backend())
-    original = getattr(trainer, "jit", None)
-    if not options or original is not jax.jit or not _jax_accepts(tuple(sorted(options.items()))):
+    if not options or not _jax_accepts(tuple(sorted(options.items()))):
         yield
         return
-    trainer.jit = functools.partial(jax.jit, compiler_options=options)
-    APPLIED["jax_inference_options"] = True
-    try:
+    with keras_patches.jax_trainer_jit(options) as applied:
+        if applied:
+            APPLIED["jax_inference_options"] = True
         yield
-    finally:
-        trainer.jit = original
 
 
 def malloc_settings(environ, backend, platform):
