@@ -4,9 +4,9 @@ import csv
 
 import keras
 import pytest
-from train_helpers import TINY_TRAIN_ARCH
+from train_helpers import create_model_with_tiny_s
 
-from keras_sequencer import MODEL_CONFIGS
+from keras_sequencer import data, registry
 from tests.helpers import load_script
 
 
@@ -14,7 +14,8 @@ from tests.helpers import load_script
 def test_cifar10_finetune_one_epoch_on_mock_data(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
-    monkeypatch.setitem(MODEL_CONFIGS, "sequencer2d_s", TINY_TRAIN_ARCH)  # a tiny "S"
+    monkeypatch.setattr(registry, "create_model", create_model_with_tiny_s)  # a tiny "S"
+    monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: True)  # mock data: no download
     example = load_script("examples/cifar10_finetune.py")
     argv = ["--epochs", "1", "--batch-size", "8", "--image-size", "16", "--weights", "none",
             "--warmup-epochs", "0", "--output-dir", str(tmp_path), "--data-dir", str(tmp_path / "tfds")]

@@ -9,9 +9,9 @@ import sys
 import keras
 import numpy as np
 import pytest
-from train_helpers import TINY_TRAIN_ARCH, tiny_config
+from train_helpers import TINY_TRAIN_ARCH, create_model_with_tiny_s, tiny_config
 
-from keras_sequencer import MODEL_CONFIGS, cli, data, training
+from keras_sequencer import cli, data, registry, training
 from keras_sequencer.models import IMAGENET_MEAN, IMAGENET_STD, Sequencer2D
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -222,10 +222,10 @@ def test_train_command_resumes_a_killed_run(tmp_path, monkeypatch, capsys):
     assert read_csv_epochs(out / "history.csv") == [0]
     assert os.path.isdir(out / "backup")
 
-    monkeypatch.setitem(MODEL_CONFIGS, "sequencer2d_s", TINY_TRAIN_ARCH)  # a tiny "S"
+    monkeypatch.setattr(registry, "create_model", create_model_with_tiny_s)  # a tiny "S"
     seen = []
-    fit = training.fit
-    monkeypatch.setattr(training, "fit", lambda *a, **k: seen.append(fit(*a, **k)) or seen[-1])
+    fit = training.loop.fit
+    monkeypatch.setattr(training.loop, "fit", lambda *a, **k: seen.append(fit(*a, **k)) or seen[-1])
     assert cli.main(argv) == 0
     model, history = seen[0]
     assert history.epoch == [1, 2]  # continued with epoch 2, not from the start

@@ -1,9 +1,9 @@
 """Small training setups shared by the training tests; also a subprocess driver.
 
 ``python tests/train_helpers.py KILL_EPOCH keras-sequencer-train-args...`` runs the
-``train`` command with a tiny ``sequencer2d_s`` and SIGKILLs itself in the middle
-of epoch ``KILL_EPOCH`` (0-based, after its second batch), like a crash or a
-pre-empted machine.
+``train`` command with a tiny ``sequencer2d_s`` (:func:`create_model_with_tiny_s`)
+and SIGKILLs itself in the middle of epoch ``KILL_EPOCH`` (0-based, after its
+second batch), like a crash or a pre-empted machine.
 """
 
 import os
@@ -14,12 +14,24 @@ if __name__ == "__main__":  # run as a script from the repository root
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras
-from keras_sequencer import MODEL_CONFIGS, cli, data, datasets, training
+from keras_sequencer import cli, data, datasets, registry, training
+from keras_sequencer.models import Sequencer2D
 
 # One stage, 2x2 tokens at 16x16: the cheapest Sequencer2D that still has every part.
 TINY_TRAIN_ARCH = dict(
     layers=(1,), patch_sizes=(8,), embed_dims=(16,), hidden_sizes=(4,), mlp_ratios=(2.0,)
 )
+
+
+_create_model = registry.create_model
+
+
+def create_model_with_tiny_s(name, **kwargs):
+    """``registry.create_model``, except that ``"sequencer2d_s"`` is built with
+    :data:`TINY_TRAIN_ARCH` (patch it over ``registry.create_model`` for a tiny "S")."""
+    if name == "sequencer2d_s":
+        return Sequencer2D(**TINY_TRAIN_ARCH, name=name, **kwargs)
+    return _create_model(name, **kwargs)
 
 
 def tiny_config(output, **overrides):
@@ -68,7 +80,7 @@ class KillAt(keras.callbacks.Callback):
 
 
 if __name__ == "__main__":
-    MODEL_CONFIGS["sequencer2d_s"] = TINY_TRAIN_ARCH
-    make_callbacks = training.make_callbacks
-    training.make_callbacks = lambda *a: [*make_callbacks(*a), KillAt(int(sys.argv[1]))]
+    registry.create_model = create_model_with_tiny_s
+    make_callbacks = training.loop.make_callbacks
+    training.loop.make_callbacks = lambda *a: [*make_callbacks(*a), KillAt(int(sys.argv[1]))]
     sys.exit(cli.main(sys.argv[2:]))

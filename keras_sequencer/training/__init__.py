@@ -1,0 +1,82 @@
+"""Training Sequencer2D with ``model.fit``: the official (timm) recipe in Keras.
+
+The pieces map onto maintained Keras / TensorFlow components:
+
+======================================  ===============================================
+timm (official repo)                    here
+======================================  ===============================================
+``--opt adamw``, ``--weight-decay``     ``keras.optimizers.AdamW``; 1-D weights (biases,
+                                        norms) excluded from decay, as timm does
+``--sched cosine`` + warmup/cooldown    ``keras.optimizers.schedules.CosineDecay`` with
+                                        ``warmup_target`` (per step; holds ``min_lr``
+                                        through the cooldown epochs)
+``--clip-grad``                         ``global_clipnorm``
+``--smoothing``                         ``CategoricalCrossentropy(label_smoothing=...)``
+``--mixup`` / ``--cutmix``              ``keras.layers.MixUp`` / ``CutMix``, one of them
+                                        per batch (timm's switch probability 0.5)
+``--aa rand-m9-...``                    ``keras.layers.RandAugment`` per image
+``--reprob`` / ``--remode``             ``keras.layers.RandomErasing``
+random resized crop, flip, crop-pct     ``tf.image`` ops in the ``tf.data`` pipeline
+``--native-amp`` / ``--amp``            ``mixed_float16`` policy (loss scaling by Keras)
+``--drop-path``                         the model's ``drop_path_rate``
+``--pretrained``                        ``weights="imagenet"``
+======================================  ===============================================
+
+Written here: the mapping itself, the per-batch MixUp/CutMix switch, the
+``--aa`` string parser, the non-finite-loss stop with a message and the
+training-curve PNG. The input pipeline is ``tf.data``, which ``fit`` accepts on
+every backend. :mod:`keras_sequencer.distribute` spreads the work over devices.
+
+Modules, by concern: :mod:`~.config` (``TrainConfig``, the transfer recipe,
+command-line flags -> config), :mod:`~.augment` (``--aa`` / ``--remode``),
+:mod:`~.pipeline` (``tf.data``), :mod:`~.optim` (AdamW and the schedule),
+:mod:`~.callbacks` (NaN stop, history, curves, checkpoints), :mod:`~.loop`
+(``build_model``, ``fit``, ``run``). Every public name is importable from
+``keras_sequencer.training``.
+"""
+
+from keras_sequencer.training.augment import REMODES, parse_auto_augment
+from keras_sequencer.training.callbacks import (
+    NonFiniteLossError,
+    StopOnNonFiniteLoss,
+    TrainingCurves,
+    make_callbacks,
+    plot_history,
+    read_history,
+)
+from keras_sequencer.training.config import (
+    TRANSFER_RECIPE,
+    TrainConfig,
+    capped_warmup,
+    config_from_args,
+    model_input_size,
+    model_names,
+)
+from keras_sequencer.training.loop import build_model, check_requirements, fit, run
+from keras_sequencer.training.optim import build_optimizer, learning_rate_schedule
+from keras_sequencer.training.pipeline import eval_pipeline, train_pipeline
+
+__all__ = [
+    "REMODES",
+    "TRANSFER_RECIPE",
+    "NonFiniteLossError",
+    "StopOnNonFiniteLoss",
+    "TrainConfig",
+    "TrainingCurves",
+    "build_model",
+    "build_optimizer",
+    "capped_warmup",
+    "check_requirements",
+    "config_from_args",
+    "eval_pipeline",
+    "fit",
+    "learning_rate_schedule",
+    "make_callbacks",
+    "model_input_size",
+    "model_names",
+    "parse_auto_augment",
+    "plot_history",
+    "read_history",
+    "run",
+    "train_pipeline",
+]

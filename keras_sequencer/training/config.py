@@ -1,0 +1,180 @@
+"""What a training run needs: :class:`TrainConfig`, the transfer recipe, and the
+``train`` command's flags turned into a config (:func:`config_from_args`)."""
+
+import dataclasses
+
+from keras_sequencer import variants
+from keras_sequencer.training.augment import REMODES, parse_auto_augment
+
+
+def model_names():
+    """Every model name ``--model`` / ``TrainConfig.model`` accepts (sorted)."""
+    return variants.list_models()
+
+
+def model_input_size(name):
+    """The (square) input size model ``name`` is defined for."""
+    return variants.get_variant(name).input_size
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs (field names follow timm's flags).
+
+    ``model`` is any registered model name (:func:`keras_sequencer.list_models`);
+    ``arch`` (Sequencer2D keyword arguments) builds that architecture instead,
+    named ``model``. ``batch_size`` is per replica (as timm's ``-b`` is per
+    GPU); the global batch is ``batch_size * num_replicas``. ``epochs`` counts
+    the cosine schedule, ``cooldown_epochs`` more are trained at ``min_lr``.
+    """
+
+    model: str = "sequencer2d_s"
+    arch: dict = None  # Sequencer2D kwargs instead of the registered architecture
+    weights: str = None  # None, "imagenet" or a weights/checkpoint path
+    num_classes: int = None  # default: the data's
+    image_size: tuple = (224, 224)
+    crop_pct: float = 0.875
+    batch_size: int = 128
+    workers: int = 4
+    epochs: int = 300
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-4
+    warmup_epochs: int = 3
+    cooldown_epochs: int = 10
+    weight_decay: float = 0.05
+    clip_grad: float = None
+    drop_path: float = 0.0
+    smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_switch_prob: float = 0.5
+    aa: str = None
+    reprob: float = 0.0
+    remode: str = "pixel"
+    hflip: float = 0.5
+    scale: tuple = (0.08, 1.0)
+    ratio: tuple = (3.0 / 4.0, 4.0 / 3.0)
+    amp: bool = False
+    seed: int = 42
+    output: str = "output/train"
+    verbose: object = "auto"
+
+    def __post_init__(self):
+        self.image_size = tuple(int(s) for s in self.image_size)
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ValueError(f"image_size must be (height, width); got {self.image_size}.")
+        if self.arch is None:
+            variants.get_variant(self.model)  # an unknown name: ValueError with close names
+        if self.remode not in REMODES:
+            raise ValueError(
+                f"Unsupported remode {self.remode!r}; keras.layers.RandomErasing offers "
+                f"{sorted(REMODES)} (timm's 'rand', one random colour per patch, is not available)."
+            )
+        for name in ("reprob", "hflip", "smoothing", "drop_path", "mixup_switch_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}.")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must be in (0, 1]; got {self.crop_pct}.")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs})."
+            )
+        if min(self.batch_size, self.epochs, self.workers) < 1:
+            raise ValueError("batch_size, epochs and workers must be positive.")
+        if self.lr <= 0 or self.min_lr < 0 or self.warmup_lr < 0 or self.weight_decay < 0:
+            raise ValueError("lr must be positive; min_lr, warmup_lr, weight_decay >= 0.")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise ValueError("mixup and cutmix (Beta distribution alphas) must be >= 0.")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ValueError(f"clip_grad must be positive; got {self.clip_grad}.")
+        parse_auto_augment(self.aa)
+
+
+# The official transfer-learning recipe (third seed command: CIFAR-10 from ImageNet).
+TRANSFER_RECIPE = dict(
+    model="sequencer2d_s",
+    weights="imagenet",
+    batch_size=128,
+    epochs=200,
+    lr=1e-4,
+    weight_decay=1e-4,
+    warmup_lr=1e-6,
+    warmup_epochs=5,
+    clip_grad=1.0,
+    drop_path=0.1,
+    aa="rand-m9-mstd0.5-inc1",
+    remode="pixel",
+    smoothing=0.1,
+    mixup=0.8,
+    cutmix=1.0,
+    amp=True,
+)
+
+
+def capped_warmup(warmup_epochs, epochs, flag="--warmup-epochs", prog="keras-sequencer train"):
+    """``min(warmup_epochs, epochs)`` for a warmup the user did not choose (a
+    default or a recipe's); prints one notice line when it shortens it."""
+    if warmup_epochs <= epochs:
+        return warmup_epochs
+    print(f"{prog}: warmup shortened to the run's {epochs} epoch(s) ({flag} defaults to {warmup_epochs}).")
+    return epochs
+
+
+def config_from_args(args):
+    """A :class:`TrainConfig` from parsed ``train`` flags (ValueError if inconsistent).
+
+    Without ``--img-size``/``--input-size`` the model's own input size is used
+    (224 for the ImageNet models, 32 for the CIFAR ones); without
+    ``--warmup-epochs`` the default warmup is capped at ``--epochs``.
+    """
+    image_size = None
+    if args.input_size is not None:
+        channels, height, width = args.input_size
+        if channels != 3:
+            raise ValueError(f"--input-size must have 3 channels (RGB); got {channels}.")
+        image_size = (height, width)
+    if args.img_size is not None:
+        if image_size is not None and image_size != (args.img_size, args.img_size):
+            raise ValueError(
+                f"--img-size {args.img_size} contradicts --input-size {args.input_size}."
+            )
+        image_size = (args.img_size, args.img_size)
+    if image_size is None:
+        size = model_input_size(args.model)
+        image_size = (size, size)
+    if args.pretrained and args.initial_checkpoint:
+        raise ValueError("Use either --pretrained or --initial-checkpoint, not both.")
+    warmup_epochs = args.warmup_epochs
+    if warmup_epochs is None:
+        warmup_epochs = capped_warmup(TrainConfig.warmup_epochs, args.epochs)
+    return TrainConfig(
+        model=args.model,
+        weights="imagenet" if args.pretrained else args.initial_checkpoint,
+        num_classes=args.num_classes,
+        image_size=image_size,
+        crop_pct=args.crop_pct,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        epochs=args.epochs,
+        lr=args.lr,
+        min_lr=args.min_lr,
+        warmup_lr=args.warmup_lr,
+        warmup_epochs=warmup_epochs,
+        cooldown_epochs=args.cooldown_epochs,
+        weight_decay=args.weight_decay,
+        clip_grad=args.clip_grad,
+        drop_path=args.drop_path,
+        smoothing=args.smoothing,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        aa=args.aa,
+        reprob=args.reprob,
+        remode=args.remode,
+        hflip=args.hflip,
+        scale=tuple(args.scale),
+        ratio=tuple(args.ratio),
+        amp=args.amp,
+        seed=args.seed,
+        output=args.output,
+    )
