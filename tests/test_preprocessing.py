@@ -115,3 +115,94 @@ def test_decode_predictions():
         decode_predictions(preds[:, :10])
     with pytest.raises(ValueError, match="top"):
         decode_predictions(preds, top=0)
+
+
+# ---------------------------------------------------------------- 16-bit, EXIF, normalize
+
+
+def _gray16(width=48, height=40, seed=3):
+    """16-bit grayscale pixels spanning the full 0-65535 range."""
+    rng = np.random.RandomState(seed)
+    pixels = rng.randint(0, 65536, (height, width)).astype("uint16")
+    pixels[0, 0], pixels[0, 1] = 0, 65535
+    return pixels
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path, suffix):
+    from PIL import Image
+
+    pixels = _gray16()
+    path = str(tmp_path / f"gray16{suffix}")
+    Image.fromarray(pixels).save(path)
+    with Image.open(path) as opened:
+        assert opened.mode.startswith("I")  # what Pillow gives for 16-bit files
+        clipped = np.asarray(opened.convert("RGB"))
+    assert (clipped == 255).mean() > 0.9  # PIL's convert("RGB") clips: nearly all white
+    eight_bit = np.round(pixels / 257.0).astype("uint8")
+    expected = load_image(Image.fromarray(eight_bit).convert("RGB"), (40, 48), crop_pct=1.0)
+    loaded = load_image(path, (40, 48), crop_pct=1.0)
+    np.testing.assert_array_equal(loaded, expected)
+    assert loaded.min() == 0 and loaded.max() == 255
+    np.testing.assert_array_equal(loaded[..., 0], loaded[..., 2])  # gray -> equal RGB channels
+
+
+def test_32_bit_integer_mode_is_scaled_like_16_bit():
+    from PIL import Image
+
+    pixels = _gray16().astype("int32")
+    image = Image.fromarray(pixels)
+    assert image.mode == "I"
+    expected = np.round(pixels / 257.0).astype("float32")
+    np.testing.assert_array_equal(load_image(image, (40, 48), crop_pct=1.0)[..., 1], expected)
+
+
+def test_exif_orientation_is_ignored_as_in_timm(tmp_path):
+    """A JPEG tagged "rotate 90" is read with its pixels as stored (as timm's eval
+    transform, which does not apply EXIF orientation)."""
+    from PIL import Image
+
+    image = _pil_image(64, 48)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    tagged, plain = str(tmp_path / "tagged.jpg"), str(tmp_path / "plain.jpg")
+    image.save(tagged, quality=95, exif=exif)
+    image.save(plain, quality=95)
+    with Image.open(tagged) as opened:
+        assert opened.getexif()[0x0112] == 6
+    loaded = load_image(tagged, (48, 64), crop_pct=1.0)
+    assert loaded.shape == (48, 64, 3)  # not rotated to 64x48
+    np.testing.assert_array_equal(loaded, load_image(plain, (48, 64), crop_pct=1.0))
+
+
+def test_normalize_is_the_one_normalisation():
+    from keras_sequencer import preprocessing
+
+    raw = np.random.RandomState(2).uniform(0, 255, (2, 3, 4, 3)).astype("float32")
+    expected = (raw / 255.0 - np.array(preprocessing.IMAGENET_MEAN)) / np.array(preprocessing.IMAGENET_STD)
+    np.testing.assert_allclose(preprocessing.normalize(raw), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        (raw - np.array(preprocessing.IMAGENET_MEAN_255)) / np.array(preprocessing.IMAGENET_STD_255), expected, atol=1e-6
+    )
+    tensor = preprocessing.normalize(keras.ops.convert_to_tensor(raw))
+    np.testing.assert_allclose(to_numpy(tensor), expected, atol=1e-6)
+    np.testing.assert_array_equal(preprocess_input(raw), preprocessing.normalize(raw))
+
+
+def test_normalize_inside_tf_data_on_any_backend():
+    """The training pipeline calls normalize on TensorFlow tensors in tf.data, whatever
+    the Keras backend."""
+    tf = pytest.importorskip("tensorflow")
+    from keras_sequencer.preprocessing import normalize
+
+    raw = np.random.RandomState(4).uniform(0, 255, (5, 2, 2, 3)).astype("uint8")
+    dataset = tf.data.Dataset.from_tensor_slices(raw).map(normalize).batch(5)
+    (batch,) = [b.numpy() for b in dataset]
+    np.testing.assert_allclose(batch, normalize(raw), atol=1e-6)
+
+
+def test_image_extensions_cover_every_reader():
+    from keras_sequencer.preprocessing import IMAGE_EXTENSIONS
+
+    assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"} <= set(IMAGE_EXTENSIONS)
+    assert all(ext == ext.lower() and ext.startswith(".") for ext in IMAGE_EXTENSIONS)
