@@ -1,4 +1,9 @@
-"""Runs the test suite once per Keras backend: ``python tests/run_all_backends.py [pytest args]``.
+"""Runs the test suite once per installed Keras backend: ``python tests/run_all_backends.py [pytest args]``.
+
+The backends are jax, tensorflow and torch (or ``KERAS_SEQUENCER_TEST_BACKENDS``,
+comma-separated); those not installed are skipped, each named on one line with
+the reason, so any subset works. It exits non-zero if none is installed, if
+pytest is missing (``pip install -e ".[dev]"``) or if any backend's run fails.
 
 Each backend runs in its own process (the backend is fixed at import). Up to
 ``KERAS_SEQUENCER_TEST_JOBS`` backends (default: 2, or 1 on a 1-core machine) run
@@ -8,6 +13,7 @@ printed when it finishes. Exits non-zero if any backend fails; prints a combined
 summary line at the end.
 """
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -16,8 +22,32 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-BACKENDS = os.environ.get("KERAS_SEQUENCER_TEST_BACKENDS", "jax,tensorflow,torch").split(",")
+BACKENDS = [b for b in os.environ.get("KERAS_SEQUENCER_TEST_BACKENDS", "jax,tensorflow,torch").split(",") if b]
+# The package each backend needs (what ``pip install -e ".[<backend>]"`` installs).
+BACKEND_PACKAGES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
 JOBS = int(os.environ.get("KERAS_SEQUENCER_TEST_JOBS", min(2, os.cpu_count() or 1)))
+
+
+def installed(module):
+    """Whether ``module`` can be imported by this interpreter (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def plan(backends, is_installed=installed):
+    """Splits ``backends`` into ``(to run, {skipped backend: reason})``."""
+    run, skipped = [], {}
+    for backend in backends:
+        package = BACKEND_PACKAGES.get(backend)
+        if package is None:
+            skipped[backend] = f"not a backend this suite runs (one of {', '.join(BACKEND_PACKAGES)})"
+        elif not is_installed(package):
+            skipped[backend] = f'{package} is not installed (pip install -e ".[{backend}]")'
+        else:
+            run.append(backend)
+    return run, skipped
 
 
 def run_backend(backend, argv):
@@ -37,11 +67,20 @@ def run_backend(backend, argv):
 
 
 def main(argv):
+    if not installed("pytest"):
+        print('The tests need pytest: pip install -e ".[dev]"', flush=True)
+        return 1
+    backends, skipped = plan(BACKENDS)
+    for backend, reason in skipped.items():
+        print(f"skipping KERAS_BACKEND={backend}: {reason}", flush=True)
+    if not backends:
+        print('No Keras backend installed: pip install -e ".[jax]" (or [tensorflow], [torch])', flush=True)
+        return 1
     totals = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
     failed_backends = []
     start = time.time()
     with ThreadPoolExecutor(max_workers=max(JOBS, 1)) as pool:
-        futures = [pool.submit(run_backend, backend, argv) for backend in BACKENDS]
+        futures = [pool.submit(run_backend, backend, argv) for backend in backends]
         for future in futures:
             backend, code, output, seconds = future.result()
             print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
@@ -53,10 +92,12 @@ def main(argv):
             if code != 0:
                 failed_backends.append(backend)
     print(f"\nbackends failed: {failed_backends or 'none'}")
+    if skipped:
+        print(f"backends skipped: {', '.join(skipped)}")
     print(
         f"{totals['passed']} passed, {totals['failed'] + totals['error']} failed, "
         f"{totals['skipped']} skipped in {time.time() - start:.0f}s "
-        f"({len(BACKENDS)} backends, {JOBS} at a time)"
+        f"({len(backends)} backends: {', '.join(backends)}; {JOBS} at a time)"
     )
     return 1 if failed_backends else 0
 

@@ -162,3 +162,56 @@ def test_public_names():
     from keras_sequencer.preprocessing import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD
 
     assert (IMAGENET_MEAN, IMAGENET_STD) == (MEAN, STD)
+
+
+# ---------------------------------------------------------------- tests/run_all_backends.py
+
+
+def test_run_all_backends_plan():
+    from tests.helpers import load_script
+
+    runner = load_script("tests/run_all_backends.py")
+    run, skipped = runner.plan(["jax", "tensorflow", "torch"], is_installed=lambda m: m == "torch")
+    assert run == ["torch"]
+    assert skipped == {
+        "jax": 'jax is not installed (pip install -e ".[jax]")',
+        "tensorflow": 'tensorflow is not installed (pip install -e ".[tensorflow]")',
+    }
+    assert runner.plan(["numpy"], is_installed=lambda m: True)[0] == []
+
+
+RUNNER = """
+import runpy
+sys.argv = ["run_all_backends.py", *{argv!r}]
+runpy.run_path({path!r}, run_name="__main__")
+"""
+
+
+def test_run_all_backends_without_any_backend_fails(tmp_path):
+    code = RUNNER.format(argv=[], path=os.path.join(REPO, "tests", "run_all_backends.py"))
+    proc = _run(tmp_path, code, hide=backend_setup.PREFERENCE)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [
+        'skipping KERAS_BACKEND=jax: jax is not installed (pip install -e ".[jax]")',
+        'skipping KERAS_BACKEND=tensorflow: tensorflow is not installed (pip install -e ".[tensorflow]")',
+        'skipping KERAS_BACKEND=torch: torch is not installed (pip install -e ".[torch]")',
+        'No Keras backend installed: pip install -e ".[jax]" (or [tensorflow], [torch])',
+    ]
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no Keras backend installed")
+def test_run_all_backends_runs_the_installed_subset(tmp_path):
+    """With one backend left visible, only it runs (a one-test selection) and the
+    others are named as skipped."""
+    keep = INSTALLED[-1]
+    hidden = [b for b in backend_setup.PREFERENCE if b != keep]
+    test = os.path.join(REPO, "tests", "test_package.py") + "::test_keras_backend_is_used_as_set"
+    code = RUNNER.format(argv=[test, "-q", "-p", "no:cacheprovider"],
+                         path=os.path.join(REPO, "tests", "run_all_backends.py"))
+    proc = _run(tmp_path, code, hide=hidden, KERAS_SEQUENCER_TEST_JOBS="1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    for backend in hidden:
+        assert f"skipping KERAS_BACKEND={backend}: " in proc.stdout
+    assert f"===== KERAS_BACKEND={keep} =====" in proc.stdout
+    assert "1 passed, 0 failed, 0 skipped" in proc.stdout
+    assert f"(1 backends: {keep};" in proc.stdout
