@@ -10,15 +10,28 @@ Prints a table of average validation loss and accuracy per model, writes it to
     python examples/cifar10_from_scratch.py --dataset digits --epochs 5  # offline
 
 ``--dataset digits`` uses scikit-learn's bundled 8x8 digits (upsampled to 32x32,
-see ``keras_sequencer.datasets.load_digits``) and needs no download.
+see ``keras_sequencer.datasets.load_digits``) and needs no download. CIFAR-10
+comes from TensorFlow Datasets, downloaded on first use into ``--data-dir``;
+offline, prepare it elsewhere (``tfds build cifar10 --data_dir DIR``) and pass
+``--data-dir DIR``. Needs ``pip install "keras-sequencer[train]"``; without
+matplotlib the curves are skipped (one warning).
 """
 
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
+
+if __name__ == "__main__":  # allow running from a source checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from keras_sequencer import data as data_lib  # noqa: E402
+from keras_sequencer import optional  # noqa: E402
+
+PROG = os.path.basename(__file__)
 
 MODELS = {
     "small": "sequencer2d_cifar_small",
@@ -44,7 +57,9 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--limit", type=int, default=None,
                         help="use at most this many training / validation images (quick runs)")
-    parser.add_argument("--data-dir", default=None, help="tensorflow_datasets data_dir")
+    parser.add_argument(
+        "--data-dir", default=None, help="TensorFlow Datasets data dir (holds or receives cifar10/)"
+    )
     parser.add_argument("--output-dir", default="cifar10_from_scratch")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -85,8 +100,8 @@ def load_data(args):
     else:
         import tensorflow_datasets as tfds
 
-        splits = tfds.load("cifar10", split=["train", "test"], as_supervised=True,
-                           data_dir=args.data_dir)
+        builder = data_lib.tfds_builder("cifar10", args.data_dir)  # one line if offline
+        splits = [builder.as_dataset(split=s, as_supervised=True) for s in ("train", "test")]
         (x_train, y_train), (x_val, y_val) = [_to_numpy(split) for split in tfds.as_numpy(splits)]
     return (_keep(x_train, y_train, args.classes, args.limit),
             _keep(x_val, y_val, args.classes, args.limit))
@@ -123,6 +138,8 @@ def train(key, args, data):
 
 
 def save_curves(results, output_dir):
+    """``loss.png`` and ``accuracy.png``: train (solid) and validation (dashed)
+    per model, every epoch a marker (so one epoch shows as points)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,8 +151,9 @@ def save_curves(results, output_dir):
         for result in results:
             history = result["history"]
             epochs = np.arange(1, len(history[metric]) + 1)
-            line, = ax.plot(epochs, history[metric], label=f"{result['title']} (train)")
-            ax.plot(epochs, history[f"val_{metric}"], "--", color=line.get_color(),
+            line, = ax.plot(epochs, history[metric], marker="o",
+                            label=f"{result['title']} (train)")
+            ax.plot(epochs, history[f"val_{metric}"], "--", marker="s", color=line.get_color(),
                     label=f"{result['title']} (validation)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -155,8 +173,22 @@ def format_table(results):
     return "\n".join(rows)
 
 
+def check_packages(args):
+    """Before any work: the packages this run needs (one line naming the extra if
+    one is missing); whether the curves can be drawn (else one warning)."""
+    if args.dataset == "digits":
+        optional.require("sklearn", "--dataset digits (scikit-learn's bundled digits)")
+    else:
+        optional.require("tensorflow_datasets", "--dataset cifar10 (TensorFlow Datasets)")
+    return optional.available(
+        "matplotlib", skipped=f"the curves {os.path.join(args.output_dir, '*.png')}"
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
+    plots = check_packages(args)
+    print(f"{PROG}: writing results to {os.path.abspath(args.output_dir)}")
     data = load_data(args)
     (x_train, y_train), (x_val, _) = data
     if len(x_train) == 0 or len(x_val) == 0:
@@ -171,9 +203,13 @@ def main(argv=None):
         f.write(table + "\n")
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
         json.dump(dict(args={k: v for k, v in vars(args).items()}, results=results), f, indent=1)
-    save_curves(results, args.output_dir)
+    if plots:
+        save_curves(results, args.output_dir)
     return results
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, ImportError, OSError) as error:  # one line: missing package, no network
+        sys.exit(f"{PROG}: error: {' '.join(str(error).split())}")

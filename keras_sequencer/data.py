@@ -301,8 +301,8 @@ def tfds_builder(name, data_dir=None):
         host = urllib.parse.urlsplit(urls[0]).hostname
         raise ValueError(
             f"TensorFlow Datasets {name!r} is not in {where} and cannot be downloaded "
-            f"(no connection to {host}); on a machine with network run "
-            f"`tfds build {name} --data_dir DIR`, copy DIR here and pass it with --data-dir DIR "
+            f"(no connection to {host}); prepare it on a machine with network "
+            f"(`tfds build {name} --data_dir DIR`), copy DIR over and pass it with --data-dir DIR "
             f"(keras-sequencer train: DATA with --dataset tfds/{name})."
         )
     try:

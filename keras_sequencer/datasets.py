@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_sequencer import optional
+
 
 def load_digits(image_size=32, channels=3, validation_fraction=0.25, seed=0):
     """scikit-learn's bundled 8x8 handwritten digits, upsampled for Sequencer.
@@ -14,11 +16,11 @@ def load_digits(image_size=32, channels=3, validation_fraction=0.25, seed=0):
         ``(x_train, y_train), (x_val, y_val)`` with images ``(N, S, S, channels)``
         float32 and integer labels 0-9.
     """
-    from sklearn.datasets import load_digits as sklearn_digits
+    sklearn_datasets = optional.require("sklearn.datasets", "load_digits (scikit-learn's digits)")
 
     if image_size % 8:
         raise ValueError(f"image_size must be a multiple of 8; got {image_size}.")
-    data = sklearn_digits()
+    data = sklearn_datasets.load_digits()
     images = (data.images / 16.0).astype("float32")
     factor = image_size // 8
     images = images.repeat(factor, axis=1).repeat(factor, axis=2)

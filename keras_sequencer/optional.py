@@ -17,6 +17,7 @@ PACKAGES = {
     "sklearn": ("scikit-learn", "train"),
     "matplotlib": ("matplotlib", "train"),
     "PIL": ("pillow", "train"),
+    "importlib_resources": ("importlib-resources", "train"),  # tensorflow-datasets needs it
 }
 
 
@@ -26,7 +27,8 @@ class MissingPackageError(ImportError, ValueError):
 
 def install_hint(module):
     """``pip install "keras-sequencer[EXTRA]"`` for ``module`` (an import name)."""
-    distribution, extra = PACKAGES.get(module, (module, "train"))
+    top = module.split(".")[0]
+    distribution, extra = PACKAGES.get(top, (top, "train"))
     return f'pip install "keras-sequencer[{extra}]" (or pip install {distribution})'
 
 

@@ -136,3 +136,110 @@ def test_from_arrays_checks_shapes():
     assert splits.class_names == ["0", "1", "2"] and splits.train_size == 4
     with pytest.raises(ValueError, match=r"val images must be \(N, H, W, 3\)"):
         data.from_arrays((images, [0, 1, 2, 1]), (images[:2, ..., :1], [0, 2]))
+
+
+def test_folder_images_are_the_packages_extensions(tmp_path):
+    from keras_sequencer.preprocessing import IMAGE_EXTENSIONS
+
+    assert data.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS  # one list for train and validate
+    make_image_folder(str(tmp_path))
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")  # ignored
+    assert data.load_image_folder(str(tmp_path)).train_size == 4
+
+
+def test_webp_tiff_and_ppm_are_decoded_with_pillow(tmp_path):
+    """Formats tf.io cannot decode come through Pillow, pixel for pixel; a 16-bit
+    grayscale TIFF is scaled to 8 bits."""
+    make_image_folder(str(tmp_path), per_class=1)
+    rng = np.random.RandomState(3)
+    rgb = rng.randint(0, 256, (9, 7, 3), dtype=np.uint8)
+    wide = (rng.randint(0, 65536, (5, 6)).astype(np.uint16))
+    Image.fromarray(rgb).save(tmp_path / "val" / "cat" / "a.webp", lossless=True)
+    Image.fromarray(rgb).save(tmp_path / "val" / "cat" / "b.tiff")
+    Image.fromarray(rgb).save(tmp_path / "val" / "dog" / "c.ppm")
+    Image.fromarray(wide).save(tmp_path / "val" / "dog" / "d.tif")
+    splits = data.load_image_folder(str(tmp_path))
+    assert splits.val_size == 6
+    decoded = dict(zip(
+        sorted(p for p in splits.files if "/val/" in p), (image for image, _ in splits.val.as_numpy_iterator())
+    ))
+    for name in ("cat/a.webp", "cat/b.tiff", "dog/c.ppm"):
+        np.testing.assert_array_equal(decoded[str(tmp_path / "val" / name)], rgb, err_msg=name)
+    expected = np.repeat(np.round(wide / 257.0).astype(np.uint8)[..., None], 3, -1)
+    np.testing.assert_array_equal(decoded[str(tmp_path / "val" / "dog" / "d.tif")], expected)
+    assert data.find_undecodable(splits.files) == []
+
+
+def test_find_undecodable_names_a_truncated_webp(tmp_path):
+    make_image_folder(str(tmp_path))
+    broken = tmp_path / "train" / "cat" / "broken.webp"
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (30, 30, 3), dtype=np.uint8)).save(
+        broken, lossless=True
+    )
+    broken.write_bytes(broken.read_bytes()[:600])
+    splits = data.load_image_folder(str(tmp_path))
+    assert data.find_undecodable(splits.files) == [str(broken)]
+
+
+class FakeTfdsBuilder:
+    """What data.tfds_builder uses of a tfds builder; downloading is an error
+    unless ``download_error`` says what it raises."""
+
+    def __init__(self, name, data_dir, download_error=None):
+        self.data_path = os.path.join(data_dir, name, "3.0.2")
+        self.url_infos = {"https://data.example.org/cifar-10-binary.tar.gz": None}
+        self.download_error = download_error
+
+    def download_and_prepare(self):
+        raise self.download_error or AssertionError("tried to download offline")
+
+
+def fake_tfds(monkeypatch, **kwargs):
+    import types
+
+    module = types.SimpleNamespace(builder=lambda name, data_dir=None: FakeTfdsBuilder(name, data_dir, **kwargs))
+    monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", module)
+
+
+def test_tfds_offline_is_one_line_naming_the_folder_and_data_dir(tmp_path, monkeypatch):
+    fake_tfds(monkeypatch)
+    monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: False)
+    with pytest.raises(ValueError) as error:
+        data.load_tfds("cifar10", data_dir=str(tmp_path))
+    message = str(error.value)
+    assert "\n" not in message and "--data-dir" in message
+    assert str(tmp_path / "cifar10" / "3.0.2") in message and "data.example.org" in message
+
+
+def test_tfds_missing_dependency_names_the_extra(tmp_path, monkeypatch):
+    missing = ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
+    fake_tfds(monkeypatch, download_error=missing)
+    monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: True)
+    with pytest.raises(ImportError, match=r'importlib_resources .*pip install "keras-sequencer\[train\]"'):
+        data.load_tfds("cifar10", data_dir=str(tmp_path))
+
+
+def test_download_hosts_reachable_fails_fast(tmp_path):
+    import socket
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    try:
+        assert data.download_hosts_reachable([f"http://127.0.0.1:{port}/x.tar.gz"])
+    finally:
+        server.close()
+    start = time.time()
+    assert not data.download_hosts_reachable([f"http://127.0.0.1:{port}/x.tar.gz"], timeout=2.0)
+    assert time.time() - start < 5
+
+
+def test_real_tfds_builder_offline_is_one_line(tmp_path, monkeypatch):
+    """The real TensorFlow Datasets cifar10 builder, with the network check saying offline."""
+    pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("importlib_resources")  # tfds reads its checksum list with it
+    monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: False)
+    with pytest.raises(ValueError, match=r"not in .*cifar10.*\(no connection to www\.cs\.toronto\.edu\).*--data-dir"):
+        data.load_tfds("cifar10", data_dir=str(tmp_path))

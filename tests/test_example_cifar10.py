@@ -52,3 +52,76 @@ def test_cifar10_example_keeps_four_classes():
     assert kept_labels.tolist() == [0, 3, 2, 1, 3]
     with pytest.raises(SystemExit):
         example.parse_args(["--classes", "0,0,1"])
+
+
+def test_digits_without_scikit_learn_fails_before_any_work(tmp_path, monkeypatch):
+    import sys
+
+    from keras_sequencer import optional
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if not installed
+    out = tmp_path / "out"
+    with pytest.raises(optional.MissingPackageError, match=r'scikit-learn.*keras-sequencer\[train\]|keras-sequencer\[train\].*scikit-learn'):
+        _example().main(["--dataset", "digits", "--output-dir", str(out)])
+    assert not out.exists()
+
+
+def _fake_results(epochs=1):
+    history = {key: [0.5] * epochs for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    return [dict(model="m", title="M", params=1, loss=0.5, accuracy=0.5, seconds=0.0, history=history)]
+
+
+def test_without_matplotlib_the_curves_are_skipped_and_the_run_finishes(tmp_path, monkeypatch, capsys):
+    import sys
+
+    example = _example()
+    images = np.zeros((4, 32, 32, 3), "float32")
+    monkeypatch.setattr(example, "load_data", lambda args: ((images, np.arange(4)), (images, np.arange(4))))
+    monkeypatch.setattr(example, "train", lambda key, args, data: _fake_results()[0])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    out = tmp_path / "out"
+    results = example.main(["--dataset", "digits", "--models", "vanilla", "--output-dir", str(out)])
+    assert len(results) == 1 and (out / "results.md").exists() and (out / "results.json").exists()
+    assert not (out / "loss.png").exists()
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "matplotlib" in line]
+    assert len(warnings) == 1 and "skipped" in warnings[0] and "keras-sequencer[train]" in warnings[0]
+    assert str(out) in captured.out  # the output folder is printed
+
+
+def test_one_epoch_curves_are_visible(tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda self, *a, **k: figures.append(self) or save(self, *a, **k)
+    )
+    paths = _example().save_curves(_fake_results(epochs=1), str(tmp_path))
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["loss.png", "accuracy.png"]
+    lines = [line for figure in figures for axis in figure.axes for line in axis.get_lines()]
+    assert len(lines) == 4 and all(len(line.get_xdata()) == 1 for line in lines)
+    assert all(line.get_marker() not in (None, "", " ", "None") for line in lines)
+
+
+def test_from_scratch_script_reports_a_missing_package_in_one_line(tmp_path):
+    """Run as a script: one error line, exit status 1, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    script = (
+        "import runpy, sys; sys.modules['sklearn'] = None; "
+        f"sys.argv = ['cifar10_from_scratch.py', '--dataset', 'digits', '--output-dir', {str(tmp_path)!r}]; "
+        "runpy.run_path('examples/cifar10_from_scratch.py', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cifar10_from_scratch.py: error:")]
+    assert len(errors) == 1 and 'pip install "keras-sequencer[train]"' in errors[0]

@@ -27,3 +27,55 @@ def test_cifar10_finetune_one_epoch_on_mock_data(tmp_path, monkeypatch):
     model = keras.saving.load_model(tmp_path / "best.keras")
     assert tuple(model.output.shape) == (None, 10)  # CIFAR-10's classes
     assert (tmp_path / "curves.png").exists() and not (tmp_path / "backup").exists()
+
+
+def _finetune():
+    return load_script("examples/cifar10_finetune.py")
+
+
+def test_finetune_shortens_the_recipe_warmup_to_short_runs(capsys):
+    example = _finetune()
+    config = example.build_config(example.parse_args(["--epochs", "2", "--weights", "none"]))
+    assert (config.epochs, config.warmup_epochs, config.cooldown_epochs) == (2, 2, 0)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "warmup shortened to the run's 2 epoch(s)" in out
+    config = example.build_config(example.parse_args(["--epochs", "8", "--weights", "none"]))
+    assert config.warmup_epochs == 5 and capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match=r"warmup_epochs \(3\) cannot exceed epochs \(2\)"):
+        example.build_config(example.parse_args(["--epochs", "2", "--warmup-epochs", "3"]))
+
+
+def test_finetune_without_tfds_fails_before_any_work(tmp_path, monkeypatch):
+    import sys
+
+    from keras_sequencer import optional
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    out = tmp_path / "out"
+    with pytest.raises(optional.MissingPackageError, match=r'pip install "keras-sequencer\[train\]"'):
+        _finetune().main(["--epochs", "1", "--weights", "none", "--output-dir", str(out)])
+    assert not out.exists()
+
+
+def test_finetune_script_reports_a_missing_package_in_one_line(tmp_path):
+    """Run as a script: one error line, exit status 1, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    script = (
+        "import runpy, sys; sys.modules['tensorflow_datasets'] = None; "
+        "sys.argv = ['cifar10_finetune.py', '--epochs', '1', '--weights', 'none', "
+        f"'--output-dir', {str(tmp_path / 'out')!r}]; "
+        "runpy.run_path('examples/cifar10_finetune.py', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cifar10_finetune.py: error:")]
+    assert len(errors) == 1 and 'pip install "keras-sequencer[train]"' in errors[0]
+    assert errors[0] == proc.stderr.strip().splitlines()[-1]

@@ -297,3 +297,96 @@ def test_eval_batches_trimmed_to_split_over_devices():
     assert sizes(training.eval_pipeline(splits.val, config, 2, 4)) == [4, 4, 1]
     assert sizes(training.eval_pipeline(splits.val, config, 2, 4, batch_multiple=2)) == [4, 4]
     assert sizes(training.eval_pipeline(splits.val, config, 2, 5, batch_multiple=2)) == [4, 4]  # 5 -> 4, 4
+
+
+@pytest.mark.slow  # compiling the full CIFAR model's train and test steps
+def test_train_command_trains_any_registered_model(tmp_path, capsys):
+    """--model takes every registered name: the CIFAR-scale VanillaSequencer at 32 px,
+    one epoch on a tiny folder; the default warmup (3) is shortened to the one epoch."""
+    from test_data import make_image_folder
+
+    make_image_folder(str(tmp_path / "data"), per_class=4, size=(36, 36))
+    out = tmp_path / "out"
+    code = cli.main([
+        "train", str(tmp_path / "data"), "--model", "vanilla_bilstm_cifar", "--image-size", "32",
+        "--epochs", "1", "--cooldown-epochs", "0", "-b", "4", "-j", "1", "--output", str(out),
+    ])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    assert "warmup shortened to the run's 1 epoch(s)" in captured.out
+    assert str(out) in captured.out  # the output folder is printed
+    assert read_csv_epochs(out / "history.csv") == [0]
+    model = keras.saving.load_model(out / "best.keras")
+    assert model.name == "vanilla_bilstm_cifar"
+    assert tuple(model.input_shape) == (None, 32, 32, 3) and tuple(model.output.shape) == (None, 2)
+
+
+def test_train_flags_default_to_the_models_input_size_and_cap_the_warmup(capsys):
+    _, cifar = parse_train("--model sequencer2d_cifar_small --epochs 2")
+    assert cifar.image_size == (32, 32) and cifar.warmup_epochs == 2
+    assert capsys.readouterr().out.count("warmup shortened") == 1
+    _, imagenet = parse_train("--model v_sequencer_s --epochs 5")
+    assert imagenet.image_size == (224, 224) and imagenet.warmup_epochs == 3
+    assert capsys.readouterr().out == ""
+    with pytest.raises(SystemExit):
+        parse_train("--model sequencer2d_xl")
+    assert "invalid choice: 'sequencer2d_xl'" in capsys.readouterr().err
+
+
+def test_config_and_build_model_take_registered_names():
+    with pytest.raises(ValueError, match="Unknown model 'sequencer2d_cifar_smal'. Did you mean sequencer2d_cifar_small"):
+        training.TrainConfig(model="sequencer2d_cifar_smal")
+    config = training.TrainConfig(model="sequencer2d_cifar_small", image_size=(32, 32), drop_path=0.1)
+    model = training.build_model(config, 7)
+    assert model.name == "sequencer2d_cifar_small" and tuple(model.output.shape) == (None, 7)
+    assert tuple(model.input_shape) == (None, 32, 32, 3)
+    reference = registry.create_model("sequencer2d_cifar_small", classes=7, input_shape=(32, 32, 3))
+    assert model.count_params() == reference.count_params()
+
+
+def test_without_matplotlib_the_curves_are_skipped_and_training_finishes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    images = np.random.RandomState(0).randint(0, 256, (16, 16, 16, 3)).astype("uint8")
+    splits = data.from_arrays((images, np.arange(16) % 2), (images[:8], np.arange(8) % 2))
+    model, history = training.fit(tiny_config(tmp_path, epochs=2, warmup_epochs=0), splits)
+    assert history.epoch == [0, 1]
+    assert read_csv_epochs(tmp_path / "history.csv") == [0, 1]
+    assert (tmp_path / "best.keras").exists() and not (tmp_path / "curves.png").exists()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "matplotlib" in line]
+    assert len(warnings) == 1 and "curves.png skipped" in warnings[0]
+    assert 'pip install "keras-sequencer[train]"' in warnings[0]
+
+
+@pytest.mark.parametrize("module, needed_for", [
+    ("tensorflow_datasets", "--dataset tfds/cifar10"), ("tensorflow", "any run")
+])
+def test_missing_package_fails_before_any_work_with_one_line(tmp_path, monkeypatch, capsys, module, needed_for):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    out = tmp_path / "out"
+    code = cli.main(["train", str(tmp_path), "--dataset", "tfds/cifar10", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("keras-sequencer train: error: ") and f"needs the {module} package" in err
+    assert 'pip install "keras-sequencer[train]"' in err
+    assert not out.exists()
+
+
+def test_one_epoch_curves_are_visible(tmp_path, monkeypatch):
+    """A one-epoch history plots every series with markers (a line through one
+    point draws nothing)."""
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda self, *a, **k: figures.append(self) or save(self, *a, **k)
+    )
+    csv_path = tmp_path / "history.csv"
+    csv_path.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.2,0.25,1.4\n")
+    training.plot_history(str(csv_path), str(tmp_path / "curves.png"))
+    lines = [line for axis in figures[0].axes for line in axis.get_lines()]
+    assert len(lines) == 4 and all(len(line.get_xdata()) == 1 for line in lines)
+    assert all(line.get_marker() not in (None, "", " ", "None") for line in lines)
+    with open(tmp_path / "curves.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
