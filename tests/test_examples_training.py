@@ -10,7 +10,7 @@ from keras_sequencer import data, registry
 from tests.helpers import load_script
 
 
-@pytest.mark.slow  # the recipe's RandAugment takes ~15-60 s to trace in tf.data
+@pytest.mark.slow  # tracing the recipe's RandAugment in tf.data
 def test_cifar10_finetune_one_epoch_on_mock_data(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 

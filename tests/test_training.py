@@ -243,7 +243,7 @@ def test_train_command_resumes_a_killed_run(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_rand_augment_in_the_pipeline():
-    """--aa rand-m9-mstd0.5-inc1 (slow: tracing keras.layers.RandAugment takes ~15-45 s)."""
+    """--aa rand-m9-mstd0.5-inc1 (slow: tracing keras.layers.RandAugment in tf.data)."""
     rng = np.random.RandomState(0)
     images = rng.randint(0, 256, (8, 16, 16, 3)).astype("uint8")
     splits = data.from_arrays((images, np.arange(8) % 4), (images, np.arange(8) % 4))
@@ -270,9 +270,8 @@ def test_learns_digits_from_scratch(tmp_path):
     (x_train, y_train), (x_val, y_val) = datasets.load_digits(32)
     to_uint8 = lambda x: (x * 255).round().astype("uint8")  # noqa: E731
     splits = data.from_arrays((to_uint8(x_train), y_train), (to_uint8(x_val), y_val))
-    # Keras' torch backend runs keras.layers.LSTM step by step on CPU (2.5-8 min for
-    # this run); the fused path (same weights, exact parity, tests/test_speed_paths.py)
-    # keeps it within the time budget there.
+    # Keras' torch backend runs keras.layers.LSTM step by step on CPU; the fused path
+    # (same weights, exact parity, tests/test_speed_paths.py) keeps this run short there.
     arch = dict(DIGITS_ARCH, implementation="fused") if keras.backend.backend() == "torch" else DIGITS_ARCH
     config = training.TrainConfig(
         model="digits", arch=arch, image_size=(32, 32), crop_pct=1.0, batch_size=32,
