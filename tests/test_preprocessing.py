@@ -206,3 +206,23 @@ def test_image_extensions_cover_every_reader():
 
     assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"} <= set(IMAGE_EXTENSIONS)
     assert all(ext == ext.lower() and ext.startswith(".") for ext in IMAGE_EXTENSIONS)
+
+
+@requires_timm
+@pytest.mark.parametrize(
+    "mode, suffix, size",
+    [("L", ".png", (70, 50)), ("RGBA", ".png", (70, 50)), ("CMYK", ".jpg", (70, 50)), ("P", ".gif", (70, 50)),
+     ("RGB", ".webp", (70, 50)), ("RGB", ".png", (1, 1)), ("LA", ".png", (50, 70))],
+)
+def test_image_modes_and_formats_load_as_timm_reads_them(tmp_path, mode, suffix, size):
+    """Every mode Pillow opens gives what timm's loader (``convert("RGB")``) and
+    eval transform give."""
+    from PIL import Image
+
+    image = _pil_image(*size, seed=5)
+    image = image.convert(mode) if mode != "RGBA" else Image.merge("RGBA", (*image.split(), image.convert("L")))
+    path = str(tmp_path / f"image{suffix}")
+    image.save(path, **({"lossless": True} if suffix == ".webp" else {}))
+    with Image.open(path) as opened:
+        expected = _timm_eval(opened.convert("RGB"), (3, 32, 32))
+    np.testing.assert_allclose(preprocess_input(load_image(path, 32)), expected, atol=1e-6, rtol=0)
