@@ -389,3 +389,12 @@ def test_one_epoch_curves_are_visible(tmp_path, monkeypatch):
     assert all(line.get_marker() not in (None, "", " ", "None") for line in lines)
     with open(tmp_path / "curves.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_initial_checkpoint_is_one_line_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    missing = tmp_path / "nowhere.weights.h5"
+    code = cli.main(["train", str(tmp_path), "--initial-checkpoint", str(missing), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip() == f"keras-sequencer train: error: --initial-checkpoint {missing}: no such file"
+    assert not out.exists()

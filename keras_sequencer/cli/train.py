@@ -7,7 +7,7 @@ are argparse errors or one-line errors.
 """
 
 from keras_sequencer import training, variants
-from keras_sequencer.cli.common import CLIError
+from keras_sequencer.cli.common import CLIError, require_file
 
 
 def add_parser(subparsers):
@@ -81,6 +81,8 @@ def add_parser(subparsers):
 
 def command(args):
     """Runs ``keras-sequencer train``; errors are one line (see :mod:`keras_sequencer.cli`)."""
+    if args.initial_checkpoint:
+        require_file(args.initial_checkpoint, "--initial-checkpoint")
     try:
         training.run(training.config_from_args(args), args.data, args.dataset)
     except training.NonFiniteLossError as error:
