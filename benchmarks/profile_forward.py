@@ -7,7 +7,7 @@ in one process (``KERAS_BACKEND=torch``) under ``torch.profiler`` with input sha
 recorded, after warm-up, and prints per engine. By default gradients are off, as
 in inference; ``--autograd`` profiles with gradients on (the forward half of a
 training step, which also keeps what the backward needs). Either way the fused
-path runs its batched recurrence (``keras_sequencer/torch_lstm.py``); timm runs
+path runs its batched recurrence (``keras_sequencer/kernels/torch_lstm.py``); timm runs
 oneDNN's LSTM.
 
 - the wall time of the profiled forward pass (median of ``--repeats`` unprofiled
@@ -22,7 +22,7 @@ oneDNN's LSTM.
   best rate measured, which no fp32 implementation on
   this machine can go under without faster GEMMs.
 
-The numbers are for this machine at this moment; the README's "Speed" section
+The numbers are for this machine at this moment; ``benchmarks/RESULTS.md``
 records a run.
 """
 

@@ -1,11 +1,19 @@
-"""Sequencer building blocks: BiLSTM2D, the Sequencer2D block, patch embedding.
+"""Sequencer building blocks: BiLSTM2D, the Sequencer2D block, patch embedding,
+and the VanillaSequencer's BiLSTM1D block.
 
 All tensors are channels-last: ``(batch, height, width, channels)``, as in timm's
 ``Sequencer2d`` (which permutes to NHWC right after the stem).
+
+The layers say what they compute; how a backend runs the ``"fused"``
+implementation (and a few of its own speed-ups) is in
+:mod:`keras_sequencer.kernels`, reached through
+:func:`~keras_sequencer.kernels.backend_kernels` only.
 """
 
 import keras
 from keras import ops
+
+from keras_sequencer.kernels import backend_kernels
 
 PACKAGE = "keras_sequencer"
 
@@ -50,12 +58,13 @@ class BiLSTM2D(keras.layers.Layer):
             (``SimpleRNN``).
         implementation: ``"keras"`` calls the ``keras.layers.LSTM`` (or
             GRU/SimpleRNN) layers; ``"fused"`` (LSTM only) runs every direction
-            of both RNNs as one batched recurrence (:func:`fused_lstm`) over the
+            of both RNNs as one batched recurrence (the backend's
+            ``bilstm2d`` kernel, :mod:`keras_sequencer.kernels`) over the
             *same* LSTM layers' variables, so weights, conversion and saved
-            files are identical; it is much faster on CPU (see the README's
-            "Speed" section). On torch (:mod:`keras_sequencer.torch_lstm`) the
-            recurrence runs in place with a hand-written backward; inference
-            on a GPU runs each RNN with ``torch.lstm`` (cuDNN) instead.
+            files are identical; it is much faster on CPU. On torch
+            (:mod:`keras_sequencer.kernels.torch_lstm`) the recurrence runs in
+            place with a hand-written backward; inference on a GPU runs each
+            RNN with ``torch.lstm`` (cuDNN) instead.
     """
 
     def __init__(
@@ -132,100 +141,49 @@ class BiLSTM2D(keras.layers.Layer):
             return [rnn.forward_layer.cell, rnn.backward_layer.cell]
         return [rnn.cell]
 
-    def _run_fused(self, sequences):
-        """Runs time-major ``{name: (T, N, C)}`` through the named RNNs with
-        :func:`fused_lstm`; returns ``{name: (T, N, D)}``.
-
-        RNNs whose sequences have the same static shape share one recurrence.
-        On torch (reached only for inference on a GPU) each RNN runs torch's
-        own LSTM kernel, cuDNN, instead (:func:`torch_lstm.torch_native_lstm`).
-        """
-        if keras.backend.backend() == "torch":
-            from keras_sequencer.torch_lstm import torch_native_lstm
-
-            return {
-                name: torch_native_lstm(seq, self._cells(getattr(self, name)))
-                for name, seq in sequences.items()
-            }
-        groups = {}
-        for name, seq in sequences.items():
-            key = tuple(seq.shape[:2]) if None not in seq.shape[:2] else name
-            groups.setdefault(key, []).append(name)
-        outputs = {}
-        for names in groups.values():
-            results = fused_lstm(
-                [sequences[n] for n in names],
-                [self._cells(getattr(self, n)) for n in names],
-                reverse=self.bidirectional,
-            )
-            outputs.update(zip(names, results))
-        return outputs
-
     def call(self, x):
         y = self.mix(x)
-        if self.fc is not None:
-            y = _dense(self.fc, y, fused=self.implementation == "fused")
-        return y
+        if self.fc is None:
+            return y
+        if self.implementation == "fused":
+            return backend_kernels().dense(self.fc, y)
+        return self.fc(y)
 
     def mix(self, x):
         """The RNNs' union before ``fc``: ``(B, H, W, C) -> (B, H, W, union_size)``."""
+        if self.implementation == "fused":
+            return self._mix_fused(x)
         batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
         channels = x.shape[-1]
         size = self.rnn_output_size
-        if self.implementation == "fused":
-            outputs = self._call_fused(x, batch, height, width, channels, size)
-        else:
-            outputs = []
-            if self.with_vertical:  # columns: (B*W, H, C) sequences
-                columns = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, height, channels))
-                v = ops.reshape(self.rnn_v(columns), (batch, width, height, size))
-                outputs.append(ops.transpose(v, (0, 2, 1, 3)))
-            if self.with_horizontal:  # rows: (B*H, W, C) sequences
-                rows = ops.reshape(x, (-1, width, channels))
-                outputs.append(ops.reshape(self.rnn_h(rows), (batch, height, width, size)))
+        outputs = []
+        if self.with_vertical:  # columns: (B*W, H, C) sequences
+            columns = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, height, channels))
+            v = ops.reshape(self.rnn_v(columns), (batch, width, height, size))
+            outputs.append(ops.transpose(v, (0, 2, 1, 3)))
+        if self.with_horizontal:  # rows: (B*H, W, C) sequences
+            rows = ops.reshape(x, (-1, width, channels))
+            outputs.append(ops.reshape(self.rnn_h(rows), (batch, height, width, size)))
         if len(outputs) == 1:
             return outputs[0]
         if self.union == "cat":
             return ops.concatenate(outputs, axis=-1)
         return outputs[0] + outputs[1]
 
-    def _call_fused(self, x, batch, height, width, channels, size):
-        """The RNN outputs ``[(B, H, W, D)]`` via :func:`fused_lstm`, on
-        time-major sequences: columns ``(H, B*W, C)``, rows ``(W, B*H, C)``."""
-        if keras.backend.backend() == "torch" and not _torch_gpu_inference(x):
-            return self._torch_fused(x)
-        sequences = {}
-        if self.with_vertical:
-            sequences["rnn_v"] = ops.reshape(ops.transpose(x, (1, 0, 2, 3)), (height, -1, channels))
-        if self.with_horizontal:
-            sequences["rnn_h"] = ops.reshape(ops.transpose(x, (2, 0, 1, 3)), (width, -1, channels))
-        results = self._run_fused(sequences)
-        outputs = []
-        if self.with_vertical:
-            v = ops.reshape(results["rnn_v"], (height, batch, width, size))
-            outputs.append(ops.transpose(v, (1, 0, 2, 3)))
-        if self.with_horizontal:
-            h = ops.reshape(results["rnn_h"], (width, batch, height, size))
-            outputs.append(ops.transpose(h, (1, 2, 0, 3)))
-        return outputs
-
-    def _torch_fused(self, x):
-        """:meth:`_call_fused` on torch (CPU inference, and training anywhere):
-        every direction of both RNNs in one projection GEMM and one batched
-        recurrence, read and written where the tokens lie
-        (:func:`torch_lstm.bilstm2d_lstms`)."""
-        from keras_sequencer.torch_lstm import bilstm2d_lstms
-
-        rnns = [(n, a) for n, a in (("rnn_v", 1), ("rnn_h", 2)) if getattr(self, n) is not None]
-        cells, directions = [], []
-        for name, axis in rnns:  # axis of x the sequences run along
-            rnn_cells = self._cells(getattr(self, name))
-            cells += rnn_cells
-            directions += [(axis, d == 1) for d in range(len(rnn_cells))]  # [fwd, bwd]
-        y = bilstm2d_lstms(x, cells, directions)  # (B, H, W, R*U): [v fwd, v bwd, h fwd, h bwd]
+    def _mix_fused(self, x):
+        """:meth:`mix` by the backend's fused kernel (``bilstm2d``), over the
+        same LSTM cells: the vertical RNN along axis 1 (columns), the
+        horizontal one along axis 2 (rows)."""
+        rnns = [
+            (axis, self._cells(rnn))
+            for axis, rnn in ((1, self.rnn_v), (2, self.rnn_h))
+            if rnn is not None
+        ]
+        kernels = backend_kernels()
         if self.union == "cat" or len(rnns) == 1:
-            return [y]
-        return list(y.split(self.rnn_output_size, dim=-1))
+            return kernels.bilstm2d(x, rnns, concat=True)
+        vertical, horizontal = kernels.bilstm2d(x, rnns, concat=False)
+        return vertical + horizontal
 
     def compute_output_shape(self, input_shape):
         channels = input_shape[-1] if self.with_fc else self.union_size
@@ -241,304 +199,6 @@ class BiLSTM2D(keras.layers.Layer):
             "rnn_type": self.rnn_type,
             "implementation": self.implementation,
         }
-
-
-def _torch_gpu_inference(x):
-    """Whether the torch backend runs ``x`` on a GPU without autograd
-    (inference), where BiLSTM2D's fused path calls cuDNN's LSTM."""
-    if keras.backend.backend() != "torch" or x.device.type != "cuda":
-        return False
-    return _no_grad()
-
-
-def _cell_weight(cell, attr, dtype):
-    """An LSTM cell's variable (``kernel``, ``recurrent_kernel``, ``bias``) in the
-    compute dtype of the sequences (e.g. float16 under mixed precision)."""
-    return ops.cast(getattr(cell, attr), dtype)
-
-
-def _scan_step(state, z, recurrent, units):
-    state, _ = _lstm_step(state, z, recurrent, units)
-    return state, state  # (ys = (h, c): the TF backend wants ys shaped like the carry)
-
-
-def _lstm_step(state, z, recurrent, units):
-    """One LSTM step for all directions: ``z`` ``(D, N, 4U)`` input projection,
-    ``state`` ``(h, c)`` each ``(D, N, U)``, ``recurrent`` ``(D, U, 4U)``.
-    Returns the new ``(h, c)`` and the activations ``(i, f, g, o, tanh(c))``
-    (for :func:`_unrolled_lstm_backward`)."""
-    h, c = state
-    z = z + ops.matmul(h, recurrent)
-    if keras.backend.backend() == "tensorflow":
-        # One Split into the four gates: TensorFlow runs each slice of the last
-        # axis as its own StridedSlice copy. S training step, batch 8, 2 CPU
-        # cores: 2.44 -> ~3.1 images/s, first call 62 -> 49 s. (On JAX the
-        # split made the first training call 52 -> 83 s, so JAX keeps slices.)
-        i, f, g, o = ops.split(z, 4, axis=-1)
-        i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
-    else:
-        gates = ops.sigmoid(z)
-        i, f, o = gates[..., :units], gates[..., units : 2 * units], gates[..., 3 * units :]
-        g = ops.tanh(z[..., 2 * units : 3 * units])
-    c = f * c + i * g
-    tanh_c = ops.tanh(c)
-    return (o * tanh_c, c), (i, f, g, o, tanh_c)
-
-
-def _plain_dense(layer):
-    """Whether a Dense is linear with a bias and not quantized (LoRA is inside
-    ``layer.kernel``): ``y @ kernel + bias`` exactly."""
-    return (
-        layer.activation is keras.activations.linear
-        and layer.bias is not None
-        and layer.quantization_mode is None
-    )
-
-
-def _dense(layer, x, fused):
-    """``layer(x)`` for a ``keras.layers.Dense`` over ``(..., C)``. On the
-    fused path (``fused``) on torch, a plain Dense (linear, with a bias, not
-    quantized; LoRA is inside ``layer.kernel``) runs as one ``addmm`` over the
-    flattened tokens instead, the bias fused into the GEMM, where Keras's call
-    adds it in a second pass over the output."""
-    if not fused or keras.backend.backend() != "torch" or not _plain_dense(layer):
-        return layer(x)
-    kernel, bias = (ops.cast(v, x.dtype) for v in (layer.kernel, layer.bias))
-    y = _project(x.reshape(-1, x.shape[-1]), kernel, bias)
-    return y.reshape(*x.shape[:-1], y.shape[-1])
-
-
-def _gelu(x, fused):
-    """Exact GELU of the MLP's hidden activations, ``(B, H, W, mlp_ratio * C)``,
-    the block's largest tensor. On the fused path on torch without autograd
-    (inference) in place on the fresh GEMM output (``gelu_``): no second
-    buffer of that size to write."""
-    if fused and keras.backend.backend() == "torch" and _no_grad():
-        import torch
-
-        return torch.ops.aten.gelu_(x)
-    return ops.gelu(x, approximate=False)
-
-
-def _residual_dense(layer, x, y, in_place=False):
-    """``x + layer(y)`` for a plain ``keras.layers.Dense`` (see :func:`_dense`)
-    on torch: the output starts as ``x + bias`` (one pass) and the GEMM
-    accumulates into it in place (``addmm_``), where ``x + (y @ kernel + bias)``
-    costs a bias copy, the GEMM and a separate add over ``(B, H, W, C)``.
-    With ``in_place`` (a contiguous ``x`` that nothing else reads, no autograd)
-    the result is written over ``x`` itself: no new buffer (~0.2 ms a block)."""
-    if keras.backend.backend() != "torch" or not _plain_dense(layer):
-        return x + layer(y)
-    import torch
-
-    kernel, bias = (ops.cast(v, y.dtype) for v in (layer.kernel, layer.bias))
-    if in_place and x.is_contiguous() and x.dtype == bias.dtype:
-        out = x.view(-1, x.shape[-1]).add_(bias)
-    else:
-        out = torch.add(x, bias).reshape(-1, x.shape[-1])  # (tokens, C), contiguous
-    out.addmm_(y.reshape(-1, y.shape[-1]), kernel)
-    return out.view(x.shape)
-
-
-def _no_grad():
-    """Whether torch runs without autograd (inference)."""
-    import torch
-
-    return not torch.is_grad_enabled()
-
-
-def _project(x, kernel, bias):
-    """``x @ kernel + bias`` (one fused kernel on torch)."""
-    if keras.backend.backend() == "torch":
-        import torch
-
-        return torch.addmm(bias, x, kernel)
-    return ops.matmul(x, kernel) + bias
-
-
-def fused_lstm(sequences, cells, reverse, unroll=None):
-    """Runs several (bi)directional LSTMs as one batched recurrence.
-
-    Args:
-        sequences: ``S`` time-major tensors ``(T, N, C)`` of one shape.
-        cells: for each sequence, its ``keras.layers.LSTMCell`` s: ``[forward]``
-            or, with ``reverse``, ``[forward, backward]`` (the layers of a
-            ``Bidirectional``); all with the same units ``U``.
-        reverse: whether the second cell of each sequence runs backwards.
-        unroll: run the time loop as a Python loop (``True``; needs a static
-            ``T``) or with ``ops.scan`` (``False``). Default: unrolled when
-            ``T`` is static.
-
-    Returns:
-        ``S`` time-major tensors ``(T, N, D * U)`` (``D`` cells each,
-        concatenated as ``Bidirectional(merge_mode="concat")``), equal to the
-        Keras layers' outputs.
-
-    Per sequence, the input projections of all its directions and time steps
-    are one matmul ``(T*N, C) @ (C, D*4U)`` (+ bias) hoisted out of the loop;
-    each step then gathers its slice of every direction (the backward ones at
-    time ``T-1-k``; no flipped copies), does one ``(S*D, N, U) @ (S*D, U, 4U)``
-    matmul and the gate math. Gate order i, f, c, o and activations
-    sigmoid/tanh as ``keras.layers.LSTM`` (and ``torch.nn.LSTM``). BiLSTM2D
-    runs it on JAX and TensorFlow; on torch it runs
-    :func:`torch_lstm.bilstm2d_lstms` or, for inference on a GPU,
-    :func:`torch_lstm.torch_native_lstm`.
-    """
-    per_seq = len(cells[0])
-    dtype = sequences[0].dtype
-    t, n, c = ops.shape(sequences[0])[0], ops.shape(sequences[0])[1], sequences[0].shape[-1]
-    units = cells[0][0].units
-
-    projections = []  # per sequence (T, N, D, 4U)
-    for seq, seq_cells in zip(sequences, cells):
-        kernel = ops.concatenate([_cell_weight(cl, "kernel", dtype) for cl in seq_cells], axis=-1)
-        bias = ops.concatenate([_cell_weight(cl, "bias", dtype) for cl in seq_cells], axis=-1)
-        proj = _project(ops.reshape(seq, (-1, c)), kernel, bias)
-        projections.append(ops.reshape(proj, (t, n, per_seq, 4 * units)))
-    recurrent = ops.stack(
-        [_cell_weight(cl, "recurrent_kernel", dtype) for seq_cells in cells for cl in seq_cells]
-    )  # (S*D, U, 4U)
-
-    steps = sequences[0].shape[0]
-    if unroll is None:
-        unroll = steps is not None
-    if unroll and steps is None:
-        raise ValueError("fused_lstm(unroll=True) needs a static sequence length.")
-    if unroll and keras.backend.backend() == "jax":
-        return _jax_unrolled_lstm(projections, recurrent, per_seq, reverse)
-    if unroll:
-        return _unrolled_lstm(projections, recurrent, per_seq, reverse)[0]
-    if reverse:  # scan walks one time axis: flip the backward directions' inputs
-        projections = [
-            ops.stack([p[:, :, 0], ops.flip(p[:, :, 1], axis=0)], axis=2) for p in projections
-        ]
-    z = ops.stack([p[:, :, d] for p in projections for d in range(per_seq)], axis=1)
-    zeros = ops.zeros((len(sequences) * per_seq, n, units), dtype)
-    scan_step = lambda st, zk: _scan_step(st, zk, recurrent, units)  # noqa: E731
-    _, (stacked, _) = ops.scan(scan_step, (zeros, zeros), z)  # (T, S*D, N, U)
-    return _outputs_from_stacked(stacked, len(sequences), per_seq, reverse)
-
-
-def _unrolled_lstm(projections, recurrent, per_seq, reverse):
-    """:func:`fused_lstm`'s Python-unrolled loop over its input projections
-    (``S`` tensors ``(T, N, D, 4U)``, static ``T``) and stacked recurrent
-    kernels ``(S*D, U, 4U)``. Returns the ``S`` outputs ``(T, N, D*U)`` and, per
-    step, the state before it and the step's activations (what
-    :func:`_unrolled_lstm_backward` needs)."""
-    steps, n = projections[0].shape[:2]
-    units = recurrent.shape[1]
-    zeros = ops.zeros((recurrent.shape[0], n, units), projections[0].dtype)
-    state = (zeros, zeros)
-    # Each direction's inputs as T views (N, 4U): unstack/stack keep the
-    # backward pass cheap (each slice's backward would zero-fill a gradient
-    # of the whole projection; an unstack's is one stack).
-    inputs = [ops.unstack(x, axis=0) for p in projections for x in ops.unstack(p, axis=2)]
-    hs, saved = [], []
-    for k in range(steps):
-        z = ops.stack(
-            [x[steps - 1 - k if reverse and i % per_seq == 1 else k] for i, x in enumerate(inputs)]
-        )  # (S*D, N, 4U): the backward directions at time T-1-k
-        new_state, activations = _lstm_step(state, z, recurrent, units)
-        saved.append((state, activations))
-        state = new_state
-        hs.append(ops.unstack(state[0], axis=0))
-    return _outputs_from_steps(hs, len(projections), per_seq, reverse), saved
-
-
-def _unrolled_lstm_backward(recurrent, saved, output_grads, per_seq, reverse):
-    """The gradients of :func:`_unrolled_lstm` with respect to its projections
-    and recurrent kernels, given those of its outputs, by hand: per step one
-    fused element-wise expression for the gate gradients and one matmul that
-    carries the hidden state's gradient back; the recurrent kernels' gradient
-    for all steps is one matmul at the end. (``torch_lstm._steps_backward`` is
-    the same computation in torch's in-place kernels.)"""
-    steps = len(saved)
-    step_grads = []  # S*D tensors (T, N, U), stepping order
-    for grad in output_grads:
-        for d, g in enumerate(ops.split(grad, per_seq, axis=-1)):
-            step_grads.append(ops.flip(g, axis=0) if reverse and d == 1 else g)
-    step_grads = ops.unstack(ops.stack(step_grads, axis=1), axis=0)  # T of (S*D, N, U)
-    recurrent_t = ops.transpose(recurrent, (0, 2, 1))
-    z_grads = [None] * steps
-    dz = dc = None
-    for k in reversed(range(steps)):
-        (_, c_prev), (i, f, g, o, tanh_c) = saved[k]
-        dh = step_grads[k] if dz is None else step_grads[k] + ops.matmul(dz, recurrent_t)
-        dc_h = dh * o * (1.0 - tanh_c * tanh_c)
-        dc = dc_h if dc is None else dc + dc_h
-        dz = ops.concatenate(
-            [
-                dc * g * i * (1.0 - i),
-                dc * c_prev * f * (1.0 - f),
-                dc * i * (1.0 - g * g),
-                dh * tanh_c * o * (1.0 - o),
-            ],
-            axis=-1,
-        )
-        z_grads[k] = dz
-        dc = dc * f
-    z_grads = ops.stack(z_grads)  # (T, S*D, N, 4U)
-    h_prev = ops.stack([state[0] for state, _ in saved])  # (T, S*D, N, U)
-    recurrent_grad = ops.einsum("krnu,krng->rug", h_prev, z_grads)
-    per_direction = ops.unstack(z_grads, axis=1)
-    projection_grads = []
-    for s in range(len(output_grads)):
-        directions = [per_direction[s * per_seq + d] for d in range(per_seq)]
-        if reverse:
-            directions[1] = ops.flip(directions[1], axis=0)
-        projection_grads.append(ops.stack(directions, axis=2))  # (T, N, D, 4U)
-    return projection_grads, recurrent_grad
-
-
-def _jax_unrolled_lstm(projections, recurrent, per_seq, reverse):
-    """:func:`_unrolled_lstm` as a ``jax.custom_vjp`` with
-    :func:`_unrolled_lstm_backward`; the forward is unchanged, so inference
-    compiles as before. XLA's own derivative of the unrolled loop trained
-    slower: S training step, batch 8, 2 CPU cores, ~6.1 -> ~4.4 s. (On
-    TensorFlow's graph executor the hand-written backward was slower, 2.67 ->
-    2.90 s, so TensorFlow keeps its autodiff.)"""
-    import jax
-
-    @jax.custom_vjp
-    def run(projections, recurrent):
-        return _unrolled_lstm(projections, recurrent, per_seq, reverse)[0]
-
-    def forward(projections, recurrent):
-        outputs, saved = _unrolled_lstm(projections, recurrent, per_seq, reverse)
-        return outputs, (recurrent, saved)
-
-    def backward(residuals, output_grads):
-        recurrent, saved = residuals
-        return _unrolled_lstm_backward(recurrent, saved, output_grads, per_seq, reverse)
-
-    run.defvjp(forward, backward)
-    return run(projections, recurrent)
-
-
-def _outputs_from_steps(hs, num_seq, per_seq, reverse):
-    """Per-step states (``T`` lists of ``S*D`` tensors ``(N, U)``) -> ``S``
-    tensors ``(T, N, D*U)`` in time order."""
-    steps = len(hs)
-    outputs = []
-    for s in range(num_seq):
-        directions = []
-        for d in range(per_seq):
-            index = s * per_seq + d
-            order = reversed(range(steps)) if reverse and d == 1 else range(steps)
-            directions.append(ops.stack([hs[k][index] for k in order]))  # (T, N, U)
-        outputs.append(directions[0] if per_seq == 1 else ops.concatenate(directions, axis=-1))
-    return outputs
-
-
-def _outputs_from_stacked(stacked, num_seq, per_seq, reverse):
-    """:func:`_outputs_from_steps` for a scanned ``(T, S*D, N, U)`` of unknown ``T``."""
-    outputs = []
-    for s in range(num_seq):
-        directions = [stacked[:, s * per_seq + d] for d in range(per_seq)]
-        if reverse:
-            directions[1] = ops.flip(directions[1], axis=0)
-        outputs.append(directions[0] if per_seq == 1 else ops.concatenate(directions, axis=-1))
-    return outputs
 
 
 @_register
@@ -581,9 +241,10 @@ class Sequencer2DBlock(keras.layers.Layer):
     Sublayers are named as timm's: ``norm1``, ``rnn_tokens``, ``norm2``,
     ``mlp_fc1``, ``mlp_fc2``.
 
-    With ``implementation="fused"`` the block also runs its Dense layers the
-    fused way (:func:`_dense`) and, on TensorFlow, an inference call (``training``
-    false) as one XLA cluster (:func:`_tensorflow_xla_inference`).
+    With ``implementation="fused"`` the call is the backend's ``fused_block``
+    kernel (:mod:`keras_sequencer.kernels`): the same computation, with its
+    Dense layers and residual adds as fused GEMMs on torch and, on
+    TensorFlow, an inference call (``training`` false) as one XLA cluster.
     """
 
     def __init__(
@@ -640,31 +301,19 @@ class Sequencer2DBlock(keras.layers.Layer):
         self.mlp_fc2.build(tuple(input_shape[:-1]) + (int(self.mlp_ratio * dim),))
 
     def call(self, x, training=None):
-        if not training and self.implementation == "fused" and keras.backend.backend() == "tensorflow":
-            return _tensorflow_xla_inference(self, x)
-        return self._forward(x, training=training)
+        if self.implementation == "fused":
+            return backend_kernels().fused_block(self, x, training)
+        return self.forward_pass(x, training=training)
 
-    def _forward(self, x, training=None):
-        fused = self.implementation == "fused"
-        # the residual adds fused into the branches' last GEMMs (torch)
-        fuse_residual = (
-            fused
-            and keras.backend.backend() == "torch"
-            and not (training and self.drop_path_rate > 0)  # DropPath is the identity
-        )
-        tokens = _norm(self.norm1, x, training, fused)
-        mixer = self.rnn_tokens
-        if fuse_residual and isinstance(mixer, BiLSTM2D) and mixer.fc is not None:
-            x = _residual_dense(mixer.fc, x, mixer.mix(tokens))
-        else:
-            tokens = _sublayer(mixer, fused, tokens)
-            x = x + _sublayer(self.drop_path, fused, tokens, training=training)
-        hidden = _dense(self.mlp_fc1, _norm(self.norm2, x, training, fused), fused)
-        hidden = _gelu(hidden, fused)
-        if fuse_residual:  # x is this block's own tensor now: without autograd, reuse it
-            return _residual_dense(self.mlp_fc2, x, hidden, in_place=_no_grad())
-        y = _dense(self.mlp_fc2, hidden, fused)
-        return x + _sublayer(self.drop_path, fused, y, training=training)
+    def forward_pass(self, x, training=None):
+        """The block, as timm's ``Sequencer2dBlock.forward``:
+        ``(B, H, W, C) -> (B, H, W, C)``."""
+        kernels = backend_kernels()
+        tokens = self.rnn_tokens(kernels.layer_norm(self.norm1, x, training))
+        x = x + self.drop_path(tokens, training=training)
+        hidden = self.mlp_fc1(kernels.layer_norm(self.norm2, x, training))
+        hidden = ops.gelu(hidden, approximate=False)
+        return x + self.drop_path(self.mlp_fc2(hidden), training=training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -684,62 +333,15 @@ class Sequencer2DBlock(keras.layers.Layer):
         }
 
 
-def _sublayer(layer, fused, *args, **kwargs):
-    """``layer(*args, **kwargs)`` for a block's built sub-layer. On the fused
-    path on torch it runs ``layer.call`` directly: eager torch pays Keras's
-    ``Layer.__call__`` (input conversion, autocast and call-context scopes,
-    loss tracking) on every call, ~0.3 ms each on 2 CPU cores, five calls a
-    block. The block's own ``__call__`` has already done that work for its
-    input. (``_dense`` does the same for the Dense layers, with one ``addmm``.)"""
-    if fused and layer.built and keras.backend.backend() == "torch":
-        return layer.call(*args, **kwargs)
-    return layer(*args, **kwargs)
-
-
-def _norm(layer, x, training, fused=False):
-    """``layer(x)`` (via :func:`_sublayer`) for a block's LayerNormalization.
-    On JAX in training, fenced by ``jax.lax.optimization_barrier`` on both sides
-    (an identity, also in the backward pass): XLA's CPU compiler otherwise fuses
-    LayerNorm's backward with its neighbours into fusions that ran the S
-    training step (batch 8, 224, 2 cores) in ~4.35 s instead of ~3.3 s.
-    Inference compiles without fences."""
-    if not training or keras.backend.backend() != "jax":
-        return _sublayer(layer, fused, x)
-    import jax
-
-    return jax.lax.optimization_barrier(layer(jax.lax.optimization_barrier(x)))
-
-
-def _tensorflow_xla_inference(block, x):
-    """``block._forward(x, training=False)`` as one XLA cluster (a
-    ``tf.function(jit_compile=True)`` made once per block and kept off Keras's
-    tracking).
-
-    The fused path's unrolled recurrence is hundreds of small ops per block,
-    which TensorFlow's graph executor runs slowly on CPU and Keras's
-    ``jit_compile="auto"`` does not put under XLA there. Per block, so
-    ``fit`` (which is slower under XLA here) keeps the graph path. S, batch 8,
-    224x224, 2 CPU cores: ~920 -> ~715 ms per forward pass; the first call
-    compiles each block (~30 s for S).
-    """
-    import tensorflow as tf
-
-    fn = block.__dict__.get("_xla_inference_fn")
-    if fn is None:
-        fn = tf.function(
-            lambda t: block._forward(t, training=False), jit_compile=True, autograph=False
-        )
-        object.__setattr__(block, "_xla_inference_fn", fn)
-    return fn(x)
-
-
 @_register
 class PatchEmbedding(keras.layers.Conv2D):
     """Non-overlapping patch embedding / downsampling: Conv2D with kernel = stride = patch.
 
     ``(B, H, W, C) -> (B, H // patch, W // patch, filters)``. Also used with
     ``patch_size=1`` (the 1x1 "downsample" convs of stages 3 and 4). Raises a
-    ``ValueError`` when the input is smaller than one patch.
+    ``ValueError`` when the input is smaller than one patch. The convolution is
+    the backend's ``patch_embedding`` kernel (on torch one GEMM over the
+    flattened patches).
     """
 
     def __init__(self, filters, patch_size, **kwargs):
@@ -758,40 +360,7 @@ class PatchEmbedding(keras.layers.Conv2D):
                     f"{self.name}: input of spatial size {height}x{width} is smaller "
                     f"than the patch size {self.patch_size}."
                 )
-        if keras.backend.backend() == "torch" and self._is_plain_patchify():
-            return self._patch_gemm(x)
-        return super().call(x)
-
-    def _is_plain_patchify(self):
-        return (
-            self.data_format == "channels_last"
-            and self.groups == 1
-            and tuple(self.dilation_rate) == (1, 1)
-            and getattr(self, "quantization_mode", None) is None
-        )
-
-    def _patch_gemm(self, x):
-        """The convolution on torch as what it is, one GEMM: the patches
-        flattened to ``(B * h * w, p * p * C)`` (a copy only for ``p > 1``) times
-        the kernel ``(p * p * C, filters)`` (LoRA included), bias fused, the
-        output channels-last as it lies. Keras's torch ``Conv2D`` transposes to
-        channels-first and back around oneDNN's convolution: S's stem and three
-        downsamplings took 20.9 ms of a batch-8 224 forward pass that way, 13.0
-        as GEMMs (2 CPU cores)."""
-        p = self.patch_size
-        batch, height, width, channels = x.shape
-        rows, cols = height // p, width // p
-        if p > 1:  # (B, h, p, w, p, C) -> (B, h, w, p, p, C): the kernel's (kh, kw, C) order
-            x = x[:, : rows * p, : cols * p].reshape(batch, rows, p, cols, p, channels)
-            x = x.permute(0, 1, 3, 2, 4, 5)
-        patches = x.reshape(-1, p * p * channels)
-        kernel = ops.cast(self.kernel, x.dtype).reshape(p * p * channels, self.filters)
-        if self.use_bias:
-            y = _project(patches, kernel, ops.cast(self.bias, x.dtype))
-        else:
-            y = patches @ kernel
-        y = y.view(batch, rows, cols, self.filters)
-        return self.activation(y) if self.activation is not None else y
+        return backend_kernels().patch_embedding(self, x)
 
     def get_config(self):
         config = super().get_config()

@@ -7,7 +7,8 @@ import pytest
 
 from keras_sequencer import Sequencer2D
 from keras_sequencer.conversion import load_state_dict
-from keras_sequencer.layers import BiLSTM2D, Sequencer2DBlock, fused_lstm
+from keras_sequencer.kernels import backend_kernels
+from keras_sequencer.layers import BiLSTM2D, Sequencer2DBlock
 from tests.helpers import (
     TINY_ARCH,
     load_script,
@@ -81,7 +82,7 @@ def test_torch_cpu_runs_one_recurrence_and_matches(kwargs, monkeypatch):
     call ``torch.lstm`` (oneDNN), which is kept for inference on a GPU."""
     import torch
 
-    from keras_sequencer import torch_lstm
+    from keras_sequencer.kernels import torch_lstm
 
     calls, lstm_calls = [], []
     real_lstms, real_lstm = torch_lstm.bilstm2d_lstms, torch.lstm
@@ -113,7 +114,7 @@ def test_torch_native_lstm_equals_the_keras_lstm():
     RNN), run here on CPU, gives the Keras LSTM layers' numbers."""
     import torch
 
-    from keras_sequencer.torch_lstm import torch_native_lstm
+    from keras_sequencer.kernels.torch_lstm import torch_native_lstm
 
     keras_layer, _ = _layer_pair((3, 5, 2, 6))
     columns = random_images(3, 2, 5, 6).reshape(6, 5, 6)  # (N, T, C)
@@ -145,14 +146,14 @@ def test_tensorflow_inference_runs_each_fused_block_under_xla():
     concrete = fn.get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
     assert concrete.function_def.attr["_XlaMustCompile"].b  # jit_compile=True
     np.testing.assert_allclose(got, to_numpy(keras_block(x)), atol=1e-5, rtol=0)
-    np.testing.assert_allclose(got, to_numpy(fused_block._forward(x)), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, to_numpy(fused_block.forward_pass(x)), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("variant", ["plain", "lora", "relu", "no_bias", "int8"])
 def test_fused_dense_equals_the_dense_layer(variant):
-    """The fused path's ``_dense`` (one ``addmm`` on torch) gives ``layer(x)``,
+    """The fused path's ``dense`` kernel (one ``addmm`` on torch) gives ``layer(x)``,
     LoRA included; other Dense layers go through their own call."""
-    from keras_sequencer.layers import _dense
+    dense = backend_kernels().dense
 
     kwargs = {"relu": dict(activation="relu"), "no_bias": dict(use_bias=False)}.get(variant, {})
     layer = keras.layers.Dense(5, **kwargs)
@@ -164,17 +165,17 @@ def test_fused_dense_equals_the_dense_layer(variant):
     if variant == "int8":
         layer.quantize("int8")
     expected = to_numpy(layer(x))
-    np.testing.assert_allclose(to_numpy(_dense(layer, x, fused=True)), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(to_numpy(dense(layer, x)), expected, atol=1e-5, rtol=0)
     if variant == "lora":  # the LoRA term is really in the result
         layer.lora_kernel_b.assign(np.zeros((2, 5), "float32"))
-        assert np.abs(to_numpy(_dense(layer, x, fused=True)) - expected).max() > 1e-3
+        assert np.abs(to_numpy(dense(layer, x)) - expected).max() > 1e-3
 
 
 @pytest.mark.parametrize("variant", ["plain", "lora", "relu", "no_bias"])
 def test_residual_dense_equals_the_residual_sum(variant):
-    """The block's fused residual ``_residual_dense(layer, x, y)`` (on torch
+    """The block's fused residual ``residual_dense(layer, x, y)`` (on torch
     ``x + bias`` and an in-place GEMM) is ``x + layer(y)``; ``x`` is untouched."""
-    from keras_sequencer.layers import _residual_dense
+    residual_dense = backend_kernels().residual_dense
 
     kwargs = {"relu": dict(activation="relu"), "no_bias": dict(use_bias=False)}.get(variant, {})
     layer = keras.layers.Dense(6, **kwargs)
@@ -185,12 +186,12 @@ def test_residual_dense_equals_the_residual_sum(variant):
         layer.enable_lora(2)
         layer.lora_kernel_b.assign(np.full((2, 6), 0.3, "float32"))
     x_before = to_numpy(x).copy()
-    got = to_numpy(_residual_dense(layer, x, y))
+    got = to_numpy(residual_dense(layer, x, y))
     np.testing.assert_allclose(got, x_before + to_numpy(layer(y)), atol=1e-5, rtol=0)
     np.testing.assert_array_equal(to_numpy(x), x_before)
     assert np.abs(got - to_numpy(layer(y))).max() > 0.1  # the residual is really in it
     # in place: the same numbers, written over x on torch (a plain Dense)
-    in_place = to_numpy(_residual_dense(layer, x, y, in_place=True))
+    in_place = to_numpy(residual_dense(layer, x, y, in_place=True))
     np.testing.assert_allclose(in_place, got, atol=1e-6, rtol=0)
     if keras.backend.backend() == "torch" and variant in ("plain", "lora"):
         np.testing.assert_allclose(to_numpy(x), got, atol=1e-6, rtol=0)
@@ -230,7 +231,10 @@ def test_fused_lstm_scan_and_loop_agree():
     x = keras.ops.convert_to_tensor(random_images(1, 3, 4, 6)[0])  # (T, N, C)
     cells = [layer._cells(layer.rnn_v), layer._cells(layer.rnn_h)]
     outputs = {
-        unroll: [to_numpy(y) for y in fused_lstm([x, x * 2.0], cells, reverse=True, unroll=unroll)]
+        unroll: [
+            to_numpy(y)
+            for y in backend_kernels().fused_lstm([x, x * 2.0], cells, reverse=True, unroll=unroll)
+        ]
         for unroll in (True, False)
     }
     for looped, scanned in zip(outputs[True], outputs[False]):
@@ -408,7 +412,7 @@ def test_jax_hand_written_backward_equals_autodiff(reverse, num_seq):
     def loss(x, values, unroll):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             sequences = [x * (s + 1.0) for s in range(num_seq)]
-            outputs = fused_lstm(sequences, cells, reverse, unroll=unroll)
+            outputs = backend_kernels().fused_lstm(sequences, cells, reverse, unroll=unroll)
         return sum(keras.ops.sum(y * weights) for y in outputs)
 
     grads = {

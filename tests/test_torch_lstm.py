@@ -1,4 +1,4 @@
-"""keras_sequencer.torch_lstm: the in-place recurrence over an image's rows and
+"""keras_sequencer.kernels.torch_lstm: the in-place recurrence over an image's rows and
 columns and its hand-written backward equal autograd over a textbook LSTM laid
 out with permute/flip, and numerical gradients."""
 
@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from keras_sequencer.torch_lstm import (  # noqa: E402
+from keras_sequencer.kernels.torch_lstm import (  # noqa: E402
     BiLSTM2DRecurrence,
     _forward,
     stepping_plan,

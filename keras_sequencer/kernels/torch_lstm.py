@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from keras_sequencer.layers import _cell_weight
+from keras_sequencer.kernels.generic import cell_weight
 
 # Gate order inside the recurrence: the three sigmoid gates, then the tanh one,
 # so that each step activates two contiguous slices. Keras stores i, f, g, o.
@@ -28,7 +28,7 @@ def torch_native_lstm(sequence, cells):
     """A (bi)directional LSTM over time-major ``(T, N, C)`` by ``torch.lstm``,
     the kernel behind ``torch.nn.LSTM`` (cuDNN on GPU, oneDNN on CPU), with
     the Keras cells' variables: ``(T, N, D * U)`` for ``D`` cells
-    ``[forward]`` or ``[forward, backward]``, like ``layers.fused_lstm``.
+    ``[forward]`` or ``[forward, backward]``, like :func:`generic.fused_lstm`.
 
     BiLSTM2D uses it for inference on a GPU. torch's layout is the transpose
     of Keras's (``W_ih = kernel.T``), the gate order is the same and Keras's
@@ -36,10 +36,10 @@ def torch_native_lstm(sequence, cells):
     """
     weights = []
     for cell in cells:
-        bias = _cell_weight(cell, "bias", sequence.dtype)
+        bias = cell_weight(cell, "bias", sequence.dtype)
         weights += [
-            _cell_weight(cell, "kernel", sequence.dtype).T,
-            _cell_weight(cell, "recurrent_kernel", sequence.dtype).T,
+            cell_weight(cell, "kernel", sequence.dtype).T,
+            cell_weight(cell, "recurrent_kernel", sequence.dtype).T,
             bias,
             torch.zeros_like(bias),
         ]
@@ -94,8 +94,8 @@ def stepping_weights(cells, dtype):
     rebuilt only when a variable changed (a new tensor, or an in-place write
     such as ``assign``, ``load_weights`` or an optimizer step, which bumps the
     tensor's version counter) or ``dtype`` differs: the reorder is three
-    copies of every LSTM weight, ~15 ms of an S forward pass on 2 CPU cores.
-    The cache holds one such copy per BiLSTM2D.
+    copies of every LSTM weight, a visible share of a forward pass. The cache
+    holds one such copy per BiLSTM2D.
     """
     sources = [cell_var.value for c in cells for cell_var in (c.kernel, c.bias, c.recurrent_kernel)]
     if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
@@ -112,10 +112,10 @@ def stepping_weights(cells, dtype):
 
 def _reordered_weights(cells, dtype):
     units = cells[0].units
-    kernel = _gate_major([_cell_weight(c, "kernel", dtype) for c in cells], units)
-    bias = _gate_major([_cell_weight(c, "bias", dtype) for c in cells], units)
+    kernel = _gate_major([cell_weight(c, "kernel", dtype) for c in cells], units)
+    bias = _gate_major([cell_weight(c, "bias", dtype) for c in cells], units)
     recurrent = _gate_major(
-        [_cell_weight(c, "recurrent_kernel", dtype) for c in cells], units
+        [cell_weight(c, "recurrent_kernel", dtype) for c in cells], units
     ).view(units, len(cells), 4 * units).transpose(0, 1)  # (R, U, 4U)
     return kernel, bias, recurrent
 
@@ -198,9 +198,8 @@ def _steps(projections, index, z, recurrent, keep):
     Each step gathers its rows into ``z`` (``(K, R, N, 4U)`` with ``keep``,
     else ``(1, R, N, 4U)``, reused) just before it needs them and activates
     the gates there in place: they arrive in cache, where a gather of all
-    steps up front left each step to read its rows back from memory (S
-    inference on 2 CPU cores: a stage-1 BiLSTM2D's LSTMs 12.9 -> 10.3 ms,
-    stages 2-4 5.9 -> 4.8 ms; ~20 ms of the forward pass). Returns ``hidden``
+    steps up front left each step to read its rows back from memory.
+    Returns ``hidden``
     ``(K + 1, R, N, U)`` (``hidden[0]`` the zero state) and, with ``keep``,
     every cell state (``(K + 1, R, N, U)``) and ``tanh`` of it (``(K, R, N,
     U)``); ``z`` then holds every step's activated gates."""
