@@ -16,6 +16,10 @@ Tensor maps (torch -> Keras):
     LSTM / RNN: kernel ``W_ih.T``, recurrent_kernel ``W_hh.T``, bias ``b_ih + b_hh``
     GRU: gate blocks reordered (r, z, n) -> (z, r, h); bias ``stack([b_ih, b_hh])``
     ``*_reverse`` -> the backward layer of ``Bidirectional``.
+
+This module maps a checkpoint onto an existing model and builds none;
+:func:`keras_sequencer.registry.convert_checkpoint` writes a checkpoint's
+Keras ``.weights.h5`` (by registered name or by :func:`infer_arch`).
 """
 
 import os
@@ -285,7 +289,13 @@ def load_state_dict(model, state_dict, skip_head=None):
     return model
 
 
-# ------------------------------------------------------ architecture / CLI --
+# ---------------------------------------------------------- architecture --
+def head_classes(state_dict):
+    """Number of classes of the checkpoint's classifier (``head.fc``), or None without one."""
+    bias = state_dict.get("head.fc.bias")
+    return None if bias is None else int(bias.shape[0])
+
+
 def infer_arch(state_dict):
     """Reads the Sequencer2D architecture (builder kwargs) off a timm-layout state dict."""
     blocks = {}
@@ -332,65 +342,3 @@ def infer_arch(state_dict):
         with_fc=with_fc,
         rnn_type=rnn_type,
     )
-
-
-def convert_checkpoint(checkpoint_path, output_path, model_name=None):
-    """Converts a timm / okojoalg checkpoint into a Keras ``.weights.h5`` file.
-
-    Args:
-        checkpoint_path: ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file.
-        output_path: where to write; must end in ``.weights.h5``.
-        model_name: ``sequencer2d_s``/``_m``/``_l`` to check the checkpoint
-            against; by default the architecture is read off the checkpoint.
-
-    Returns:
-        The Keras model holding the converted weights (logits, no softmax).
-    """
-    from keras_sequencer.models import MODEL_CONFIGS, Sequencer2D
-
-    output_path = os.fspath(output_path)
-    if not output_path.endswith(".weights.h5"):
-        raise ValueError(f"The output must end in .weights.h5; got {output_path!r}.")
-    state_dict = read_checkpoint(checkpoint_path)
-    if model_name is not None:
-        if model_name not in MODEL_CONFIGS:
-            raise ValueError(f"Unknown model {model_name!r}; expected one of {sorted(MODEL_CONFIGS)}.")
-        arch = dict(MODEL_CONFIGS[model_name])
-    else:
-        arch = infer_arch(state_dict)
-    classes = int(state_dict["head.fc.bias"].shape[0]) if "head.fc.bias" in state_dict else None
-    model = Sequencer2D(
-        **arch,
-        include_top=classes is not None,
-        classes=classes or 1000,
-        classifier_activation=None,
-        name=model_name or "sequencer2d",
-    )
-    load_state_dict(model, state_dict)
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    model.save_weights(output_path)
-    return model
-
-
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert a timm/okojoalg PyTorch checkpoint to a Keras .weights.h5",
-        description="Convert a Sequencer2D checkpoint (.safetensors, or .pth/.bin with torch) "
-        "in timm or okojoalg/sequencer layout to a Keras .weights.h5 file.",
-    )
-    parser.add_argument("checkpoint", help="input .safetensors/.pth/.pt/.bin file")
-    parser.add_argument("output", help="output file, ending in .weights.h5")
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="sequencer2d_s, sequencer2d_m or sequencer2d_l (checked against the "
-        "checkpoint); default: read the architecture off the checkpoint",
-    )
-    parser.set_defaults(func=_convert_command)
-
-
-def _convert_command(args):
-    model = convert_checkpoint(args.checkpoint, args.output, model_name=args.model)
-    print(f"wrote {args.output} ({model.count_params():,} parameters)")
-    return 0

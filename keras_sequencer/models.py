@@ -1,8 +1,11 @@
 """Sequencer2D models in the style of ``keras.applications``.
 
-One builder, :func:`Sequencer2D`, takes the architecture as arguments; the
-published variants are rows of :data:`MODEL_CONFIGS` with thin wrappers
-(:func:`Sequencer2DS`, :func:`Sequencer2DM`, :func:`Sequencer2DL`).
+One builder, :func:`Sequencer2D`, takes the architecture as arguments;
+:func:`VanillaSequencer` is its 1-D token-mixer form. The published variants
+have thin wrappers (:func:`Sequencer2DS`, :func:`Sequencer2DM`,
+:func:`Sequencer2DL`); every registered variant is a row of
+:data:`keras_sequencer.variants.VARIANTS` (build one by name with
+:func:`keras_sequencer.create_model`).
 
 Layer names follow timm's module names so the weight port is a direct map:
 ``stem`` (timm ``stem.proj``), ``stages_{i}_downsample`` (``stages.{i}.downsample.down``),
@@ -15,6 +18,7 @@ import math
 import keras
 
 from keras_sequencer import runtime
+from keras_sequencer import weights as weights_lib
 from keras_sequencer.layers import (
     PACKAGE,
     ImageInputCheck,
@@ -24,25 +28,18 @@ from keras_sequencer.layers import (
     VanillaSequencerBlock,
 )
 
+# ImageNet-1k normalisation used by the published checkpoints (timm defaults);
+# re-exported here, their former home.
+from keras_sequencer.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_sequencer.variants import TableView, get_variant
+
 # Token mixers of the blocks: BiLSTM2D (Sequencer2D) or BiLSTM1D (VanillaSequencer).
 TOKEN_MIXERS = {"2d": Sequencer2DBlock, "1d": VanillaSequencerBlock}
 
-# Architectures of timm's sequencer2d_{s,m,l} (== the official okojoalg/sequencer).
-_SEQUENCER2D_BASE = dict(
-    patch_sizes=(7, 2, 1, 1),
-    embed_dims=(192, 384, 384, 384),
-    hidden_sizes=(48, 96, 96, 96),
-    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
-)
-MODEL_CONFIGS = {
-    "sequencer2d_s": dict(layers=(4, 3, 8, 3), **_SEQUENCER2D_BASE),
-    "sequencer2d_m": dict(layers=(4, 3, 14, 3), **_SEQUENCER2D_BASE),
-    "sequencer2d_l": dict(layers=(8, 8, 16, 4), **_SEQUENCER2D_BASE),
-}
-
-# ImageNet-1k normalisation used by the published checkpoints (timm defaults).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Architectures (Sequencer2D keyword arguments) of the variants with published
+# weights, timm's sequencer2d_{s,m,l}: a read-only view of
+# keras_sequencer.variants.VARIANTS.
+MODEL_CONFIGS = TableView("MODEL_CONFIGS", lambda v: dict(v.arch) if v.pretrained else None)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -50,9 +47,9 @@ class SequencerModel(keras.Model):
     """The functional ``keras.Model`` the builders here return (and
     :func:`keras_sequencer.feature_extractor`): a plain ``keras.Model`` except
     that on JAX's CPU backend ``predict`` and ``evaluate`` compile with
-    :data:`runtime.JAX_INFERENCE_COMPILER_OPTIONS` (XLA's YNNPACK fusions off:
-    S, batch 8, 224x224, 2 CPU cores, ``predict_on_batch`` ~770 -> ~650 ms);
-    ``fit``'s train step, which those options slow down, compiles as usual.
+    :data:`runtime.JAX_INFERENCE_COMPILER_OPTIONS` (XLA's YNNPACK fusions off,
+    which makes the LSTM-heavy inference graph faster on CPU); ``fit``'s train
+    step, which those options slow down, compiles as usual.
     ``KERAS_SEQUENCER_RUNTIME_TUNING=0`` turns it off (see :mod:`runtime`)."""
 
     def make_predict_function(self, force=False):
@@ -257,8 +254,6 @@ def Sequencer2D(
     model = SequencerModel(model_inputs, x, name=name)
 
     if weights is not None:
-        from keras_sequencer import weights as weights_lib
-
         arch = dict(
             layers=layers,
             patch_sizes=patch_sizes,
@@ -269,17 +264,12 @@ def Sequencer2D(
             union=union,
             with_fc=with_fc,
             rnn_type=rnn_type,
+            stem_norm=stem_norm,
+            position_embedding=position_embedding,
+            token_mixer=token_mixer,
         )
-        # Options off their defaults only, so S/M/L architectures stay as before.
-        extra = dict(
-            stem_norm=stem_norm, position_embedding=position_embedding, token_mixer=token_mixer
-        )
-        arch.update({k: v for k, v in extra.items() if v != _BUILDER_DEFAULTS[k]})
-        weights_lib.load_weights(model, weights, arch)
+        weights_lib.load_weights(model, weights, arch, build=Sequencer2D)
     return model
-
-
-_BUILDER_DEFAULTS = dict(stem_norm=False, position_embedding=False, token_mixer="2d")
 
 
 def VanillaSequencer(
@@ -334,7 +324,7 @@ def _variant(variant, doc_name):
         implementation="keras",
     ):
         return Sequencer2D(
-            **MODEL_CONFIGS[variant],
+            **get_variant(variant).arch,
             include_top=include_top,
             weights=weights,
             input_tensor=input_tensor,
@@ -351,7 +341,7 @@ def _variant(variant, doc_name):
     builder.__name__ = doc_name
     builder.__doc__ = (
         f"{doc_name}: timm's ``{variant}`` "
-        f"(layers {MODEL_CONFIGS[variant]['layers']}). Arguments as :func:`Sequencer2D`."
+        f"(layers {get_variant(variant).arch['layers']}). Arguments as :func:`Sequencer2D`."
     )
     return builder
 

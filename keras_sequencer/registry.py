@@ -1,23 +1,29 @@
-"""Every Sequencer variant by name: :func:`create_model` and :func:`list_models`.
+"""Every Sequencer variant by name: :func:`create_model`, :func:`list_models`
+and :func:`convert_checkpoint`.
 
-One table, :data:`MODEL_REGISTRY`, maps a name to its builder
-(:func:`~keras_sequencer.models.Sequencer2D` or
-:func:`~keras_sequencer.models.VanillaSequencer`), its architecture and its
-default input size. The ImageNet names are the registrations of the official
-okojoalg/sequencer repo (``models/two_dim_sequencer.py``,
-``models/vanilla_sequencer.py``); the ``*_cifar`` names are the small-image
-models of the CIFAR-10 re-implementation.
+:func:`create_model` is the one way the package builds a model by name (the
+Python API, every command-line command, training, feature extraction and
+conversion call it). The names, architectures, input sizes and published
+weights are the rows of :data:`keras_sequencer.variants.VARIANTS`; a row's
+``family`` picks its builder in :data:`BUILDERS`.
 """
 
 import dataclasses
-import difflib
 
-from keras_sequencer.models import MODEL_CONFIGS, Sequencer2D, VanillaSequencer
+from keras_sequencer import conversion
+from keras_sequencer import weights as weights_lib
+from keras_sequencer.models import Sequencer2D, VanillaSequencer
+
+# get_variant and list_models are also importable from here.
+from keras_sequencer.variants import TableView, get_variant, list_models  # noqa: F401
+
+# family -> builder.
+BUILDERS = {"sequencer2d": Sequencer2D, "vanilla": VanillaSequencer}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """One registered model.
+    """One registered model, as :data:`MODEL_REGISTRY` shows it.
 
     Attributes:
         builder: :func:`Sequencer2D` or :func:`VanillaSequencer`.
@@ -38,104 +44,25 @@ class ModelSpec:
     pretrained: bool = False
 
 
-_S, _M, _L = MODEL_CONFIGS["sequencer2d_s"], MODEL_CONFIGS["sequencer2d_m"], MODEL_CONFIGS["sequencer2d_l"]
-_H2X = dict(hidden_sizes=(96, 192, 192, 192))
-_V_S = dict(
-    layers=(4, 3, 8, 3),
-    patch_sizes=(14, 1, 1, 1),
-    embed_dims=(384, 384, 384, 384),
-    hidden_sizes=(192, 192, 192, 192),
-    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
-)
-# CIFAR-scale models (32x32): patch 4 -> an 8x8 token grid; "patch merging" is a
-# PatchEmbedding of patch 2 (2x2 conv, stride 2) -> 4x4; "pointwise linear" is a
-# PatchEmbedding of patch 1 (1x1 conv), i.e. a stage of 0 blocks.
-_CIFAR = dict(stem_norm=True)
-_CIFAR_DEFAULTS = dict(classes=10, dropout_rate=0.1)
-_CIFAR_SMALL = dict(
-    layers=(4, 3, 0),
-    patch_sizes=(4, 2, 1),
-    embed_dims=(96, 192, 192),
-    hidden_sizes=(24, 48, 48),
-    mlp_ratios=(3.0, 3.0, 3.0),
-    **_CIFAR,
-)
-_CIFAR_MEDIUM = dict(
-    layers=(4, 3, 3, 0),
-    patch_sizes=(4, 2, 1, 1),
-    embed_dims=(96, 192, 192, 192),
-    hidden_sizes=(24, 48, 48, 48),
-    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
-    **_CIFAR,
-)
-# The 1-D baseline: CIFAR Small's widths and depths with the BiLSTM run over the
-# flattened token sequence (64, then 16 tokens), without fc as in VanillaSequencer.
-_CIFAR_VANILLA = dict(_CIFAR_SMALL, hidden_sizes=(48, 96, 96))
-
-MODEL_REGISTRY = {
-    # main (timm / okojoalg, published weights)
-    "sequencer2d_s": ModelSpec(Sequencer2D, _S, pretrained=True),
-    "sequencer2d_m": ModelSpec(Sequencer2D, _M, pretrained=True),
-    "sequencer2d_l": ModelSpec(Sequencer2D, _L, pretrained=True),
-    # high resolution
-    "sequencer2d_s_392": ModelSpec(Sequencer2D, _S, input_size=392, fixed_input_size=True),
-    "sequencer2d_m_392": ModelSpec(Sequencer2D, _M, input_size=392, fixed_input_size=True),
-    "sequencer2d_l_392": ModelSpec(Sequencer2D, _L, input_size=392, fixed_input_size=True),
-    # ablations
-    "sequencer2d_s_unidirectional": ModelSpec(Sequencer2D, dict(_S, bidirectional=False)),
-    "sequencer2d_s_add": ModelSpec(Sequencer2D, dict(_S, union="add")),
-    "sequencer2d_s_h2x": ModelSpec(Sequencer2D, dict(_S, **_H2X)),
-    "sequencer2d_s_without_fc": ModelSpec(Sequencer2D, dict(_S, with_fc=False)),
-    "sequencer2d_vertical": ModelSpec(
-        Sequencer2D, dict(_S, **_H2X, union="vertical", with_fc=False)
-    ),
-    "sequencer2d_s_horizontal": ModelSpec(
-        Sequencer2D, dict(_S, **_H2X, union="horizontal", with_fc=False)
-    ),
-    # other cells, bigger model
-    "gru_sequencer2d_s": ModelSpec(Sequencer2D, dict(_S, rnn_type="gru")),
-    "rnn_sequencer2d_s": ModelSpec(Sequencer2D, dict(_S, rnn_type="rnn")),
-    "sequencer2d_l_d4_3x": ModelSpec(
-        Sequencer2D,
-        dict(_L, embed_dims=(256, 512, 512, 512), hidden_sizes=(64, 128, 128, 128)),
-    ),
-    # VanillaSequencer (1-D BiLSTM over the flattened tokens)
-    "v_sequencer_s": ModelSpec(VanillaSequencer, _V_S),
-    "v_sequencer_s_h": ModelSpec(
-        VanillaSequencer,
-        dict(_V_S, patch_sizes=(7, 2, 1, 1), embed_dims=(192, 384, 384, 384), **_H2X),
-    ),
-    "v_sequencer_s_pe": ModelSpec(
-        VanillaSequencer, dict(_V_S, position_embedding=True), fixed_input_size=True
-    ),
-    # CIFAR-10 re-implementation (32x32)
-    "sequencer2d_cifar_small": ModelSpec(
-        Sequencer2D, _CIFAR_SMALL, input_size=32, defaults=_CIFAR_DEFAULTS
-    ),
-    "sequencer2d_cifar_medium": ModelSpec(
-        Sequencer2D, _CIFAR_MEDIUM, input_size=32, defaults=_CIFAR_DEFAULTS
-    ),
-    "vanilla_bilstm_cifar": ModelSpec(
-        VanillaSequencer, _CIFAR_VANILLA, input_size=32, defaults=_CIFAR_DEFAULTS
-    ),
-}
+def _spec(variant):
+    return ModelSpec(
+        builder=BUILDERS[variant.family],
+        arch=dict(variant.arch),
+        input_size=variant.input_size,
+        fixed_input_size=variant.fixed_input_size,
+        defaults=dict(variant.defaults),
+        pretrained=variant.pretrained,
+    )
 
 
-def list_models(pretrained=False):
-    """Registered model names, sorted; with ``pretrained=True`` only those with
-    published ImageNet weights."""
-    return sorted(n for n, spec in MODEL_REGISTRY.items() if spec.pretrained or not pretrained)
+# name -> ModelSpec of every registered variant: a read-only view of
+# keras_sequencer.variants.VARIANTS.
+MODEL_REGISTRY = TableView("MODEL_REGISTRY", _spec)
 
 
 def get_spec(name):
     """The :class:`ModelSpec` of ``name``; a ``ValueError`` suggests close names."""
-    if name not in MODEL_REGISTRY:
-        close = difflib.get_close_matches(str(name), MODEL_REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"Unknown model {name!r}.{hint} Registered: {', '.join(list_models())}."
-        )
-    return MODEL_REGISTRY[name]
+    return _spec(get_variant(name))
 
 
 def create_model(name, weights=None, **kwargs):
@@ -147,29 +74,69 @@ def create_model(name, weights=None, **kwargs):
             published weights: ``list_models(pretrained=True)``), or a path to a
             ``.weights.h5`` / ``.safetensors`` / ``.pth`` checkpoint of this
             architecture.
-        **kwargs: builder arguments other than the architecture, e.g.
-            ``input_shape``, ``classes``, ``include_top``, ``pooling``,
-            ``classifier_activation``, ``drop_path_rate``. ``input_shape``
-            defaults to ``(input_size, input_size, 3)`` for fixed-size names and
-            ``(None, None, 3)`` otherwise.
+        **kwargs: every builder argument other than the architecture:
+            ``input_shape``, ``input_tensor``, ``classes``, ``include_top``,
+            ``pooling``, ``classifier_activation``, ``drop_path_rate``,
+            ``dropout_rate``, ``include_preprocessing``, ``implementation``,
+            ``name``. ``input_shape`` defaults to ``(input_size, input_size, 3)``
+            for fixed-size names and ``(None, None, 3)`` otherwise.
 
     Returns:
-        A ``keras.Model`` named ``name``.
+        A ``keras.Model`` named ``name`` (unless ``name=`` is given).
+
+    Raises:
+        ValueError: an unknown name (with close names), an architecture
+            argument, or ``weights="imagenet"`` for a name without published
+            weights.
     """
-    spec = get_spec(name)
-    fixed = sorted(set(kwargs) & set(spec.arch))
+    variant = get_variant(name)
+    builder = BUILDERS[variant.family]
+    fixed = sorted(set(kwargs) & set(variant.full_arch))
     if fixed:
         raise ValueError(
             f"{name}: {', '.join(fixed)} {'is' if len(fixed) == 1 else 'are'} part of the "
-            f"registered architecture; call {spec.builder.__name__}(...) directly for "
+            f"registered architecture; call {builder.__name__}(...) directly for "
             "another architecture."
         )
-    if weights == "imagenet" and not spec.pretrained:
+    if weights == "imagenet" and not variant.pretrained:
         raise ValueError(
             f"{name} has no published ImageNet weights (names with weights: "
             f"{', '.join(list_models(pretrained=True))}); use weights=None or a checkpoint path."
         )
-    options = {**spec.defaults, "name": name, **kwargs}
-    if spec.fixed_input_size:
-        options.setdefault("input_shape", (spec.input_size, spec.input_size, 3))
-    return spec.builder(**spec.arch, weights=weights, **options)
+    options = {**variant.defaults, "name": name, **kwargs}
+    if variant.fixed_input_size:
+        options.setdefault("input_shape", (variant.input_size, variant.input_size, 3))
+    return builder(**variant.arch, weights=weights, **options)
+
+
+def convert_checkpoint(checkpoint_path, output_path, model_name=None):
+    """Converts a timm / okojoalg checkpoint into a Keras ``.weights.h5`` file.
+
+    Args:
+        checkpoint_path: ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file.
+        output_path: where to write; must end in ``.weights.h5``.
+        model_name: a registered name (:func:`list_models`) to build and check
+            the checkpoint against; by default the Sequencer2D architecture is
+            read off the checkpoint (:func:`conversion.infer_arch`).
+
+    Returns:
+        The Keras model holding the converted weights (the checkpoint's head,
+        logits, no softmax).
+
+    Raises:
+        ValueError: an unknown name, an output not ending in ``.weights.h5``,
+            or a checkpoint that does not match (naming the tensors).
+    """
+    output_path = weights_lib.check_output_path(output_path)
+    if model_name is not None:
+        get_variant(model_name)  # an unknown name fails before the checkpoint is read
+    state_dict = conversion.read_checkpoint(checkpoint_path)
+    classes = conversion.head_classes(state_dict)
+    options = dict(
+        include_top=classes is not None, classes=classes or 1000, classifier_activation=None
+    )
+    if model_name is None:
+        model = Sequencer2D(**conversion.infer_arch(state_dict), name="sequencer2d", **options)
+    else:
+        model = create_model(model_name, **options)
+    return weights_lib.save_converted(model, state_dict, output_path)

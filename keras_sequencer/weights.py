@@ -3,26 +3,44 @@
 Accepted: a Keras ``.weights.h5`` file (as written by the converter), a timm
 ``.safetensors`` checkpoint, a ``.pth``/``.pt``/``.bin`` checkpoint (timm or
 okojoalg/sequencer layout; needs torch), or ``"imagenet"``.
+
+This module builds no model of its own choosing: the caller passes ``build``,
+the builder of the model being loaded (``Sequencer2D``), for the twin a
+``.weights.h5`` with another head is read into and for converting the
+ImageNet checkpoint. So the builders can import this module and not the
+other way round.
 """
 
 import os
 import re
 import tempfile
+import warnings
 
-from keras_sequencer import conversion
+from keras_sequencer import conversion, pretrained
+from keras_sequencer.variants import variant_for_arch
 
 
-def load_weights(model, weights, arch):
-    """Loads ``weights`` into ``model``; ``arch`` are the builder's architecture kwargs.
+def load_weights(model, weights, arch, build):
+    """Loads ``weights`` into ``model``.
+
+    Args:
+        model: a model built by ``build(**arch, ...)``.
+        weights: ``"imagenet"`` or the path to a ``.weights.h5`` /
+            ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin`` file.
+        arch: the builder's architecture keyword arguments.
+        build: the builder (``Sequencer2D``), called as
+            ``build(**arch, include_top=..., classes=..., classifier_activation=None,
+            input_shape=...)`` for a twin with the stored head.
 
     A ``.weights.h5`` file holds a full model (with its 1000-class head); for
     ``include_top=False`` or another number of classes it is loaded into a twin
     with the stored head and every layer but ``head`` is copied over.
     """
     if weights == "imagenet":
-        from keras_sequencer import pretrained
-
-        weights = pretrained.imagenet_weights_path(arch)
+        variant = variant_for_arch(arch)
+        weights = pretrained.imagenet_weights_path(
+            variant, lambda checkpoint, output: convert_checkpoint_file(checkpoint, output, arch, build)
+        )
     path = os.fspath(weights)
     if not os.path.exists(path):
         raise ValueError(
@@ -31,17 +49,48 @@ def load_weights(model, weights, arch):
         )
     if path.endswith(conversion.CHECKPOINT_SUFFIXES):
         state_dict = conversion.read_checkpoint(path)
-        head = state_dict.get("head.fc.bias")
-        skip_head = _head_differs(model, None if head is None else head.shape[0])
+        skip_head = _head_differs(model, conversion.head_classes(state_dict))
         conversion.load_state_dict(model, state_dict, skip_head=skip_head)
     elif path.endswith(".weights.h5"):
-        load_keras_weights(model, path, arch)
+        load_keras_weights(model, path, arch, build)
     else:
         raise ValueError(
             f"Unknown weights file {path!r}; expected a .weights.h5, "
             f"{', '.join(conversion.CHECKPOINT_SUFFIXES)} file."
         )
     return model
+
+
+def check_output_path(output_path):
+    """``output_path`` as a string; a ``ValueError`` unless it ends in ``.weights.h5``."""
+    output_path = os.fspath(output_path)
+    if not output_path.endswith(".weights.h5"):
+        raise ValueError(f"The output must end in .weights.h5; got {output_path!r}.")
+    return output_path
+
+
+def save_converted(model, state_dict, output_path):
+    """Assigns ``state_dict`` (timm layout) to ``model`` and writes its ``.weights.h5``."""
+    output_path = check_output_path(output_path)
+    conversion.load_state_dict(model, state_dict)
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    model.save_weights(output_path)
+    return model
+
+
+def convert_checkpoint_file(checkpoint_path, output_path, arch, build):
+    """Converts a checkpoint of architecture ``arch`` into a full-model ``.weights.h5``
+    (with the checkpoint's head, logits) built by ``build``."""
+    check_output_path(output_path)
+    state_dict = conversion.read_checkpoint(checkpoint_path)
+    classes = conversion.head_classes(state_dict)
+    model = build(
+        **arch,
+        include_top=classes is not None,
+        classes=classes or 1000,
+        classifier_activation=None,
+    )
+    return save_converted(model, state_dict, output_path)
 
 
 def _model_classes(model):
@@ -58,8 +107,6 @@ def _head_differs(model, checkpoint_classes):
     if classes is None:
         return True
     if checkpoint_classes is not None and checkpoint_classes != classes:
-        import warnings
-
         warnings.warn(
             f"{model.name}: the checkpoint's classifier has {checkpoint_classes} classes and "
             f"the model {classes}; loading every weight but the classifier, which "
@@ -120,17 +167,16 @@ def _check_layout(model, datasets, path):
         )
 
 
-def load_keras_weights(model, path, arch):
-    """Loads a full-model ``.weights.h5`` (as written by the converter) into ``model``."""
-    from keras_sequencer.models import Sequencer2D
-
+def load_keras_weights(model, path, arch, build):
+    """Loads a full-model ``.weights.h5`` (as written by the converter) into ``model``,
+    through a twin built by ``build(**arch, ...)`` when the heads differ."""
     datasets = _h5_datasets(path)
     stored = _stored_head_classes(datasets)
     if stored is not None and not _head_differs(model, stored):
         _check_layout(model, datasets, path)
         model.load_weights(path)
         return model
-    twin = Sequencer2D(
+    twin = build(
         **arch,
         include_top=stored is not None,
         classes=stored or 1000,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_sequencer
-from keras_sequencer import Sequencer2D, conversion
+from keras_sequencer import Sequencer2D, conversion, registry
 from keras_sequencer.cli import main as cli_main
 from tests.helpers import (
     TINY_ARCH,
@@ -136,9 +136,9 @@ def test_infer_arch_and_convert_checks_variant(tmp_path):
     path = tmp_path / "x.safetensors"
     save_file(state, str(path))
     with pytest.raises(ValueError, match="unexpected tensors|missing tensors"):
-        conversion.convert_checkpoint(path, tmp_path / "out.weights.h5", model_name="sequencer2d_s")
+        registry.convert_checkpoint(path, tmp_path / "out.weights.h5", model_name="sequencer2d_s")
     with pytest.raises(ValueError, match="weights.h5"):
-        conversion.convert_checkpoint(path, tmp_path / "out.h5")
+        registry.convert_checkpoint(path, tmp_path / "out.h5")
 
 
 def _loaded_error(state):

@@ -1,9 +1,9 @@
 """weights='imagenet': the real download -> check -> convert -> cache path, served from 127.0.0.1.
 
 A tiny architecture is registered as a published variant (monkeypatched into
-MODEL_CONFIGS and pretrained.PRETRAINED) so the checkpoint is small; everything
-else (URL layout, keras.utils.get_file, SHA-256 check, conversion, cache) is
-the code path of sequencer2d_s/m/l.
+keras_sequencer.variants.VARIANTS) so the checkpoint is small; everything else
+(URL layout, keras.utils.get_file, SHA-256 check, conversion, cache) is the
+code path of sequencer2d_s/m/l.
 """
 
 import hashlib
@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_sequencer import Sequencer2D, pretrained
+from keras_sequencer import Sequencer2D, pretrained, variants
 from keras_sequencer.conversion import load_state_dict
 from keras_sequencer.models import MODEL_CONFIGS
 from tests.helpers import (
@@ -103,12 +103,13 @@ def register(monkeypatch, tmp_path):
     """Registers the tiny variant with ``sha256`` and an empty KERAS_HOME; returns the cache dir."""
 
     def _register(sha256, base_url):
-        monkeypatch.setitem(MODEL_CONFIGS, VARIANT, dict(TINY_ARCH))
         monkeypatch.setitem(
-            pretrained.PRETRAINED,
+            variants.VARIANTS,
             VARIANT,
-            dict(repo=f"test/{VARIANT}.in1k", commit=COMMIT, sha256=sha256,
-                 original_url="https://example.invalid/tiny.pth", top1=None, top5=None),
+            variants.Variant(VARIANT, "sequencer2d", TINY_ARCH, weights=variants.PublishedWeights(
+                repo=f"test/{VARIANT}.in1k", commit=COMMIT, sha256=sha256,
+                original_url="https://example.invalid/tiny.pth", top1=None, top5=None,
+            )),
         )
         monkeypatch.setenv(pretrained.BASE_URL_ENV, base_url)
         monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))

@@ -2,14 +2,13 @@
 forward / train / save for every registered model."""
 
 import contextlib
-import dataclasses
 
 import keras
 import numpy as np
 import pytest
 
 import keras_sequencer
-from keras_sequencer import registry
+from keras_sequencer import registry, variants
 from tests.helpers import random_images, requires_timm, run_model, save_and_reload, to_numpy
 
 REQUIRED = [
@@ -442,7 +441,7 @@ def test_fixed_size_names_default_to_their_input_size(name, monkeypatch):
     spec = registry.MODEL_REGISTRY[name]
     calls = []
     monkeypatch.setitem(
-        registry.MODEL_REGISTRY, name, dataclasses.replace(spec, builder=lambda **kw: calls.append(kw))
+        registry.BUILDERS, variants.get_variant(name).family, lambda **kw: calls.append(kw)
     )
     keras_sequencer.create_model(name)
     keras_sequencer.create_model(name, input_shape=(28, 28, 3))

@@ -4,7 +4,7 @@
     python weights_conversion/convert.py sequencer2d_s.pth sequencer2d_s.weights.h5   # okojoalg layout, needs torch
 
 Same as ``keras-sequencer convert``; the work is done by
-``keras_sequencer.conversion.convert_checkpoint``.
+``keras_sequencer.registry.convert_checkpoint``.
 """
 
 import sys
