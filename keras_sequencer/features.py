@@ -3,25 +3,31 @@
 import numbers
 import re
 
-import keras
-
-from keras_sequencer.models import MODEL_CONFIGS, Sequencer2D, SequencerModel, stage_output_name
+from keras_sequencer.models import SequencerModel
+from keras_sequencer.registry import create_model
 
 # timm's default for sequencer2d_*: the first three stages (the fourth repeats
 # the third's resolution and width).
 DEFAULT_OUT_INDICES = (0, 1, 2)
 
 
-def _stage_depths(model):
-    depths = {}
+def stage_output_names(model):
+    """Names of the layers whose outputs are the stage feature maps of ``model``,
+    one per stage: its last block ``stages_{i}_blocks_{j}``, or for a stage of 0
+    blocks (the CIFAR models' pointwise linear stage) its ``stages_{i}_downsample``."""
+    last = {}
     for layer in model.layers:
-        match = re.fullmatch(r"stages_(\d+)_blocks_(\d+)", layer.name)
+        match = re.fullmatch(r"stages_(\d+)_(?:blocks_(\d+)|downsample)", layer.name)
         if match:
-            stage, block = int(match.group(1)), int(match.group(2))
-            depths[stage] = max(depths.get(stage, 0), block + 1)
-    if not depths:
-        raise ValueError(f"Model {model.name!r} has no stages_{{i}}_blocks_{{j}} layers: not a Sequencer2D.")
-    return [depths[i] for i in range(len(depths))]
+            stage, block = int(match.group(1)), match.group(2)
+            order = -1 if block is None else int(block)
+            if order >= last.get(stage, (-2, None))[0]:
+                last[stage] = (order, layer.name)
+    if not last or sorted(last) != list(range(len(last))):
+        raise ValueError(
+            f"Model {model.name!r} has no stages_{{i}}_blocks_{{j}} layers: not a Sequencer2D."
+        )
+    return [last[i][1] for i in range(len(last))]
 
 
 def feature_extractor(model, out_indices=DEFAULT_OUT_INDICES, **kwargs):
@@ -33,8 +39,10 @@ def feature_extractor(model, out_indices=DEFAULT_OUT_INDICES, **kwargs):
 
     Args:
         model: a Sequencer2D ``keras.Model`` (its weights are shared) or a
-            variant name (``"sequencer2d_s"``...), built with ``include_top=False``
-            and ``**kwargs`` (e.g. ``weights="imagenet"``, ``input_shape``).
+            registered name (``"sequencer2d_s"``..., see
+            :func:`keras_sequencer.list_models`), built by
+            :func:`keras_sequencer.create_model` with ``include_top=False`` and
+            ``**kwargs`` (e.g. ``weights="imagenet"``, ``input_shape``).
         out_indices: stage indices (negative counts from the end), in the
             order the outputs are returned.
 
@@ -42,22 +50,20 @@ def feature_extractor(model, out_indices=DEFAULT_OUT_INDICES, **kwargs):
         A ``keras.Model`` with one output per index.
     """
     if isinstance(model, str):
-        if model not in MODEL_CONFIGS:
-            raise ValueError(f"Unknown model {model!r}; expected one of {sorted(MODEL_CONFIGS)}.")
-        model = Sequencer2D(**MODEL_CONFIGS[model], include_top=False, name=model, **kwargs)
+        model = create_model(model, include_top=False, **kwargs)
     elif kwargs:
         raise ValueError(f"Builder arguments {sorted(kwargs)} apply only when model is a name.")
-    depths = _stage_depths(model)
+    stages = stage_output_names(model)
     out_indices = tuple(out_indices)
     if not out_indices:
         raise ValueError("out_indices must name at least one stage.")
     names = []
     for index in out_indices:
-        if not isinstance(index, numbers.Integral) or not -len(depths) <= index < len(depths):
+        if not isinstance(index, numbers.Integral) or not -len(stages) <= index < len(stages):
             raise ValueError(
-                f"out_indices must be stage indices in [{-len(depths)}, {len(depths) - 1}]; got {out_indices}."
+                f"out_indices must be stage indices in [{-len(stages)}, {len(stages) - 1}]; "
+                f"got {out_indices}."
             )
-        stage = int(index) % len(depths)
-        names.append(stage_output_name(stage, depths[stage]))
+        names.append(stages[int(index) % len(stages)])
     outputs = [model.get_layer(name).output for name in names]
     return SequencerModel(model.inputs, outputs, name=f"{model.name}_features")

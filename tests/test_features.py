@@ -74,12 +74,25 @@ def test_sequencer2d_s_default_features_and_embedding_shapes():
 
 
 def test_feature_extractor_by_name(monkeypatch):
-    from keras_sequencer.models import MODEL_CONFIGS
+    from keras_sequencer import variants
 
-    monkeypatch.setitem(MODEL_CONFIGS, "sequencer2d_tiny", dict(TINY_ARCH))
+    monkeypatch.setitem(
+        variants.VARIANTS, "sequencer2d_tiny", variants.Variant("sequencer2d_tiny", "sequencer2d", TINY_ARCH)
+    )
     features = feature_extractor("sequencer2d_tiny", out_indices=(3, 0), input_shape=(56, 28, 3))
     assert [tuple(o.shape) for o in features.outputs] == [(None, 4, 2, 24), (None, 8, 4, 16)]
     assert features.name == "sequencer2d_tiny_features"
+
+
+def test_feature_extractor_of_every_family_by_name():
+    """Any registered name: a stage of 0 blocks (the CIFAR models' pointwise
+    linear stage) is its patch embedding; the 1-D mixer's stages as Sequencer2D's."""
+    small = feature_extractor("sequencer2d_cifar_small", out_indices=(0, 1, 2), input_shape=(32, 32, 3))
+    assert [tuple(o.shape) for o in small.outputs] == [(None, 8, 8, 96), (None, 4, 4, 192), (None, 4, 4, 192)]
+    layers = [small.get_layer(name) for name in ("stages_0_blocks_3", "stages_1_blocks_2", "stages_2_downsample")]
+    assert all(o is layer.output for o, layer in zip(small.outputs, layers))  # identity: == is symbolic
+    vanilla = feature_extractor("vanilla_bilstm_cifar", out_indices=(-1,), input_shape=(16, 16, 3))
+    assert [tuple(o.shape) for o in vanilla.outputs] == [(None, 2, 2, 192)]
 
 
 def test_feature_extractor_rejects_bad_arguments():
