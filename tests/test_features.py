@@ -56,8 +56,8 @@ def test_stage_features_and_embeddings_match_timm():
     np.testing.assert_allclose(to_numpy(pooled_model(images)), pre_logits, atol=ATOL)
 
 
-# Builds the full S (27.6M parameters): ~10 s on torch/tensorflow, up to a minute on
-# jax (random initialisers on CPU); no forward pass.
+# Builds the full S (27.6M parameters; random initialisers on CPU are the slow
+# part, above all on jax); no forward pass.
 @pytest.mark.slow
 @requires_timm
 def test_sequencer2d_s_default_features_and_embedding_shapes():

@@ -151,8 +151,7 @@ def test_inference_compilation_wraps_only_the_call_that_builds(monkeypatch):
 def test_every_layer_is_built_with_the_model(implementation):
     """A freshly built model has every layer built. Otherwise Keras's trainers
     first build the rest by running the whole model once more (eagerly in JAX's
-    ``predict_on_batch``, symbolically in ``fit``/``evaluate``): with the
-    DropPath layers unbuilt, S's first predict call on JAX took 14.1 s instead
-    of 6.5 s."""
+    ``predict_on_batch``, symbolically in ``fit``/``evaluate``), which makes a
+    full-size model's first predict call on JAX much slower."""
     model = Sequencer2D(**TINY_ARCH, drop_path_rate=0.1, implementation=implementation)
     assert [layer.name for layer in model._flatten_layers() if not layer.built] == []

@@ -298,10 +298,10 @@ def check_forward_train_and_reload(model, images, labels, classes, eagerly=False
 
     ``eagerly`` runs the forward passes and the training step op by op, without
     compiling (``run_eagerly`` and, on JAX, ``jax.disable_jit``): the same
-    computation, but for a full-size model on JAX / TensorFlow it is 2-6x faster
-    than tracing and compiling its forward and training functions for a single
-    call each. (Saving and loading stay outside ``jax.disable_jit``: rebuilding
-    the loaded model's initializers op by op would cost up to 5x more.)"""
+    computation, but for a full-size model on JAX / TensorFlow cheaper than
+    tracing and compiling its forward and training functions for a single call
+    each. (Saving and loading stay outside ``jax.disable_jit``: rebuilding the
+    loaded model's initializers op by op would cost more.)"""
     op_by_op = _op_by_op if eagerly else contextlib.nullcontext
     with op_by_op():
         probs = run_model(model, images)
@@ -361,7 +361,7 @@ def test_test_models_cover_registry():
     assert sorted(names) == keras_sequencer.list_models()
 
 
-# The two biggest test-size networks take ~20 s each (JAX, 2 CPU cores): slow.
+# The two biggest test-size networks, the slowest to compile: slow.
 _SLOW = {"sequencer2d_l_d4_3x", "sequencer2d_cifar_medium"}
 
 
@@ -411,7 +411,7 @@ def test_every_registered_model(name):
     (pinned to the official definition), a forward pass, one training step and a
     .keras round trip, at a small input (twice its total stride; the fixed-size
     names are given that ``input_shape``). Run op by op: compiling a full-size
-    training step for one call costs 20-90 s a model on JAX / TensorFlow.
+    training step for a single call costs more than running it.
 
     The ``_392`` names at the small input are the very network of their twin
     (``same_network_at_small_input``): they are built (also at their own 392
