@@ -200,10 +200,14 @@ def test_predict_with_no_readable_file_builds_no_model(tmp_path, capsys, no_mode
     assert len(errors) == 3 and errors[-1].endswith("2 of 2 images could not be read")
 
 
-def test_predict_debug_raises_on_a_truncated_file(tmp_path, tiny_weights):
-    _, truncated, _ = _bad_files(str(tmp_path))
+def test_predict_debug_raises_on_a_bad_file(tmp_path, tiny_weights):
+    from PIL import UnidentifiedImageError
+
+    not_image, truncated, _ = _bad_files(str(tmp_path))
     with pytest.raises(OSError, match="truncated"):
         cli.main(["--debug", "predict", truncated, "--model", NAME, "--weights", tiny_weights])
+    with pytest.raises(UnidentifiedImageError):
+        cli.main(["--debug", "predict", not_image, "--model", NAME, "--weights", tiny_weights])
 
 
 def test_validate_leaves_out_unreadable_files(tmp_path, capsys, tiny_weights):

@@ -24,17 +24,22 @@ INSTALLED = [b for b in backend_setup.PREFERENCE if importlib.util.find_spec(b) 
 # not installed, then runs the rest of the script.
 HIDE = textwrap.dedent(
     """
-    import os, sys
+    import importlib.machinery, os, sys
 
     HIDDEN = {m for m in os.environ.get("HIDE_MODULES", "").split(",") if m}
 
-    class Hide:
-        def find_spec(self, name, path=None, target=None):
+    class HidingPathFinder(importlib.machinery.PathFinder):
+        # sys.path's finder, blind to the hidden packages: find_spec gives None and
+        # import raises ModuleNotFoundError, exactly as when they are not installed.
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
             if name.split(".")[0] in HIDDEN:
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
+                return None
+            return super().find_spec(name, path, target)
 
-    sys.meta_path.insert(0, Hide())
+    sys.meta_path[:] = [
+        HidingPathFinder if f is importlib.machinery.PathFinder else f for f in sys.meta_path
+    ]
     """
 )
 
@@ -215,3 +220,32 @@ def test_run_all_backends_runs_the_installed_subset(tmp_path):
     assert f"===== KERAS_BACKEND={keep} =====" in proc.stdout
     assert "1 passed, 0 failed, 0 skipped" in proc.stdout
     assert f"(1 backends: {keep};" in proc.stdout
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no Keras backend installed")
+def test_predict_with_only_one_backend_installed(tmp_path):
+    """``keras-sequencer predict`` end to end with the other backends hidden
+    (KERAS_BACKEND unset): nothing on the way imports a backend it does not need."""
+    keep = INSTALLED[-1]
+    hidden = [b for b in backend_setup.PREFERENCE if b != keep]
+    code = f"""
+        import dataclasses
+        import numpy as np
+        from PIL import Image
+        from keras_sequencer import cli, registry, variants
+        from tests.helpers import TINY_ARCH
+
+        variants.VARIANTS["tiny"] = dataclasses.replace(
+            variants.VARIANTS["sequencer2d_s"], name="tiny", arch=dict(TINY_ARCH), input_size=28, weights=None)
+        registry.create_model("tiny", classes=1000).save_weights("tiny.weights.h5")
+        Image.fromarray(np.zeros((30, 40, 3), "uint8")).save("black.png")
+        import keras
+        print("backend", keras.backend.backend())
+        sys.exit(cli.main(["predict", "black.png", "--model", "tiny", "--weights", "tiny.weights.h5", "--top", "1"]))
+        """
+    proc = _run(tmp_path, code, hide=hidden)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-3:-1] == [f"backend {keep}", "black.png"] and lines[-1].startswith("  ")
+    for backend in hidden:
+        assert f"'{backend}'" not in proc.stderr

@@ -39,11 +39,12 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def unreadable_reason(path):
+def unreadable_reason(path, debug=False):
     """Why ``path`` cannot be opened as an image (a short phrase), or ``None``.
 
     Reads only the file header; a file whose pixel data is broken (truncated)
-    passes and fails later, in :func:`keras_sequencer.load_image`.
+    passes and fails later, in :func:`keras_sequencer.load_image`. With
+    ``debug`` the decoder's exception is raised instead.
     """
     from PIL import Image
 
@@ -55,6 +56,8 @@ def unreadable_reason(path):
         with Image.open(path) as image:
             image.size  # noqa: B018 (the header is parsed on open)
     except Exception as error:  # noqa: BLE001 (any decoder failure is a bad file)
+        if debug:
+            raise
         return image_error_reason(error)
     return None
 
@@ -82,7 +85,7 @@ def run(args):
 
     readable = []
     for path in args.images:
-        reason = unreadable_reason(path)
+        reason = unreadable_reason(path, debug=args.debug)
         if reason is None:
             readable.append(path)
         else:
