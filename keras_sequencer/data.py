@@ -61,6 +61,7 @@ class DataSplits:
 
 
 def is_webp(head):
+    """Whether a file's first 12 bytes ``head`` are a WebP (RIFF ... WEBP) header."""
     return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
