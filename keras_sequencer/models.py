@@ -71,11 +71,6 @@ def _inference_compilation(existing_function, force):
     return contextlib.nullcontext()
 
 
-def stage_output_name(stage_index, num_blocks):
-    """Name of the layer whose output is stage ``stage_index``'s feature map."""
-    return f"stages_{stage_index}_blocks_{num_blocks - 1}"
-
-
 def _resolve_input(input_tensor, input_shape):
     if input_shape is None:
         input_shape = (None, None, 3)
