@@ -252,7 +252,7 @@ def list_models(pretrained=False):
     return sorted(name for name, v in VARIANTS.items() if v.pretrained or not pretrained)
 
 
-def unknown_model_error(name):
+def _unknown_model_error(name):
     """The one ``ValueError`` of every lookup by name: close names, then all names."""
     close = difflib.get_close_matches(str(name), VARIANTS, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -267,7 +267,7 @@ def get_variant(name):
             names and lists every registered one.
     """
     if not isinstance(name, str) or name not in VARIANTS:
-        raise unknown_model_error(name)
+        raise _unknown_model_error(name)
     return VARIANTS[name]
 
 
@@ -292,8 +292,8 @@ def variant_for_arch(arch):
             return variant.name
     names = ", ".join(v.name for v in published)
     raise ValueError(
-        f"weights='imagenet' exists only for the published architectures ({names}: "
-        f"Sequencer2DS/M/L); this model's architecture {arch} is none of them. "
+        f"weights='imagenet' exists only for the published architectures ({names}); "
+        f"this model's architecture {arch} is none of them. "
         "Use weights=None or a path to a checkpoint."
     )
 
