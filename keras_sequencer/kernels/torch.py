@@ -60,7 +60,8 @@ def bilstm2d(x, rnns, concat):
         return y
     if len(rnns) == 1:
         return [y]
-    return list(y.split(len(rnns[0][1]) * rnns[0][1][0].units, dim=-1))
+    rnn_size = len(rnns[0][1]) * cells[0].units  # D_r: both RNNs have the same
+    return list(y.split(rnn_size, dim=-1))
 
 
 def is_plain_dense(layer):
