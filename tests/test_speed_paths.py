@@ -126,6 +126,44 @@ def test_torch_native_lstm_equals_the_keras_lstm():
     np.testing.assert_allclose(to_numpy(got.transpose(0, 1)), expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's LSTM kernel")
+@pytest.mark.parametrize(
+    "kwargs", [dict(union="cat"), dict(union="add"), dict(union="horizontal", bidirectional=False)]
+)
+def test_torch_gpu_inference_path_equals_the_keras_layer(kwargs, monkeypatch):
+    """BiLSTM2D's fused path for inference on a GPU (one ``torch.lstm`` per RNN,
+    laid out by ``generic.time_major_bilstm2d``), taken here on CPU (the
+    kernel's ``gpu_inference`` test reduced to "no autograd"), gives the keras
+    path's numbers for each union, and never reaches the CPU recurrence."""
+    import torch
+
+    from keras_sequencer.kernels import generic
+    from keras_sequencer.kernels import torch as torch_kernels
+
+    calls, native = [], []
+    real_layout, real_native = generic.time_major_bilstm2d, torch_kernels.native_recurrences
+    monkeypatch.setattr(
+        generic,
+        "time_major_bilstm2d",
+        lambda *args: calls.append(args[3]) or real_layout(*args),
+    )
+    monkeypatch.setattr(
+        torch_kernels,
+        "native_recurrences",
+        lambda seqs, cells: native.append(len(seqs)) or real_native(seqs, cells),
+    )
+    monkeypatch.setattr(torch_kernels.torch_lstm, "bilstm2d_lstms", None)  # must not be reached
+    keras_layer, fused_layer = _layer_pair((3, 5, 2, 6), **kwargs)
+    x = random_images(3, 5, 2, 6)
+    expected = to_numpy(keras_layer(x))
+    monkeypatch.setattr(torch_kernels, "gpu_inference", lambda x: not torch.is_grad_enabled())
+    with torch.no_grad():
+        got = to_numpy(fused_layer(x))
+    assert native == [1 if kwargs["union"] == "horizontal" else 2]
+    assert len(calls) == 1
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's XLA inference")
 def test_tensorflow_inference_runs_each_fused_block_under_xla():
     """On TensorFlow a fused block's inference call is one XLA cluster, with the

@@ -27,6 +27,12 @@ def no_grad():
     return not torch.is_grad_enabled()
 
 
+def gpu_inference(x):
+    """Whether ``x`` is on a GPU without autograd (inference), where BiLSTM2D's
+    LSTMs run cuDNN's kernel (``torch.lstm``)."""
+    return x.device.type == "cuda" and no_grad()
+
+
 def fused_lstm(sequences, cells, reverse, unroll=None):
     """:func:`generic.fused_lstm` with its input projections by :func:`project`.
     (BiLSTM2D runs :func:`bilstm2d` on torch, not this.)"""
@@ -49,7 +55,7 @@ def bilstm2d(x, rnns, concat):
     already the ``cat`` union ``(B, H, W, sum D_r)``; for a list it is split
     into views.
     """
-    if x.device.type == "cuda" and no_grad():
+    if gpu_inference(x):
         return generic.time_major_bilstm2d(x, rnns, concat, native_recurrences)
     cells, directions = [], []
     for axis, rnn_cells in rnns:  # axis of x the sequences run along
