@@ -14,6 +14,9 @@ import keras
 from keras import ops
 
 from keras_sequencer.kernels import backend_kernels
+# ``keras_sequencer.layers.fused_lstm`` of earlier releases: the backend-neutral fused
+# recurrence, now kept with the other kernels.
+from keras_sequencer.kernels.generic import fused_lstm  # noqa: F401
 
 PACKAGE = "keras_sequencer"
 

@@ -66,3 +66,32 @@ def test_weights_argument_reads_an_old_file(expected):
             twin = other.get_layer(layer.name)
             for a, b in zip(layer.get_weights(), twin.get_weights()):
                 np.testing.assert_array_equal(a, b)
+
+
+# The public API of release 0.1.0: the package's names and its layers module.
+PUBLIC_NAMES = {
+    "keras_sequencer": [
+        "MODEL_CONFIGS", "MODEL_REGISTRY", "Sequencer2D", "Sequencer2DL", "Sequencer2DM",
+        "Sequencer2DS", "SequencerModel", "VanillaSequencer", "create_model",
+        "decode_predictions", "feature_extractor", "layers", "list_models", "load_image",
+        "preprocess_input",
+    ],
+    "keras_sequencer.layers": [
+        "BiLSTM1D", "BiLSTM2D", "DropPath", "IMPLEMENTATIONS", "ImageInputCheck", "PACKAGE",
+        "PatchEmbedding", "PositionEmbedding", "RNN_TYPES", "Sequencer2DBlock", "UNIONS",
+        "VanillaSequencerBlock", "fused_lstm", "make_rnn",
+    ],
+    "keras_sequencer.models": ["IMAGENET_MEAN", "IMAGENET_STD", "MODEL_CONFIGS"],
+    "keras_sequencer.registry": ["MODEL_REGISTRY", "create_model", "get_spec", "list_models"],
+    "keras_sequencer.pretrained": ["PRETRAINED", "cache_dir", "weights_cache_path"],
+    "keras_sequencer.training": ["TrainConfig", "fit", "run", "build_model", "train_pipeline"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_NAMES))
+def test_public_names_of_the_previous_release_still_import(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    missing = [name for name in PUBLIC_NAMES[module] if not hasattr(mod, name)]
+    assert not missing, f"{module} lost {missing}"
