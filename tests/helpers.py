@@ -96,3 +96,23 @@ def save_and_reload(model, objects=None):
         path = os.path.join(tmp, "model.keras")
         model.save(path)
         return keras.saving.load_model(path, custom_objects=objects)
+
+
+def run_script_without(script, argv, hidden_module):
+    """Runs ``examples/<script>`` in a subprocess with ``hidden_module`` made
+    unimportable (as if not installed); returns ``(exit status, stderr lines
+    that start with "<script>: error:", stderr)``."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import runpy, sys; sys.modules[{hidden_module!r}] = None; "
+        f"sys.argv = [{script!r}, *{list(argv)!r}]; "
+        f"runpy.run_path('examples/{script}', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(f"{script}: error:")]
+    return proc.returncode, errors, proc.stderr

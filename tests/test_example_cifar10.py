@@ -111,21 +111,10 @@ def test_one_epoch_curves_are_visible(tmp_path, monkeypatch):
 
 def test_from_scratch_script_reports_a_missing_package_in_one_line(tmp_path):
     """Run as a script: one error line, exit status 1, no traceback."""
-    import os
-    import subprocess
-    import sys
+    from tests.helpers import run_script_without
 
-    from tests.helpers import REPO
-
-    script = (
-        "import runpy, sys; sys.modules['sklearn'] = None; "
-        f"sys.argv = ['cifar10_from_scratch.py', '--dataset', 'digits', '--output-dir', {str(tmp_path)!r}]; "
-        "runpy.run_path('examples/cifar10_from_scratch.py', run_name='__main__')"
+    code, errors, stderr = run_script_without(
+        "cifar10_from_scratch.py", ["--dataset", "digits", "--output-dir", str(tmp_path)], "sklearn"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=REPO),
-    )
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("cifar10_from_scratch.py: error:")]
+    assert code == 1 and "Traceback" not in stderr, stderr[-3000:]
     assert len(errors) == 1 and 'pip install "keras-sequencer[train]"' in errors[0]

@@ -59,23 +59,13 @@ def test_finetune_without_tfds_fails_before_any_work(tmp_path, monkeypatch):
 
 def test_finetune_script_reports_a_missing_package_in_one_line(tmp_path):
     """Run as a script: one error line, exit status 1, no traceback."""
-    import os
-    import subprocess
-    import sys
+    from tests.helpers import run_script_without
 
-    from tests.helpers import REPO
-
-    script = (
-        "import runpy, sys; sys.modules['tensorflow_datasets'] = None; "
-        "sys.argv = ['cifar10_finetune.py', '--epochs', '1', '--weights', 'none', "
-        f"'--output-dir', {str(tmp_path / 'out')!r}]; "
-        "runpy.run_path('examples/cifar10_finetune.py', run_name='__main__')"
+    code, errors, stderr = run_script_without(
+        "cifar10_finetune.py",
+        ["--epochs", "1", "--weights", "none", "--output-dir", str(tmp_path / "out")],
+        "tensorflow_datasets",
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=REPO),
-    )
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("cifar10_finetune.py: error:")]
+    assert code == 1 and "Traceback" not in stderr, stderr[-3000:]
     assert len(errors) == 1 and 'pip install "keras-sequencer[train]"' in errors[0]
-    assert errors[0] == proc.stderr.strip().splitlines()[-1]
+    assert errors[0] == stderr.strip().splitlines()[-1]
