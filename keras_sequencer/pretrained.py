@@ -2,12 +2,19 @@
 
 Each published variant's timm checkpoint (``model.safetensors`` on the Hugging
 Face Hub, pinned to the commit it was published at; see
-:class:`keras_sequencer.variants.PublishedWeights`) is downloaded with
-``keras.utils.get_file``, checked against its SHA-256 where one is published,
-converted to a Keras ``.weights.h5`` and cached under
-``$KERAS_HOME/models/keras_sequencer/`` (``~/.keras`` by default). Later loads
-read the cached file: no network, no conversion. The raw checkpoint is deleted
-once converted.
+:class:`keras_sequencer.variants.PublishedWeights`) is downloaded once,
+checked against its SHA-256 where one is published, converted to a Keras
+``.weights.h5`` and cached under ``$KERAS_HOME/models/keras_sequencer/``
+(``~/.keras`` by default). Later loads read the cached file: no network, no
+conversion, nothing written (a read-only cache that holds the file works).
+
+Several processes may ask for the same weights at once (data-parallel
+workers, parallel test runs): one of them downloads and converts while
+holding a lock file next to the cache (an OS lock, released when its holder
+exits or is killed); the others wait for it, then read what it published.
+Every file is written under a private temporary name and renamed into place
+once complete, so no process reads a partial file, and the temporary files a
+killed process leaves behind are removed by the next call.
 
 Offline: put the checkpoint at :func:`checkpoint_cache_path` (it is then
 checked, converted and cached as if downloaded) or pass its path as
@@ -15,17 +22,40 @@ checked, converted and cached as if downloaded) or pass its path as
 ``https://huggingface.co`` (a mirror with the Hub's URL layout).
 """
 
+import contextlib
 import dataclasses
+import hashlib
+import http.client
+import logging
 import os
-
-import keras
+import secrets
+import time
+import urllib.error
+import urllib.request
 
 # variant_for_arch is also importable from here, its former home.
 from keras_sequencer.variants import TableView, get_variant, variant_for_arch  # noqa: F401
 
+try:
+    import fcntl
+except ImportError:  # Windows and other platforms without flock
+    fcntl = None
+try:
+    import msvcrt
+except ImportError:
+    msvcrt = None
+
 BASE_URL_ENV = "KERAS_SEQUENCER_WEIGHTS_BASE_URL"
 DEFAULT_BASE_URL = "https://huggingface.co"
 CACHE_SUBDIR = os.path.join("models", "keras_sequencer")
+# Seconds a connection may wait for the server (to connect, or for each chunk)
+# before the download is given up.
+DOWNLOAD_TIMEOUT = 60
+_CHUNK_BYTES = 1 << 20
+# Infix of the private temporary names (``<stem>.<pid>-<random>.partial.<suffix>``).
+_PARTIAL = ".partial."
+
+logger = logging.getLogger(__name__)
 
 # variant -> its PublishedWeights as a dict (repo, commit, sha256, original_url,
 # top1, top5), for every variant with published weights: a read-only view of
@@ -78,24 +108,258 @@ def checkpoint_cache_path(variant):
     return os.path.join(cache_dir(), _file_stem(variant) + ".safetensors")
 
 
+def lock_path(variant):
+    """The lock file held while ``variant``'s weights are fetched and converted."""
+    return os.path.join(cache_dir(), _file_stem(variant) + ".lock")
+
+
+def _temp_path(variant, suffix):
+    """A private name in the cache for a file being written (``suffix``: its type)."""
+    name = f"{_file_stem(variant)}.{os.getpid()}-{secrets.token_hex(4)}{_PARTIAL}{suffix}"
+    return os.path.join(cache_dir(), name)
+
+
 def _remove(*paths):
     for path in paths:
-        if path and os.path.exists(path):
+        try:
             os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def _remove_leftovers(variant):
+    """Removes the temporary files of ``variant`` left by a killed process (run
+    under the lock: no live process is writing them)."""
+    stem = _file_stem(variant) + "."
+    for name in os.listdir(cache_dir()):
+        if name.startswith(stem) and _PARTIAL in name:
+            _remove(os.path.join(cache_dir(), name))
+
+
+def cache_write_error(error):
+    """The one-line ``OSError`` for a cache that cannot be written (read-only,
+    full, or not a folder), naming the cache and ``KERAS_HOME``."""
+    reason = getattr(error, "strerror", None) or str(error)
+    return OSError(
+        f"Cannot write the weights cache {cache_dir()} ({reason}); "
+        "set KERAS_HOME to a writable folder (weights='imagenet' caches under "
+        "$KERAS_HOME/models/keras_sequencer)."
+    )
+
+
+@contextlib.contextmanager
+def _cache_writes():
+    """Turns an ``OSError`` of the file operations inside into :func:`cache_write_error`."""
+    try:
+        yield
+    except OSError as error:
+        raise cache_write_error(error) from error
+
+
+def _lock_fd(fd):
+    """Blocks until this process holds an exclusive lock on the open file ``fd``."""
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:  # msvcrt: a lock on the file's first byte; LK_LOCK gives up after 10 tries
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
+def _unlock_fd(fd):
+    if fcntl is None:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+@contextlib.contextmanager
+def _os_lock(path):
+    """Holds an exclusive OS lock on the file ``path`` (created if missing).
+
+    The OS releases it when the holder exits or is killed, so a lock file left
+    behind never blocks anyone. The holder removes the file before releasing
+    it; a waiter that then gets the lock of the removed file sees that the
+    path no longer names it and locks the file now at the path instead.
+    """
+    while True:
+        with _cache_writes():
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            _lock_fd(fd)
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if current:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.remove(path)
+        except OSError:  # Windows cannot remove a file others have open
+            pass
+        _unlock_fd(fd)
+        os.close(fd)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is another user's, or no way to ask
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _exclusive_create_lock(path):
+    """A lock for platforms without ``fcntl`` and ``msvcrt``: the file ``path``
+    created exclusively, holding the owner's pid; one whose owner is no longer
+    running is taken over."""
+    while True:
+        try:
+            with _cache_writes():
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                except FileExistsError:
+                    fd = None
+            if fd is not None:
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                break
+            with open(path) as f:
+                owner = int(f.read() or 0)
+            if owner and not _pid_alive(owner):
+                _remove(path)
+                continue
+        except (FileNotFoundError, ValueError):  # released, or its owner is writing its pid
+            pass
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        _remove(path)
+
+
+def _exclusive(path):
+    """A lock on ``path`` held by one process of this host at a time."""
+    if fcntl is None and msvcrt is None:
+        return _exclusive_create_lock(path)
+    return _os_lock(path)
+
+
+class DownloadError(OSError):
+    """The checkpoint could not be fetched (no network, refused, timed out, cut short)."""
+
+
+def _fetch(url, destination):
+    """Streams ``url`` into the new file ``destination``; returns its SHA-256.
+
+    Raises:
+        DownloadError: the server cannot be reached, answers an error, or
+            sends fewer bytes than its ``Content-Length``.
+        OSError: ``destination`` cannot be written (:func:`cache_write_error`).
+    """
+    try:
+        response = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT)
+    except urllib.error.HTTPError as error:
+        raise DownloadError(str(error)) from error
+    except urllib.error.URLError as error:
+        raise DownloadError(str(error.reason)) from error
+    except (OSError, http.client.HTTPException) as error:
+        raise DownloadError(str(error) or type(error).__name__) from error
+    digest, received = hashlib.sha256(), 0
+    with response:
+        expected = response.headers.get("Content-Length")
+        with _cache_writes():
+            out = open(destination, "xb")
+        with out:
+            while True:
+                try:
+                    chunk = response.read1(_CHUNK_BYTES)  # what has arrived, up to a chunk
+                except (OSError, http.client.HTTPException) as error:
+                    raise DownloadError(str(error) or type(error).__name__) from error
+                if not chunk:
+                    break
+                digest.update(chunk)
+                received += len(chunk)
+                with _cache_writes():
+                    out.write(chunk)
+            with _cache_writes():
+                out.flush()
+                os.fsync(out.fileno())
+    if expected is not None and received < int(expected):
+        raise DownloadError(f"retrieval incomplete: got only {received} out of {expected} bytes")
+    return digest.hexdigest()
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _offline_help(variant):
     return (
-        f"To load it without network, fetch {checkpoint_url(variant)} on another machine and "
-        f"either put it at {checkpoint_cache_path(variant)} (then weights='imagenet' checks, "
-        "converts and caches it) or pass its local path as weights='/path/to/model.safetensors'. "
-        f"The authors' original {published_weights(variant).original_url} works too "
-        "as weights='/path/to/file.pth' when torch is installed."
+        f"Without network: fetch {checkpoint_url(variant)} elsewhere and put it at "
+        f"{checkpoint_cache_path(variant)} (weights='imagenet' then checks, converts and caches "
+        "it), or load it from any path with weights=PATH in Python or --weights PATH on the "
+        f"command line (the authors' {published_weights(variant).original_url} works too "
+        "when torch is installed)."
     )
+
+
+def _download_checkpoint(variant, checkpoint):
+    """Downloads ``variant``'s checkpoint to a private name, checks its SHA-256
+    and renames it to ``checkpoint``."""
+    url = checkpoint_url(variant)
+    sha256 = published_weights(variant).sha256
+    temp = _temp_path(variant, "safetensors")
+    logger.info("Downloading %s to %s", url, checkpoint)
+    try:
+        digest = _fetch(url, temp)
+        if sha256 is not None and digest != sha256:
+            raise ValueError(
+                f"The checkpoint downloaded from {url} has SHA-256 {digest}, not the published "
+                f"{sha256} (truncated or altered); it was deleted. Try again. "
+                + _offline_help(variant)
+            )
+        with _cache_writes():
+            os.replace(temp, checkpoint)
+    except DownloadError as error:
+        raise DownloadError(
+            f"Could not download the {variant} ImageNet weights from {url} ({error}). "
+            + _offline_help(variant)
+        ) from error
+    finally:
+        _remove(temp)
+
+
+def _check_seeded(variant, checkpoint):
+    sha256 = published_weights(variant).sha256
+    if sha256 is not None and _file_sha256(checkpoint) != sha256:
+        raise ValueError(
+            f"{checkpoint} does not have the published SHA-256 {sha256} (a truncated or "
+            f"altered copy?); replace it with {checkpoint_url(variant)} or delete it to "
+            "download again."
+        )
 
 
 def imagenet_weights_path(variant, convert):
     """Path of the cached Keras ImageNet weights of ``variant``, fetched and converted on first use.
+
+    Safe to call from several processes at once: one downloads and converts,
+    the others wait and reuse its result.
 
     Args:
         variant: a name with published weights (``list_models(pretrained=True)``).
@@ -105,49 +369,44 @@ def imagenet_weights_path(variant, convert):
             model being loaded; this module builds no model).
 
     Raises:
-        ValueError: ``variant`` has no published weights; the download is
-            truncated, fails its SHA-256 check or is not a valid checkpoint of
-            that variant (nothing is left in the cache).
-        OSError: the checkpoint cannot be fetched (no network); the message
-            says which file to fetch and where to put it.
+        ValueError: ``variant`` has no published weights; the download fails
+            its SHA-256 check or is not a valid checkpoint of that variant
+            (nothing is left in the cache); a pre-seeded checkpoint fails its
+            SHA-256 check.
+        OSError: the checkpoint cannot be fetched (no network; the message
+            says which file to fetch and where to put it), or the cache cannot
+            be written (the message names it and ``KERAS_HOME``).
     """
     target = weights_cache_path(variant)
     if os.path.exists(target):
         return target
-    url = checkpoint_url(variant)
-    sha256 = published_weights(variant).sha256
-    raw = checkpoint_cache_path(variant)
-    os.makedirs(cache_dir(), exist_ok=True)  # else get_file falls back to /tmp/.keras
-    try:
-        raw = keras.utils.get_file(
-            fname=os.path.basename(raw),
-            origin=url,
-            file_hash=sha256,
-            hash_algorithm="sha256",
-            cache_dir=_keras_home(),
-            cache_subdir=CACHE_SUBDIR,
-        )
-    except ValueError as error:  # hash mismatch: get_file leaves the file behind
-        _remove(raw)
-        raise ValueError(
-            f"The checkpoint downloaded from {url} does not have the published SHA-256 "
-            f"{sha256} (truncated or altered); it was deleted. Try again. {_offline_help(variant)}"
-        ) from error
-    except Exception as error:  # get_file turns URLError/HTTPError into Exception
-        _remove(raw)
-        raise OSError(
-            f"Could not download the {variant} ImageNet weights from {url}: {error}. "
-            + _offline_help(variant)
-        ) from error
-    partial = target[: -len(".weights.h5")] + ".partial.weights.h5"
-    try:
-        convert(raw, partial)
-        os.replace(partial, target)
-    except Exception as error:
-        _remove(partial, raw)
-        raise ValueError(
-            f"The checkpoint fetched from {url} could not be converted ({error}); it was "
-            f"deleted (a truncated download?). Try again. {_offline_help(variant)}"
-        ) from error
-    _remove(raw)
+    with _cache_writes():
+        os.makedirs(cache_dir(), exist_ok=True)
+    with _exclusive(lock_path(variant)):
+        if os.path.exists(target):  # published while this process waited
+            return target
+        _remove_leftovers(variant)
+        checkpoint = checkpoint_cache_path(variant)
+        downloaded = not os.path.exists(checkpoint)
+        if downloaded:
+            _download_checkpoint(variant, checkpoint)
+        else:
+            _check_seeded(variant, checkpoint)
+        temp = _temp_path(variant, "weights.h5")
+        try:
+            convert(checkpoint, temp)
+            os.replace(temp, target)
+        except OSError as error:  # writing the .weights.h5: the checkpoint itself was read
+            if downloaded:
+                _remove(checkpoint)
+            raise cache_write_error(error) from error
+        except Exception as error:
+            _remove(checkpoint)
+            raise ValueError(
+                f"The checkpoint {checkpoint_url(variant)} could not be converted ({error}); "
+                f"it was deleted (a truncated download?). Try again. {_offline_help(variant)}"
+            ) from error
+        finally:
+            _remove(temp)
+        _remove(checkpoint)
     return target

@@ -11,6 +11,7 @@ import http.server
 import os
 import socket
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -68,17 +69,27 @@ def _assert_weights_equal(model, reference, skip=()):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.files[path] = (body, declared Content-Length)``."""
+    """Serves ``server.files[path] = (body, declared Content-Length)``, each answer
+    after ``server.delay`` seconds. For a path in ``server.stalls`` it sends half
+    the body, sets ``server.stalls[path]`` and waits for ``server.release``."""
 
     def do_GET(self):
         self.server.requests.append(self.path)
         if self.path not in self.server.files:
             self.send_error(404)
             return
+        time.sleep(self.server.delay)
         body, length = self.server.files[self.path]
         self.send_response(200)
         self.send_header("Content-Length", str(length))
         self.end_headers()
+        stalled = self.server.stalls.get(self.path)
+        if stalled is not None:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            stalled.set()
+            self.server.release.wait(120)
+            return
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -88,11 +99,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.files, httpd.requests = {}, []
+    httpd.daemon_threads = True  # a stalled answer does not hold up the shutdown
+    httpd.files, httpd.requests, httpd.stalls, httpd.delay = {}, [], {}, 0
+    httpd.release = threading.Event()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield httpd
+    httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join()
@@ -129,7 +143,7 @@ def _tiny(**kwargs):
     return Sequencer2D(**TINY_ARCH, weights="imagenet", classifier_activation=None, **kwargs)
 
 
-def test_download_convert_cache_then_offline(checkpoint, server, register):
+def test_download_convert_cache_then_offline(checkpoint, server, register, capfd):
     body, torch_model = checkpoint
     server.files[URL_PATH] = (body, len(body))
     cache = register(hashlib.sha256(body).hexdigest(), server.base_url)
@@ -139,7 +153,9 @@ def test_download_convert_cache_then_offline(checkpoint, server, register):
     model = _tiny()
     np.testing.assert_allclose(to_numpy(model(images)), expected, atol=1e-4)
     assert server.requests == [URL_PATH]
-    # Only the converted weights stay in the cache (under KERAS_HOME); the raw checkpoint is gone.
+    assert capfd.readouterr().out == ""  # a download prints nothing
+    # Only the converted weights stay in the cache (under KERAS_HOME); the raw checkpoint,
+    # the lock file and the temporary files are gone.
     assert os.listdir(cache) == [os.path.basename(pretrained.weights_cache_path(VARIANT))]
     assert cache.startswith(os.environ["KERAS_HOME"])
 
@@ -197,17 +213,20 @@ def test_truncated_file_without_published_hash_fails_and_leaves_nothing(checkpoi
     assert os.listdir(cache) == []
 
 
-def test_no_network_says_what_to_fetch_and_where(register):
+def test_no_network_says_what_to_fetch_and_where(register, capfd):
     cache = register("0" * 64, _closed_port_url())
     url = pretrained.checkpoint_url(VARIANT)
     with pytest.raises(OSError) as info:
         _tiny()
     message = str(info.value)
+    assert "\n" not in message
     assert url in message
     assert pretrained.checkpoint_cache_path(VARIANT) in message
-    assert "weights='/path/to/model.safetensors'" in message
+    # Advice usable from Python and from the command line.
+    assert "weights=PATH" in message and "--weights PATH" in message
     assert "Connection refused" in message
     assert os.listdir(cache) == []
+    assert capfd.readouterr().out == ""  # no "Downloading data from ..." on stdout
 
 
 def test_preseeded_checkpoint_loads_offline(checkpoint, register, reference_weights):
