@@ -33,6 +33,11 @@ from keras_sequencer.layers import (
 from keras_sequencer.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from keras_sequencer.variants import TableView, get_variant
 
+# Every layer of the network is channels-last, whatever
+# keras.config.image_data_format() says; a channels_first model transposes its
+# input (and its 4-D features output) once.
+CHANNELS_LAST = "channels_last"
+
 # Token mixers of the blocks: BiLSTM2D (Sequencer2D) or BiLSTM1D (VanillaSequencer).
 TOKEN_MIXERS = {"2d": Sequencer2DBlock, "1d": VanillaSequencerBlock}
 
@@ -61,6 +66,39 @@ class SequencerModel(keras.Model):
             return super().make_test_function(force=force)
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ChannelsFirstInput(keras.layers.Layer):
+    """The input of a model built under ``image_data_format() == "channels_first"``:
+    checks a batch ``(batch, channels, height, width)`` and transposes it to the
+    ``(batch, height, width, channels)`` every later layer computes in.
+
+    Raises a ``ValueError`` naming the expected layout for another rank or
+    channel count (a channels-last batch given to a channels-first model).
+    """
+
+    def __init__(self, channels, model_name="model", **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.model_name = model_name
+
+    def call(self, x):
+        shape = tuple(x.shape)
+        if len(shape) != 4 or (shape[1] is not None and shape[1] != self.channels):
+            raise ValueError(
+                f"{self.model_name} was built with image_data_format 'channels_first' and "
+                f"expects images of shape (batch, {self.channels}, height, width); got an "
+                f"input of shape {shape}."
+            )
+        return keras.ops.transpose(x, (0, 2, 3, 1))
+
+    def compute_output_shape(self, input_shape):
+        batch, channels, height, width = input_shape
+        return (batch, height, width, channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "model_name": self.model_name}
+
+
 def _inference_compilation(existing_function, force):
     """:func:`runtime.jax_inference_compilation` when Keras is about to build the
     function (Keras calls ``make_*_function`` on every ``predict_on_batch`` /
@@ -71,14 +109,13 @@ def _inference_compilation(existing_function, force):
     return contextlib.nullcontext()
 
 
-def _resolve_input(input_tensor, input_shape):
+def _resolve_input(input_tensor, input_shape, channels_first):
+    layout = "(channels, height, width)" if channels_first else "(height, width, channels)"
     if input_shape is None:
-        input_shape = (None, None, 3)
+        input_shape = (3, None, None) if channels_first else (None, None, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape must be (height, width, channels); got {input_shape}."
-        )
+        raise ValueError(f"input_shape must be {layout}; got {input_shape}.")
     if input_tensor is None:
         return keras.Input(shape=input_shape, name="images"), None
     if not keras.utils.is_keras_tensor(input_tensor):
@@ -131,9 +168,13 @@ def Sequencer2D(
             (timm or okojoalg/sequencer) file.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: ``(height, width, 3)``; default ``(None, None, 3)``: any
-            size of at least the total stride (14 for S/M/L) works.
+            size of at least the total stride (14 for S/M/L) works. Under
+            ``keras.config.image_data_format() == "channels_first"``:
+            ``(3, height, width)``, default ``(3, None, None)``.
         pooling: with ``include_top=False``: ``None`` (4-D features after the
-            final norm), ``"avg"`` or ``"max"``.
+            final norm, ``(batch, height / stride, width / stride, channels)``,
+            or ``(batch, channels, height / stride, width / stride)`` under
+            ``channels_first``), ``"avg"`` or ``"max"``.
         classes: classifier outputs.
         classifier_activation: activation of the head (``None`` for logits).
         drop_path_rate: stochastic depth rate of every block.
@@ -150,6 +191,11 @@ def Sequencer2D(
         token_mixer: ``"2d"`` (BiLSTM2D blocks) or ``"1d"`` (the VanillaSequencer's
             BiLSTM1D over the flattened tokens; ``union`` is then unused).
         dropout_rate: dropout before the classifier (with ``include_top``).
+
+    Under ``channels_first`` the model takes ``(batch, 3, height, width)``
+    images and transposes them once (:class:`ChannelsFirstInput`); every layer
+    after it, and so every weight and stage feature map, stays channels-last,
+    and the outputs equal the channels-last model's on the transposed images.
 
     Stages may have 0 blocks: such a stage is only its ``PatchEmbedding`` (a
     patch merging, or a pointwise linear layer with patch size 1).
@@ -176,17 +222,22 @@ def Sequencer2D(
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
     total_stride = math.prod(patch_sizes)
 
-    inputs, source_tensor = _resolve_input(input_tensor, input_shape)
-    channels = inputs.shape[-1]
+    channels_first = keras.config.image_data_format() == "channels_first"
+    inputs, source_tensor = _resolve_input(input_tensor, input_shape, channels_first)
+    channels = inputs.shape[1 if channels_first else -1]
     if channels is None:
         raise ValueError("The number of input channels must be known.")
-    for size in inputs.shape[1:3]:
+    x = inputs
+    if channels_first:
+        # The network computes channels-last: one transpose at the input.
+        x = ChannelsFirstInput(channels, model_name=name, name="to_channels_last")(x)
+    for size in x.shape[1:3]:
         if size is not None and size < total_stride:
             raise ValueError(
                 f"{name} needs images of at least {total_stride}x{total_stride} pixels "
                 f"(its total stride); got input_shape {tuple(inputs.shape[1:])}."
             )
-    x = ImageInputCheck(channels, total_stride, model_name=name, name="input_check")(inputs)
+    x = ImageInputCheck(channels, total_stride, model_name=name, name="input_check")(x)
     if include_preprocessing:
         if channels != 3:
             raise ValueError("include_preprocessing needs RGB inputs (3 channels).")
@@ -197,7 +248,7 @@ def Sequencer2D(
             name="normalization",
         )(x)
 
-    x = PatchEmbedding(embed_dims[0], patch_sizes[0], name="stem")(x)
+    x = PatchEmbedding(embed_dims[0], patch_sizes[0], data_format=CHANNELS_LAST, name="stem")(x)
     if stem_norm:
         x = keras.layers.LayerNormalization(epsilon=1e-6, name="stem_norm")(x)
     if position_embedding:
@@ -211,7 +262,10 @@ def Sequencer2D(
     mixer_options = dict(union=union) if token_mixer == "2d" else {}
     for i in range(num_stages):
         if i > 0:
-            x = PatchEmbedding(embed_dims[i], patch_sizes[i], name=f"stages_{i}_downsample")(x)
+            x = PatchEmbedding(
+                embed_dims[i], patch_sizes[i], data_format=CHANNELS_LAST,
+                name=f"stages_{i}_downsample",
+            )(x)
         for j in range(layers[i]):
             x = block_class(
                 hidden_sizes[i],
@@ -227,7 +281,7 @@ def Sequencer2D(
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
 
     if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_LAST, name="avg_pool")(x)
         if dropout_rate:
             x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
         # Under a mixed policy the classifier computes in float32 (stable softmax / loss).
@@ -239,9 +293,13 @@ def Sequencer2D(
             dtype="float32" if mixed else None,
         )(x)
     elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_LAST, name="avg_pool")(x)
     elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = keras.layers.GlobalMaxPooling2D(data_format=CHANNELS_LAST, name="max_pool")(x)
+
+    elif channels_first:
+        # 4-D features in the configured layout, as keras.applications models.
+        x = keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)
 
     model_inputs = inputs
     if source_tensor is not None:

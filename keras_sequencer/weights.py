@@ -181,7 +181,7 @@ def load_keras_weights(model, path, arch, build):
         include_top=stored is not None,
         classes=stored or 1000,
         classifier_activation=None,
-        input_shape=(None, None, model.inputs[0].shape[-1]),
+        input_shape=tuple(model.inputs[0].shape[1:]),
     )
     _check_layout(twin, datasets, path)
     twin.load_weights(path)

@@ -155,3 +155,64 @@ def test_every_layer_is_built_with_the_model(implementation):
     full-size model's first predict call on JAX much slower."""
     model = Sequencer2D(**TINY_ARCH, drop_path_rate=0.1, implementation=implementation)
     assert [layer.name for layer in model._flatten_layers() if not layer.built] == []
+
+
+@pytest.fixture
+def channels_first():
+    """``keras.config.image_data_format()`` is ``"channels_first"`` inside the test."""
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        yield
+    finally:
+        keras.config.set_image_data_format(previous)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(classes=5),
+        dict(include_top=False),
+        dict(include_top=False, pooling="avg"),
+        dict(include_top=False, pooling="max", include_preprocessing=True),
+    ],
+)
+def test_channels_first_equals_channels_last_on_transposed_images(kwargs, tmp_path):
+    """A model built under ``channels_first`` takes ``(B, 3, H, W)`` images, reads the
+    same ``.weights.h5`` as the channels-last model and returns its outputs on the
+    transposed images exactly; 4-D features come out as ``(B, C, H', W')``."""
+    reference = Sequencer2D(**TINY_ARCH, **kwargs)
+    path = str(tmp_path / "tiny.weights.h5")
+    reference.save_weights(path)
+    x = random_images(2, 28, 42)
+    expected = to_numpy(reference(x))
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        model = Sequencer2D(**TINY_ARCH, **kwargs, weights=path)
+        assert tuple(model.inputs[0].shape) == (None, 3, None, None)
+        out = to_numpy(model(x.transpose(0, 3, 1, 2)))
+        restored = save_and_reload(model)
+    finally:
+        keras.config.set_image_data_format(previous)
+    if out.ndim == 4:
+        assert out.shape == (2, 24, 2, 3)
+        out = out.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out, expected)
+    # the saved model keeps its layout whatever the loading session's data format
+    reloaded = to_numpy(restored(x.transpose(0, 3, 1, 2)))
+    np.testing.assert_array_equal(reloaded.transpose(0, 2, 3, 1) if reloaded.ndim == 4 else reloaded, expected)
+
+
+def test_channels_first_input_shape_and_errors(channels_first):
+    model = Sequencer2D(**TINY_ARCH, input_shape=(3, 28, 42), classes=4)
+    assert tuple(model.inputs[0].shape) == (None, 3, 28, 42)
+    assert to_numpy(model(random_images(1, 28, 42).transpose(0, 3, 1, 2))).shape == (1, 4)
+    with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)|expected shape=\(None, 3, None, None\)"):
+        Sequencer2D(**TINY_ARCH)(np.zeros((1, 28, 28, 3), "float32"))
+    with pytest.raises(ValueError, match=r"at least 14x14.*\(3, 10, 64\)"):
+        Sequencer2D(**TINY_ARCH, input_shape=(3, 10, 64))
+    with pytest.raises(ValueError, match=r"input_shape must be \(channels, height, width\)"):
+        Sequencer2D(**TINY_ARCH, input_shape=(64, 64))
+    with pytest.raises(ValueError, match="at least 14x14"):
+        Sequencer2D(**TINY_ARCH)(np.zeros((1, 3, 13, 28), "float32"))
