@@ -22,6 +22,7 @@ This module maps a checkpoint onto an existing model and builds none;
 Keras ``.weights.h5`` (by registered name or by :func:`infer_arch`).
 """
 
+import contextlib
 import os
 import re
 
@@ -40,11 +41,37 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 # ---------------------------------------------------------------- reading --
+@contextlib.contextmanager
+def reading_errors(path, kind):
+    """Turns any failure to read ``path`` (a ``kind`` file) into a ``ValueError``
+    naming it; an ``OSError`` or ``ValueError`` that already names the path passes
+    through. Errors of the libraries that parse checkpoints (safetensors, h5py,
+    zipfile, torch, pickle, json) have no common base class, hence ``Exception``;
+    ``MemoryError`` and non-``Exception`` interrupts propagate unchanged."""
+    path = os.fspath(path)
+    try:
+        yield
+    except MemoryError:
+        raise
+    except (OSError, ValueError) as error:
+        if path in str(error):
+            raise
+        error_type = OSError if isinstance(error, OSError) else ValueError
+        raise error_type(f"Could not read {kind} {path}: {error}") from error
+    except Exception as error:
+        raise ValueError(
+            f"Could not read {kind} {path} (damaged or not a {kind} file?): "
+            f"{type(error).__name__}: {error}"
+        ) from error
+
+
 def read_checkpoint(path):
     """Reads a checkpoint file into ``{timm key: float32 numpy array}``.
 
     ``.safetensors`` is read with the ``safetensors`` package and numpy (no
     torch needed); ``.pth``/``.pt``/``.bin`` with ``torch.load(weights_only=True)``.
+    A file that cannot be read (missing, truncated, damaged, not a state dict of
+    tensors) raises an ``OSError`` or ``ValueError`` naming it.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -52,11 +79,9 @@ def read_checkpoint(path):
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
-        try:
-            state_dict = load_file(path)
-        except Exception as error:  # safetensors raises its own error types
-            raise ValueError(f"Could not read safetensors checkpoint {path}: {error}") from error
-    elif path.endswith((".pth", ".pt", ".bin")):
+        with reading_errors(path, "safetensors checkpoint"):
+            return normalize_state_dict(load_file(path))
+    if path.endswith((".pth", ".pt", ".bin")):
         try:
             import torch
         except ImportError as error:
@@ -64,15 +89,11 @@ def read_checkpoint(path):
                 f"Reading {path} needs PyTorch (`pip install torch`); "
                 "a .safetensors checkpoint needs only the safetensors package."
             ) from error
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(f"Could not read PyTorch checkpoint {path}: {error}") from error
-    else:
-        raise ValueError(
-            f"Unknown checkpoint format {path!r}; expected one of {CHECKPOINT_SUFFIXES}."
-        )
-    return normalize_state_dict(state_dict)
+        with reading_errors(path, "PyTorch checkpoint"):
+            return normalize_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    raise ValueError(
+        f"Unknown checkpoint format {path!r}; expected one of {CHECKPOINT_SUFFIXES}."
+    )
 
 
 def _to_numpy(value):
@@ -83,11 +104,16 @@ def _to_numpy(value):
 
 def normalize_state_dict(state_dict):
     """Unwraps ``{"model": ...}``/``{"state_dict": ...}``, strips ``module.``,
-    renames the okojoalg/sequencer layout to timm's and converts to numpy."""
+    renames the okojoalg/sequencer layout to timm's and converts to numpy.
+    Anything but a ``{name: tensor}`` mapping raises a ``ValueError``."""
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"expected a dict of tensors; got {type(state_dict).__name__}")
     for wrapper in ("model", "state_dict", "model_ema"):
         if isinstance(state_dict.get(wrapper), dict):
             state_dict = state_dict[wrapper]
             break
+    if not all(isinstance(key, str) for key in state_dict):
+        raise ValueError("expected a dict of tensors keyed by name; found a non-string key")
     original_layout = not any(k.startswith("stages.") for k in state_dict)
     out = {}
     for key, value in state_dict.items():
@@ -101,7 +127,10 @@ def normalize_state_dict(state_dict):
             )
             key = re.sub(r"^blocks\.([0-9]+)\.([0-9]+)", r"stages.\1.blocks.\2", key)
             key = re.sub(r"^head\.(?!fc\.)", "head.fc.", key)
-        out[key] = _to_numpy(value)
+        try:
+            out[key] = _to_numpy(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"entry {key!r} ({type(value).__name__}) is not a tensor") from error
     return out
 
 

@@ -50,9 +50,13 @@ def load_weights(model, weights, arch, build):
     if path.endswith(conversion.CHECKPOINT_SUFFIXES):
         state_dict = conversion.read_checkpoint(path)
         skip_head = _head_differs(model, conversion.head_classes(state_dict))
-        conversion.load_state_dict(model, state_dict, skip_head=skip_head)
+        try:
+            conversion.load_state_dict(model, state_dict, skip_head=skip_head)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
     elif path.endswith(".weights.h5"):
-        load_keras_weights(model, path, arch, build)
+        with conversion.reading_errors(path, "Keras weights file"):
+            load_keras_weights(model, path, arch, build)
     else:
         raise ValueError(
             f"Unknown weights file {path!r}; expected a .weights.h5, "
@@ -190,3 +194,16 @@ def load_keras_weights(model, path, arch, build):
         if layer.weights and layer.name != "head":
             layer.set_weights(twin_layers[layer.name].get_weights())
     return model
+
+
+def load_model(path, **kwargs):
+    """``keras.saving.load_model(path, **kwargs)`` for a saved Sequencer ``.keras``
+    file, with a file that cannot be read (missing, truncated, damaged) reported
+    as an ``OSError`` or ``ValueError`` naming it."""
+    import keras
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Model file not found: {path}")
+    with conversion.reading_errors(path, ".keras model file"):
+        return keras.saving.load_model(path, **kwargs)
