@@ -2,7 +2,7 @@
 
 A tiny architecture is registered as a published variant (monkeypatched into
 keras_sequencer.variants.VARIANTS) so the checkpoint is small; everything else
-(URL layout, keras.utils.get_file, SHA-256 check, conversion, cache) is the
+(URL layout, streamed download, SHA-256 check, conversion, cache) is the
 code path of sequencer2d_s/m/l.
 """
 

@@ -36,44 +36,82 @@ from tests.test_pretrained import (  # noqa: F401  (fixtures)
 
 pytestmark = requires_timm
 
-# Seconds a child may take to start (import the backend) and finish; generous for
-# a loaded machine, only there so that a hang fails instead of blocking the suite.
+# Seconds a child may take to start and finish; generous for a loaded machine,
+# only there so that a hang fails instead of blocking the suite.
 CHILD_TIMEOUT = 240
 
-CHILD = r"""
-import hashlib, json, os, sys, time
+_PRELUDE = r"""
+import hashlib, json, os, sys, time, types
 
 spec = json.loads(sys.argv[1])
-from keras_sequencer import Sequencer2D, variants, weights
+if spec["light"]:
+    # keras_sequencer's cache modules without the package's __init__ (which imports
+    # keras and its backend): the file locking and publishing run for real, the
+    # conversion is a copy.
+    package = types.ModuleType("keras_sequencer")
+    package.__path__ = [os.path.join(os.getcwd(), "keras_sequencer")]
+    sys.modules["keras_sequencer"] = package
+from keras_sequencer import pretrained, variants
 
 variants.VARIANTS[spec["variant"]] = variants.Variant(
     spec["variant"], "sequencer2d", spec["arch"], weights=variants.PublishedWeights(**spec["weights"])
 )
-if spec.get("stall_conversion"):
-    # Write half of the converted file, say so, and wait to be killed.
-    convert = weights.convert_checkpoint_file
 
-    def stalled(checkpoint, output, *args):
-        convert(checkpoint, output, *args)
-        with open(output, "r+b") as f:
-            f.truncate(os.path.getsize(output) // 2)
-        open(spec["stall_conversion"], "w").close()
-        time.sleep(600)
 
-    weights.convert_checkpoint_file = stalled
+def stall():
+    # Say so, and wait to be killed.
+    open(spec["stall_conversion"], "w").close()
+    time.sleep(600)
+
+
 if spec.get("barrier"):
     # Ready after the imports; start together when the parent says go.
     open(os.path.join(spec["barrier"], f"ready-{os.getpid()}"), "w").close()
     while not os.path.exists(os.path.join(spec["barrier"], "go")):
         time.sleep(0.01)
+"""
+
+LIGHT_CHILD = _PRELUDE + r"""
+
+def convert(checkpoint, output):
+    with open(checkpoint, "rb") as src:
+        data = src.read()
+    with open(output, "wb") as dst:
+        dst.write(data[: len(data) // 2])
+        dst.flush()
+        if spec.get("stall_conversion"):
+            stall()
+        time.sleep(0.2)  # a slow conversion: a reader of a partial file would see half
+        dst.write(data[len(data) // 2 :])
+
+
+with open(pretrained.imagenet_weights_path(spec["variant"], convert), "rb") as f:
+    print("weights-sha256", hashlib.sha256(f.read()).hexdigest())
+"""
+
+MODEL_CHILD = _PRELUDE + r"""
+from keras_sequencer import Sequencer2D, weights
+
+if spec.get("stall_conversion"):
+    convert = weights.convert_checkpoint_file
+
+    def stalled(checkpoint, output, *args):
+        # Half of the converted file on disk.
+        convert(checkpoint, output, *args)
+        with open(output, "r+b") as f:
+            f.truncate(os.path.getsize(output) // 2)
+        stall()
+
+    weights.convert_checkpoint_file = stalled
 model = Sequencer2D(**spec["arch"], weights="imagenet", classifier_activation=None)
 digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
 print("weights-sha256", digest)
 """
 
 
-def _spec(sha256, **extra):
+def _spec(sha256, light=True, **extra):
     return dict(
+        light=light,
         variant=VARIANT,
         arch={k: list(v) for k, v in TINY_ARCH.items()},
         weights=dict(
@@ -91,7 +129,7 @@ def children():
 
     def start(spec):
         process = subprocess.Popen(
-            [sys.executable, "-c", CHILD, json.dumps(spec)],
+            [sys.executable, "-c", LIGHT_CHILD if spec["light"] else MODEL_CHILD, json.dumps(spec)],
             cwd=REPO,
             env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3"),
             stdout=subprocess.PIPE,
@@ -134,24 +172,46 @@ def _only_weights(cache):
     return os.listdir(cache) == [os.path.basename(pretrained.weights_cache_path(VARIANT))]
 
 
-def test_four_processes_at_once_download_once(checkpoint, server, register, reference_weights,
-                                              children, tmp_path):
+def _start_together(children, specs, barrier):
+    barrier.mkdir()
+    processes = [children(spec) for spec in specs]
+    _wait_for(lambda: len(os.listdir(barrier)) == len(specs), "all children are ready")
+    (barrier / "go").touch()
+    return processes
+
+
+def test_four_processes_at_once_download_once(checkpoint, server, register, children, tmp_path):
     body, _ = checkpoint
     sha256 = hashlib.sha256(body).hexdigest()
     server.files[URL_PATH] = (body, len(body))
-    server.delay = 1.0  # the first process holds the lock while the others arrive
+    server.delay = 0.5  # the first process holds the lock while the others arrive
     cache = register(sha256, server.base_url)
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
 
-    processes = [children(_spec(sha256, barrier=str(barrier))) for _ in range(4)]
-    _wait_for(lambda: len(os.listdir(barrier)) == 4, "all children are ready")
-    (barrier / "go").touch()
+    spec = _spec(sha256, barrier=str(tmp_path / "barrier"))
+    processes = _start_together(children, [spec] * 4, tmp_path / "barrier")
+    digests = [_digest(process) for process in processes]
+
+    assert digests == [sha256] * 4  # every process read the complete file
+    assert server.requests == [URL_PATH]  # downloaded once
+    assert _only_weights(cache)  # no lock, temporary or raw checkpoint file left
+
+
+@pytest.mark.slow  # four processes importing the backend and building a model
+def test_four_models_at_once_download_once(checkpoint, server, register, reference_weights,
+                                           children, tmp_path):
+    body, _ = checkpoint
+    sha256 = hashlib.sha256(body).hexdigest()
+    server.files[URL_PATH] = (body, len(body))
+    server.delay = 1.0
+    cache = register(sha256, server.base_url)
+
+    spec = _spec(sha256, light=False, barrier=str(tmp_path / "barrier"))
+    processes = _start_together(children, [spec] * 4, tmp_path / "barrier")
     digests = [_digest(process) for process in processes]
 
     assert len(set(digests)) == 1  # the same weights in every process
-    assert server.requests == [URL_PATH]  # downloaded once
-    assert _only_weights(cache)  # no lock, temporary or raw checkpoint file left
+    assert server.requests == [URL_PATH]
+    assert _only_weights(cache)
     model = _tiny()  # what the processes loaded is the checkpoint
     _assert_weights_equal(model, reference_weights)
     weights = b"".join(to_numpy(w).tobytes() for w in model.get_weights())
@@ -177,20 +237,23 @@ def test_process_killed_mid_download_then_next_call_succeeds(checkpoint, server,
     assert not os.path.exists(pretrained.weights_cache_path(VARIANT))
 
     del server.stalls[URL_PATH]
-    _assert_weights_equal(_tiny(), reference_weights)
+    _assert_weights_equal(_tiny(), reference_weights)  # this process converts for real
     assert server.requests == [URL_PATH, URL_PATH]
     assert _only_weights(cache)
 
 
+@pytest.mark.parametrize("light", [True, pytest.param(False, marks=pytest.mark.slow)],
+                         ids=["copy", "model"])
 def test_process_killed_mid_conversion_then_next_call_succeeds(checkpoint, server, register,
-                                                               reference_weights, children, tmp_path):
+                                                               reference_weights, children, tmp_path,
+                                                               light):
     body, _ = checkpoint
     sha256 = hashlib.sha256(body).hexdigest()
     server.files[URL_PATH] = (body, len(body))
     cache = register(sha256, server.base_url)
     marker = tmp_path / "converting"
 
-    process = children(_spec(sha256, stall_conversion=str(marker)))
+    process = children(_spec(sha256, light=light, stall_conversion=str(marker)))
     _wait_for(marker.exists, "the child is converting", process)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=CHILD_TIMEOUT)
@@ -201,6 +264,25 @@ def test_process_killed_mid_conversion_then_next_call_succeeds(checkpoint, serve
 
     _assert_weights_equal(_tiny(), reference_weights)
     assert server.requests == [URL_PATH]
+    assert _only_weights(cache)
+
+
+def test_lock_holder_killed_while_others_wait(checkpoint, server, register, children, tmp_path):
+    body, _ = checkpoint
+    sha256 = hashlib.sha256(body).hexdigest()
+    server.files[URL_PATH] = (body, len(body))
+    cache = register(sha256, server.base_url)
+    marker = tmp_path / "converting"
+
+    holder = children(_spec(sha256, stall_conversion=str(marker)))
+    _wait_for(marker.exists, "the first child is converting", holder)
+    waiters = _start_together(children, [_spec(sha256, barrier=str(tmp_path / "barrier"))] * 2,
+                              tmp_path / "barrier")
+    time.sleep(0.5)
+    assert [waiter.poll() for waiter in waiters] == [None, None]  # waiting for the lock
+    holder.send_signal(signal.SIGKILL)
+    assert [_digest(waiter) for waiter in waiters] == [sha256] * 2
+    assert server.requests == [URL_PATH]  # the holder's verified download is reused
     assert _only_weights(cache)
 
 
