@@ -2,7 +2,9 @@
 
 Accepted: a Keras ``.weights.h5`` file (as written by the converter), a timm
 ``.safetensors`` checkpoint, a ``.pth``/``.pt``/``.bin`` checkpoint (timm or
-okojoalg/sequencer layout; needs torch), or ``"imagenet"``.
+okojoalg/sequencer layout; needs torch), or ``"imagenet"``. A file that
+cannot be read (truncated, damaged, not a checkpoint) raises an ``OSError`` or
+``ValueError`` naming it; so does :func:`load_model` for a saved ``.keras`` model.
 
 This module builds no model of its own choosing: the caller passes ``build``,
 the builder of the model being loaded (``Sequencer2D``), for the twin a

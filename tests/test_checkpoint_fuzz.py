@@ -15,6 +15,7 @@ a time limit, so a crash of the interpreter or a hang fails the test and names
 the case it happened in.
 """
 
+import io
 import json
 import os
 import random
@@ -108,7 +109,7 @@ class Fuzzer:
 
         from keras_sequencer import Sequencer2D, conversion, weights
 
-        self.keras, self.np, self.conversion, self.weights = keras, np, conversion, weights
+        self.np, self.conversion, self.weights = np, conversion, weights
         self.build = Sequencer2D
         self.folder = folder
         keras.utils.set_random_seed(0)
@@ -135,7 +136,7 @@ class Fuzzer:
         """Random tensors under every timm key the tiny model needs, shaped as timm's."""
         np = self.np
         torch_shapes = {}
-        for variable, keys, transform in self.conversion.weight_map(self.model):
+        for variable, keys, _ in self.conversion.weight_map(self.model):
             shape = tuple(variable.shape)
             if len(keys) == 2 and len(shape) == 1:  # LSTM bias b_ih + b_hh
                 torch_shapes.update({k: shape for k in keys})
@@ -210,8 +211,6 @@ class Fuzzer:
             return _same(_h5_values(path), _h5_values(saved))
         loaded.save_weights(saved)
         with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as stored:
-            import io
-
             return _same(_h5_values(io.BytesIO(stored.read())), _h5_values(saved))
 
 
