@@ -3,7 +3,9 @@
 import numbers
 import re
 
-from keras_sequencer.models import SequencerModel
+import keras
+
+from keras_sequencer.models import ChannelsFirstInput, SequencerModel
 from keras_sequencer.registry import create_model
 
 # timm's default for sequencer2d_*: the first three stages (the fourth repeats
@@ -33,9 +35,10 @@ def stage_output_names(model):
 def feature_extractor(model, out_indices=DEFAULT_OUT_INDICES, **kwargs):
     """A ``keras.Model`` returning the outputs of the stages ``out_indices``.
 
-    Like timm's ``features_only=True``: channels-last stage outputs (no final
-    norm). For ``sequencer2d_s`` at 224 px and the default indices:
-    ``(B, 32, 32, 192)``, ``(B, 16, 16, 384)``, ``(B, 16, 16, 384)``.
+    Like timm's ``features_only=True``: the stage outputs (no final norm), in
+    the model's image layout. For ``sequencer2d_s`` at 224 px and the default
+    indices: ``(B, 32, 32, 192)``, ``(B, 16, 16, 384)``, ``(B, 16, 16, 384)``;
+    for a model built under ``channels_first``, ``(B, 192, 32, 32)``, ...
 
     Args:
         model: a Sequencer2D ``keras.Model`` (its weights are shared) or a
@@ -66,4 +69,11 @@ def feature_extractor(model, out_indices=DEFAULT_OUT_INDICES, **kwargs):
             )
         names.append(stages[int(index) % len(stages)])
     outputs = [model.get_layer(name).output for name in names]
+    if any(isinstance(layer, ChannelsFirstInput) for layer in model.layers):
+        # The network computes channels-last inside; its feature maps go out in
+        # the layout of its input, as its own 4-D output does.
+        outputs = [
+            keras.layers.Permute((3, 1, 2), name=f"{name}_channels_first")(output)
+            for name, output in zip(names, outputs)
+        ]
     return SequencerModel(model.inputs, outputs, name=f"{model.name}_features")

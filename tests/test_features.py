@@ -107,3 +107,24 @@ def test_feature_extractor_rejects_bad_arguments():
     other = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)])
     with pytest.raises(ValueError, match="not a Sequencer2D"):
         feature_extractor(other)
+
+
+def test_feature_maps_follow_a_channels_first_model():
+    """Under ``channels_first`` the stage maps come out ``(B, C, H, W)``, equal to
+    the channels-last model's maps on the transposed images."""
+    reference = Sequencer2D(**TINY_ARCH, include_top=False)
+    x = random_images(2, 28, 42)
+    expected = [to_numpy(f) for f in feature_extractor(reference)(x)]
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        model = Sequencer2D(**TINY_ARCH, include_top=False)
+        model.set_weights(reference.get_weights())
+        features = feature_extractor(model)(x.transpose(0, 3, 1, 2))
+    finally:
+        keras.config.set_image_data_format(previous)
+    assert len(features) == len(expected) == 3
+    for got, want in zip(features, expected):
+        got = to_numpy(got)
+        assert got.shape == (want.shape[0], want.shape[3], want.shape[1], want.shape[2])
+        np.testing.assert_array_equal(got.transpose(0, 2, 3, 1), want)
