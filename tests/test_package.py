@@ -213,7 +213,10 @@ def test_run_all_backends_runs_the_installed_subset(tmp_path):
     test = os.path.join(REPO, "tests", "test_package.py") + "::test_keras_backend_is_used_as_set"
     code = RUNNER.format(argv=[test, "-q", "-p", "no:cacheprovider"],
                          path=os.path.join(REPO, "tests", "run_all_backends.py"))
-    proc = _run(tmp_path, code, hide=hidden, KERAS_SEQUENCER_TEST_JOBS="1")
+    # The runner's --basetemp lives under the temp folder; point that at a fresh
+    # one, or it could be a parent of tmp_path (the torch pass of the runner itself).
+    (tmp_path / "tmp").mkdir()
+    proc = _run(tmp_path, code, hide=hidden, KERAS_SEQUENCER_TEST_JOBS="1", TMPDIR=str(tmp_path / "tmp"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     for backend in hidden:
         assert f"skipping KERAS_BACKEND={backend}: " in proc.stdout
