@@ -13,7 +13,7 @@ implementation (and a few of its own speed-ups) is in
 import keras
 from keras import ops
 
-from keras_sequencer.kernels import backend_kernels
+from keras_sequencer.kernels import backend_kernels, resolved_implementation
 # ``keras_sequencer.layers.fused_lstm`` of earlier releases: the backend-neutral fused
 # recurrence, now kept with the other kernels.
 from keras_sequencer.kernels.generic import fused_lstm  # noqa: F401
@@ -29,7 +29,7 @@ RNN_TYPES = {
 }
 UNIONS = ("cat", "add", "vertical", "horizontal")
 # How BiLSTM2D runs its recurrences (see BiLSTM2D); both read the same variables.
-IMPLEMENTATIONS = ("keras", "fused")
+IMPLEMENTATIONS = ("auto", "keras", "fused")
 
 
 def _register(cls):
@@ -59,16 +59,17 @@ class BiLSTM2D(keras.layers.Layer):
         with_fc: project the union back to the input channels.
         rnn_type: ``"lstm"`` (``keras.layers.LSTM``), ``"gru"`` or ``"rnn"``
             (``SimpleRNN``).
-        implementation: ``"keras"`` calls the ``keras.layers.LSTM`` (or
-            GRU/SimpleRNN) layers; ``"fused"`` (LSTM only) runs every direction
-            of both RNNs as one batched recurrence (the backend's
-            ``bilstm2d`` kernel, :mod:`keras_sequencer.kernels`) over the
-            *same* LSTM layers' variables, so weights, conversion and saved
-            files are identical; it is much faster on CPU. On torch
-            (:mod:`keras_sequencer.kernels.torch_lstm`) the recurrence runs in
-            place with a hand-written backward; inference on a GPU runs each
-            RNN with ``torch.lstm`` (cuDNN) instead.
+        implementation: ``"auto"`` (default): ``"fused"`` on CPU, ``"keras"``
+            (cuDNN) on a GPU and for GRU/RNN, chosen at call time
+            (``resolved_implementation``, :mod:`keras_sequencer.kernels`).
+            ``"keras"`` calls the ``keras.layers.LSTM`` (or GRU/SimpleRNN)
+            layers; ``"fused"`` (LSTM only) runs every direction of both RNNs
+            as one batched recurrence (the backend's ``bilstm2d`` kernel) over
+            the *same* LSTM layers' variables: weights, conversion and saved
+            files are identical.
     """
+
+    resolved_implementation = property(resolved_implementation)
 
     def __init__(
         self,
@@ -77,7 +78,7 @@ class BiLSTM2D(keras.layers.Layer):
         union="cat",
         with_fc=True,
         rnn_type="lstm",
-        implementation="keras",
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -148,13 +149,13 @@ class BiLSTM2D(keras.layers.Layer):
         y = self.mix(x)
         if self.fc is None:
             return y
-        if self.implementation == "fused":
+        if self.resolved_implementation == "fused":
             return backend_kernels().dense(self.fc, y)
         return self.fc(y)
 
     def mix(self, x):
         """The RNNs' union before ``fc``: ``(B, H, W, C) -> (B, H, W, union_size)``."""
-        if self.implementation == "fused":
+        if self.resolved_implementation == "fused":
             return self._mix_fused(x)
         batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
         channels = x.shape[-1]
@@ -244,11 +245,13 @@ class Sequencer2DBlock(keras.layers.Layer):
     Sublayers are named as timm's: ``norm1``, ``rnn_tokens``, ``norm2``,
     ``mlp_fc1``, ``mlp_fc2``.
 
-    With ``implementation="fused"`` the call is the backend's ``fused_block``
-    kernel (:mod:`keras_sequencer.kernels`): the same computation, with its
-    Dense layers and residual adds as fused GEMMs on torch and, on
-    TensorFlow, an inference call (``training`` false) as one XLA cluster.
+    With ``implementation="fused"`` (or ``"auto"`` resolved to it, as in
+    :class:`BiLSTM2D`) the call is the backend's ``fused_block`` kernel
+    (:mod:`keras_sequencer.kernels`): the same computation, with fused GEMMs
+    on torch and an XLA-compiled inference call on TensorFlow.
     """
+
+    resolved_implementation = property(resolved_implementation)
 
     def __init__(
         self,
@@ -260,7 +263,7 @@ class Sequencer2DBlock(keras.layers.Layer):
         rnn_type="lstm",
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
-        implementation="keras",
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -304,7 +307,7 @@ class Sequencer2DBlock(keras.layers.Layer):
         self.mlp_fc2.build(tuple(input_shape[:-1]) + (int(self.mlp_ratio * dim),))
 
     def call(self, x, training=None):
-        if self.implementation == "fused":
+        if self.resolved_implementation == "fused":
             return backend_kernels().fused_block(self, x, training)
         return self.forward_pass(x, training=training)
 

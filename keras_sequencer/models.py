@@ -19,6 +19,7 @@ import keras
 
 from keras_sequencer import runtime
 from keras_sequencer import weights as weights_lib
+from keras_sequencer.kernels import resolved_implementations
 from keras_sequencer.layers import (
     PACKAGE,
     ImageInputCheck,
@@ -56,6 +57,12 @@ class SequencerModel(keras.Model):
     which makes the LSTM-heavy inference graph faster on CPU); ``fit``'s train
     step, which those options slow down, compiles as usual.
     ``KERAS_SEQUENCER_RUNTIME_TUNING=0`` turns it off (see :mod:`runtime`)."""
+
+    @property
+    def implementations(self):
+        """``{layer path: "keras" | "fused"}``: what each BiLSTM2D and block runs
+        here (``implementation="auto"`` resolved for this backend and device)."""
+        return resolved_implementations(self)
 
     def make_predict_function(self, force=False):
         with _inference_compilation(self.predict_function, force):
@@ -143,7 +150,7 @@ def Sequencer2D(
     drop_path_rate=0.0,
     include_preprocessing=False,
     name="sequencer2d",
-    implementation="keras",
+    implementation="auto",
     stem_norm=False,
     position_embedding=False,
     token_mixer="2d",
@@ -181,9 +188,10 @@ def Sequencer2D(
         include_preprocessing: accept raw ``[0, 255]`` images and normalise them
             with the ImageNet mean/std inside the model.
         name: model name.
-        implementation: how BiLSTM2D runs its LSTMs, ``"keras"`` or
-            ``"fused"`` (faster, LSTM only; same weights), see
-            :class:`keras_sequencer.layers.BiLSTM2D`.
+        implementation: how BiLSTM2D runs its LSTMs: ``"auto"`` (``"fused"``
+            on CPU, ``"keras"``/cuDNN on a GPU), ``"keras"`` or ``"fused"``
+            (LSTM only; same weights), see :class:`keras_sequencer.layers.BiLSTM2D`;
+            the model's ``implementations`` lists what each layer runs.
         stem_norm: LayerNorm (eps 1e-6) right after the stem (``stem_norm``).
         position_embedding: add a learned absolute position embedding after the
             stem (:class:`~keras_sequencer.layers.PositionEmbedding`); needs a
@@ -374,7 +382,7 @@ def _variant(variant, doc_name):
         drop_path_rate=0.0,
         include_preprocessing=False,
         name=variant,
-        implementation="keras",
+        implementation="auto",
     ):
         return Sequencer2D(
             **get_variant(variant).arch,
