@@ -22,10 +22,9 @@ def train_pipeline(dataset, config, num_classes, global_batch_size):
     import tensorflow as tf
 
     height, width = config.image_size
-    rand_augment = parse_auto_augment(config.aa)
-    rand_augment = rand_augment and keras.layers.RandAugment(
-        value_range=(0, 255), seed=config.seed, **rand_augment
-    )
+    from keras_sequencer.training.randaugment import rand_augment
+
+    policy = parse_auto_augment(config.aa)  # timm's RandAugment, on 0-255 pixels
 
     def per_image(image, label):
         begin, size, _ = tf.image.sample_distorted_bounding_box(
@@ -42,8 +41,8 @@ def train_pipeline(dataset, config, num_classes, global_batch_size):
         if config.hflip > 0:
             flip = tf.random.uniform([]) < config.hflip
             image = tf.where(flip, tf.image.flip_left_right(image), image)
-        if rand_augment:
-            image = rand_augment(image)
+        if policy:
+            image = rand_augment(image, policy)
         return tf.clip_by_value(image, 0.0, 255.0), label
 
     erasing = config.reprob > 0 and keras.layers.RandomErasing(
