@@ -72,6 +72,16 @@ class SequencerModel(keras.Model):
         with _inference_compilation(self.test_function, force):
             return super().make_test_function(force=force)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Writes the model as ``"tf_saved_model"``, ``"onnx"`` or ``"litert"``
+        from any backend, with no prior call: :func:`keras_sequencer.export.export_model`
+        (``input_shape=(height, width)`` fixes the size of a model that has none)."""
+        from keras_sequencer.export import export_model
+
+        return export_model(
+            self, filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs
+        )
+
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ChannelsFirstInput(keras.layers.Layer):

@@ -1,0 +1,382 @@
+"""Exports Sequencer models to ONNX, TensorFlow SavedModel and LiteRT, from
+every Keras backend (JAX, TensorFlow, torch), with no prior call.
+
+``SequencerModel.export(path, format=...)`` (so ``model.export`` of every
+model the builders return) comes here. The model is translated layer by
+layer into a TensorFlow function over copies of its weights
+(:mod:`keras_sequencer.kernels.export_tf`): static Python loops for the
+recurrences (a backward direction reads its steps last to first), exact GELU
+as one ``Gelu``, plain ``Conv2D``/``MatMul`` and element-wise ops. That
+function is what every format stores, whatever the backend: a SavedModel
+(``tf.saved_model.save``), ONNX (``tf2onnx``), LiteRT (the TFLite converter
+with builtin ops only, no Flex delegate). No cuDNN, XLA, scan or custom
+gradient reaches the file, and the user's model is only read.
+
+Input: one batch of images, the model's own layout (``(batch, height,
+width, 3)``, or ``(batch, 3, height, width)`` for a model built under
+``channels_first``), float32, batch size free. The spatial size is fixed at
+export (the recurrences are unrolled over it): the model's own input size
+when it has one, else ``input_shape=(height, width)`` (non-square allowed),
+else the registered variant's ``input_size`` (224 for an unknown name).
+"""
+
+import importlib.util
+import logging
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+FORMATS = ("tf_saved_model", "onnx", "litert")
+# Format -> (module, distribution) pairs the export needs.
+EXPORT_PACKAGES = {
+    "tf_saved_model": (("tensorflow", "tensorflow-cpu"),),
+    "onnx": (("tensorflow", "tensorflow-cpu"), ("tf2onnx", "tf2onnx"), ("onnx", "onnx")),
+    "litert": (("tensorflow", "tensorflow-cpu"),),
+}
+# Format -> (module, distribution) of the runtime that runs the artefact.
+RUNTIME_PACKAGES = {
+    "tf_saved_model": ("tensorflow", "tensorflow-cpu"),
+    "onnx": ("onnxruntime", "onnxruntime"),
+    "litert": ("ai_edge_litert", "ai-edge-litert"),
+}
+ONNX_OPSET = 17
+DEFAULT_INPUT_SIZE = 224
+INPUT_NAME = "images"
+OUTPUT_NAME = "output_0"
+
+
+def require(module, distribution, purpose):
+    """Raises a one-line ``ImportError`` naming the package when ``module`` is missing."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ImportError(
+            f"{purpose} needs {distribution}, which is not installed: "
+            f'pip install "keras-sequencer[export]" (or pip install {distribution})'
+        )
+
+
+def check_format(format):
+    """Returns ``format`` if it is one of :data:`FORMATS`, else raises a one-line ``ValueError``."""
+    if format not in FORMATS:
+        raise ValueError(
+            f"Unsupported export format {format!r}; Sequencer models export to "
+            f"{', '.join(repr(f) for f in FORMATS)}."
+        )
+    return format
+
+
+def export_input_shape(model, input_shape=None):
+    """The per-image input shape the export takes, in the model's layout:
+    ``(height, width, channels)`` or, channels-first, ``(channels, height, width)``.
+
+    ``input_shape``: ``(height, width)`` or a full per-image shape; needed only
+    where the model's own size is unknown (defaults to the registered
+    variant's ``input_size``). Raises a ``ValueError`` when it contradicts a
+    fixed model size."""
+    if len(model.inputs) != 1:
+        raise ValueError(f"export needs a model with one image input; {model.name} has {len(model.inputs)}.")
+    shape = tuple(model.inputs[0].shape[1:])
+    channels_first = model.layers[1].__class__.__name__ == "ChannelsFirstInput"
+    spatial_axes = (1, 2) if channels_first else (0, 1)
+    own = tuple(shape[a] for a in spatial_axes)
+    if input_shape is not None:
+        given = tuple(int(s) for s in input_shape if s is not None)
+        if len(input_shape) == 3:
+            given = tuple(int(input_shape[a]) for a in spatial_axes if input_shape[a] is not None)
+        if len(given) != 2:
+            raise ValueError(
+                f"input_shape must be (height, width) or the full per-image shape; got {tuple(input_shape)}."
+            )
+        for own_size, size in zip(own, given):
+            if own_size is not None and own_size != size:
+                raise ValueError(
+                    f"{model.name} takes {own[0]}x{own[1]} images; got input_shape {tuple(input_shape)}."
+                )
+        spatial = given
+    elif None in own:
+        from keras_sequencer.variants import get_variant
+
+        try:
+            size = get_variant(model.name).input_size
+        except ValueError:
+            size = DEFAULT_INPUT_SIZE
+        spatial = tuple(size if s is None else s for s in own)
+    else:
+        spatial = own
+    full = list(shape)
+    for axis, size in zip(spatial_axes, spatial):
+        full[axis] = size
+    return tuple(full)
+
+
+def export_model(model, filepath, format="tf_saved_model", verbose=None, input_signature=None, input_shape=None, **kwargs):
+    """Writes ``model`` to ``filepath`` as ``format`` (:data:`FORMATS`); returns ``filepath``.
+
+    Args:
+        model: a Sequencer ``keras.Model`` (one image input, one output), as
+            built or loaded; it is not called or changed.
+        filepath: the SavedModel directory, ``.onnx`` or ``.tflite`` file.
+        format: ``"tf_saved_model"``, ``"onnx"`` or ``"litert"``.
+        verbose: print where the artefact was written.
+        input_signature: optional; a ``keras.InputSpec``, ``tf.TensorSpec`` or
+            shape (in a list or not) whose spatial size is used as
+            ``input_shape``.
+        input_shape: the spatial size ``(height, width)`` for a model of
+            unknown size (see :func:`export_input_shape`).
+        **kwargs: ``opset`` (ONNX, default 17); anything else raises.
+
+    The artefact takes float32 images of any batch size at the fixed spatial
+    size and returns the model's output (``output_0``): what
+    ``model.predict`` returns, to float32 rounding.
+    """
+    check_format(format)
+    opset = kwargs.pop("opset", ONNX_OPSET)
+    if kwargs:
+        raise ValueError(
+            f"Unsupported export option(s) {', '.join(sorted(kwargs))} for Sequencer models; "
+            "accepted: format, verbose, input_signature, input_shape, opset."
+        )
+    if input_signature is not None and input_shape is None:
+        input_shape = signature_shape(input_signature)
+    for module, distribution in EXPORT_PACKAGES[format]:
+        require(module, distribution, f"export to {format}")
+    shape = export_input_shape(model, input_shape)
+    store, function = build_function(model, shape)
+    filepath = os.fspath(filepath)
+    if format == "tf_saved_model":
+        save_saved_model(store, function, filepath)
+    elif format == "onnx":
+        save_onnx(function, filepath, opset)
+    else:
+        save_litert(store, function, filepath)
+    if verbose:
+        print(f"Saved {format} artefact at '{filepath}' (input (batch, {', '.join(map(str, shape))})).")
+    return filepath
+
+
+def signature_shape(input_signature):
+    """The per-image shape of an ``input_signature`` (spec or shape, or a list of one)."""
+    if isinstance(input_signature, (list, tuple)) and input_signature and not isinstance(
+        input_signature[0], (int, type(None))
+    ):
+        if len(input_signature) != 1:
+            raise ValueError("input_signature: Sequencer models take one input.")
+        input_signature = input_signature[0]
+    shape = getattr(input_signature, "shape", input_signature)
+    shape = tuple(None if s is None else int(s) for s in shape)
+    if len(shape) != 4:
+        raise ValueError(f"input_signature must describe (batch, height, width, channels); got {shape}.")
+    return shape[1:]
+
+
+# ------------------------------------------------------------- the TF graph --
+def layer_function(store, layer):
+    """The TensorFlow function of one layer of a Sequencer model (inference)."""
+    import tensorflow as tf
+
+    from keras_sequencer.kernels import export_tf as k
+
+    name = type(layer).__name__
+    if name in ("ImageInputCheck", "Dropout", "DropPath"):
+        return lambda x: x
+    if name == "ChannelsFirstInput":
+        return lambda x: tf.transpose(x, (0, 2, 3, 1))
+    if name == "Permute":
+        return lambda x: tf.transpose(x, (0,) + tuple(layer.dims))
+    if name == "Rescaling":
+        scale, offset = float(layer.scale), float(layer.offset)
+        return lambda x: x * scale + offset
+    if name == "Normalization":
+        return k.normalization(store, layer.mean, layer.variance)
+    if name == "PatchEmbedding":
+        return k.patch_embedding(store, layer.kernel, layer.bias, layer.patch_size)
+    if name == "LayerNormalization":
+        return k.layer_norm(store, layer.gamma, layer.beta, layer.epsilon)
+    if name == "PositionEmbedding":
+        embedding = store.add(layer.embedding)
+        return lambda x: x + embedding
+    if name == "Sequencer2DBlock":
+        return k.sequencer_block(store, layer, k.bilstm2d)
+    if name == "VanillaSequencerBlock":
+        return k.sequencer_block(store, layer, k.bilstm1d)
+    if name == "GlobalAveragePooling2D":
+        return lambda x: tf.reduce_mean(x, axis=(1, 2))
+    if name == "GlobalMaxPooling2D":
+        return lambda x: tf.reduce_max(x, axis=(1, 2))
+    if name == "Dense":
+        if getattr(layer, "quantization_mode", None):
+            raise ValueError(
+                f"export does not support the {layer.quantization_mode}-quantized layer {layer.name!r}."
+            )
+        project = k.dense(store, layer.kernel, layer.bias if layer.use_bias else None)
+        activate = k.activation(getattr(layer.activation, "__name__", str(layer.activation)))
+        return lambda x: activate(project(x))
+    raise ValueError(f"export does not support the layer {layer.name!r} ({name}).")
+
+
+def chain(model):
+    """The layers of ``model`` after its input, checked to form one chain
+    (each takes the previous one's output), as every builder's model does."""
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    previous = model.inputs[0]
+    for layer in layers:
+        try:
+            source = layer.input
+        except (AttributeError, ValueError):
+            source = None
+        if source is not previous:
+            raise ValueError(
+                f"export supports Sequencer models whose layers form one chain; "
+                f"{model.name}'s layer {layer.name!r} does not take the previous layer's output."
+            )
+        previous = layer.output
+    if len(model.outputs) != 1 or model.outputs[0] is not previous:
+        raise ValueError(f"export needs a model with one output; {model.name} has {len(model.outputs)}.")
+    return layers
+
+
+def build_function(model, shape):
+    """``(store, function)``: the model as a ``tf.function`` of one float32
+    batch ``(None,) + shape``, returning its output, and the
+    :class:`~keras_sequencer.kernels.export_tf.WeightStore` holding its weights."""
+    import tensorflow as tf
+
+    from keras_sequencer.kernels.export_tf import WeightStore
+
+    store = WeightStore()
+    steps = [layer_function(store, layer) for layer in chain(model)]
+
+    def forward(images):
+        x = images
+        for step in steps:
+            x = step(x)
+        return x
+
+    spec = tf.TensorSpec((None,) + tuple(shape), tf.float32, name=INPUT_NAME)
+    function = tf.function(forward, input_signature=[spec], autograph=False)
+    return store, function
+
+
+def one_line_failure(what, error):
+    """A ``RuntimeError`` with the first line of a converter's error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return RuntimeError(f"{what} failed: {lines[0] if lines else type(error).__name__}")
+
+
+def save_saved_model(store, function, filepath):
+    """A SavedModel with the weights as variables and the ``serving_default``
+    signature ``images -> output_0``."""
+    import tensorflow as tf
+
+    store.serve = function
+    tf.saved_model.save(store, filepath, signatures={"serving_default": function.get_concrete_function()})
+
+
+def save_onnx(function, filepath, opset):
+    """An ONNX file by tf2onnx, the batch axis dynamic."""
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    directory = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(directory, exist_ok=True)
+    try:
+        tf2onnx.convert.from_function(
+            function,
+            input_signature=function.input_signature,
+            opset=opset,
+            output_path=filepath,
+        )
+    except Exception as error:  # noqa: BLE001 (reported as one line, chained)
+        raise one_line_failure("ONNX conversion", error) from error
+
+
+def save_litert(store, function, filepath):
+    """A LiteRT (``.tflite``) flatbuffer of builtin ops only (runs on the
+    plain interpreter, no Flex delegate), the batch axis dynamic."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], store
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:  # noqa: BLE001 (reported as one line, chained)
+        raise one_line_failure("LiteRT conversion", error) from error
+    os.makedirs(os.path.dirname(os.path.abspath(filepath)), exist_ok=True)
+    with open(filepath, "wb") as file:
+        file.write(flatbuffer)
+
+
+# ------------------------------------------------------------- the runtimes --
+def run_exported(filepath, format, images):
+    """Runs an exported artefact with its own runtime (onnxruntime,
+    ``tf.saved_model.load``, the LiteRT interpreter) on a float32 batch;
+    returns its output as numpy."""
+    check_format(format)
+    module, distribution = RUNTIME_PACKAGES[format]
+    require(module, distribution, f"running a {format} artefact")
+    images = np.asarray(images, dtype="float32")
+    filepath = os.fspath(filepath)
+    if format == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(filepath, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return session.run(None, {name: images})[0]
+    if format == "tf_saved_model":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(filepath).signatures["serving_default"]
+        return serve(**{INPUT_NAME: tf.constant(images)})[OUTPUT_NAME].numpy()
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=filepath)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, images)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def artefact_size(filepath):
+    """Bytes of an exported file, or of every file under a SavedModel directory."""
+    if os.path.isdir(filepath):
+        return sum(
+            os.path.getsize(os.path.join(root, name))
+            for root, _, names in os.walk(filepath)
+            for name in names
+        )
+    return os.path.getsize(filepath)
+
+
+def sample_images(shape, batch=2, include_preprocessing=False, seed=0):
+    """A reproducible float32 batch ``(batch,) + shape``: pixel values in
+    ``[0, 255]`` for a model with preprocessing inside, else roughly
+    normalised values."""
+    rng = np.random.default_rng(seed)
+    if include_preprocessing:
+        return rng.uniform(0, 255, (batch,) + tuple(shape)).astype("float32")
+    return rng.normal(0, 1, (batch,) + tuple(shape)).astype("float32")
+
+
+def max_difference(model, filepath, format, images):
+    """The largest absolute difference between ``model.predict(images)`` and
+    the artefact's output on the same batch."""
+    expected = np.asarray(model.predict(images, verbose=0), dtype="float32")
+    actual = run_exported(filepath, format, images)
+    if actual.shape != expected.shape:
+        raise ValueError(f"the exported output has shape {actual.shape}, the model's {expected.shape}.")
+    return float(np.max(np.abs(actual - expected)))
+
+
+def default_path(model_name, format):
+    """A path in the temporary folder for an artefact of ``model_name``."""
+    suffix = {"onnx": ".onnx", "litert": ".tflite", "tf_saved_model": ""}[format]
+    return os.path.join(tempfile.gettempdir(), f"{model_name}{suffix}")
