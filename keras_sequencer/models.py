@@ -171,7 +171,8 @@ def Sequencer2D(
     Stem ``PatchEmbedding(patch_sizes[0])`` -> stages of ``Sequencer2DBlock``
     (stages 1.. start with ``PatchEmbedding(patch_sizes[i])``) -> LayerNorm
     (eps 1e-6) -> global average pooling -> ``head`` Dense. Identical to timm's
-    ``Sequencer2d`` (drop path is the same rate in every block, as there).
+    ``Sequencer2d`` in inference; in training the drop-path rate grows linearly
+    over the blocks as in the original repository (timm's port uses one rate).
 
     Args:
         layers, patch_sizes, embed_dims, hidden_sizes, mlp_ratios: per-stage
@@ -194,7 +195,12 @@ def Sequencer2D(
             ``channels_first``), ``"avg"`` or ``"max"``.
         classes: classifier outputs.
         classifier_activation: activation of the head (``None`` for logits).
-        drop_path_rate: stochastic depth rate of every block.
+        drop_path_rate: stochastic depth rate of the last block: block ``k`` of
+            the ``n`` blocks (counted over all stages) drops its residual
+            branches with rate ``drop_path_rate * k / (n - 1)`` (the original's
+            linear schedule, ``linspace(0, drop_path_rate, n)``). Each block
+            saves its own rate, so saved models keep theirs (also those saved
+            when every block had the same rate).
         include_preprocessing: accept raw ``[0, 255]`` images and normalise them
             with the ImageNet mean/std inside the model.
         name: model name.
@@ -277,6 +283,7 @@ def Sequencer2D(
             )
         x = PositionEmbedding(name="pos_embed")(x)
     block_class = TOKEN_MIXERS[token_mixer]
+    block_rates = drop_path_schedule(drop_path_rate, sum(layers))
     mixer_options = dict(union=union) if token_mixer == "2d" else {}
     for i in range(num_stages):
         if i > 0:
@@ -291,7 +298,7 @@ def Sequencer2D(
                 bidirectional=bidirectional,
                 with_fc=with_fc,
                 rnn_type=rnn_type,
-                drop_path_rate=drop_path_rate,
+                drop_path_rate=block_rates[sum(layers[:i]) + j],
                 implementation=implementation,
                 name=f"stages_{i}_blocks_{j}",
                 **mixer_options,
@@ -341,6 +348,14 @@ def Sequencer2D(
         )
         weights_lib.load_weights(model, weights, arch, build=Sequencer2D)
     return model
+
+
+def drop_path_schedule(drop_path_rate, num_blocks):
+    """The original's per-block drop-path rates: ``num_blocks`` values from 0
+    to ``drop_path_rate``, evenly spaced (``[0.0]`` for one block)."""
+    if num_blocks <= 1:
+        return [0.0] * num_blocks
+    return [drop_path_rate * k / (num_blocks - 1) for k in range(num_blocks)]
 
 
 def VanillaSequencer(
