@@ -60,7 +60,7 @@ def test_official_commands_parse_to_the_recipe():
 
 @pytest.mark.parametrize(
     "flags",
-    ["--opt sgd", "--sched step", "--remode rand", "--clip-mode agc", "--model resnet50"],
+    ["--opt sgd", "--sched step", "--remode gauss", "--mixup-mode pair", "--clip-mode agc", "--model resnet50"],
 )
 def test_flags_that_cannot_be_honoured_are_argparse_errors(flags, capsys):
     with pytest.raises(SystemExit):
@@ -155,7 +155,9 @@ def test_train_pipeline_mixes_and_erases():
     np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-6)
     assert (y.max(-1) < 1.0).any()  # labels were mixed
 
-    erase = tiny_config("unused", reprob=1.0, remode="const", hflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    erase = tiny_config(
+        "unused", reprob=1.0, remode="const", hflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0), color_jitter=0.0
+    )
     x, y = next(iter(training.train_pipeline(splits.train, erase, 4, 8)))
     x = x.numpy()
     normalised = (128 / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)

@@ -62,13 +62,44 @@ def add_parser(subparsers):
     add("--cooldown-epochs", type=int, default=defaults.cooldown_epochs)
     add("--weight-decay", type=float, default=defaults.weight_decay)
     add("--clip-grad", type=float, default=None, help="global gradient norm")
-    add("--drop-path", type=float, default=defaults.drop_path)
+    add(
+        "--drop-path",
+        type=float,
+        default=defaults.drop_path,
+        help="drop-path rate of the last block (0 in the first, linear in between)",
+    )
+    add(
+        "--init",
+        default=defaults.init,
+        choices=training.INITIALIZATIONS,
+        help="initialisation from scratch: the original's or Keras's defaults",
+    )
     add("--smoothing", type=float, default=defaults.smoothing)
-    add("--mixup", type=float, default=defaults.mixup)
-    add("--cutmix", type=float, default=defaults.cutmix)
+    add("--mixup", type=float, default=defaults.mixup, help="MixUp Beta alpha (0: off)")
+    add("--cutmix", type=float, default=defaults.cutmix, help="CutMix Beta alpha (0: off)")
+    add("--mixup-prob", type=float, default=defaults.mixup_prob, help="probability a batch is mixed")
+    add(
+        "--mixup-switch-prob",
+        type=float,
+        default=defaults.mixup_switch_prob,
+        help="probability of CutMix when both are on",
+    )
+    add("--mixup-mode", default=defaults.mixup_mode, choices=training.MIXUP_MODES)
     add("--aa", default=None, help="RandAugment, e.g. rand-m9-mstd0.5-inc1")
-    add("--reprob", type=float, default=defaults.reprob)
-    add("--remode", default=defaults.remode, choices=sorted(training.REMODES))
+    add(
+        "--color-jitter",
+        type=float,
+        default=defaults.color_jitter,
+        help="brightness/contrast/saturation jitter, used only without --aa",
+    )
+    add("--reprob", type=float, default=defaults.reprob, help="random erasing probability")
+    add("--remode", default=defaults.remode, choices=training.ERASE_MODES)
+    add("--recount", type=int, default=defaults.recount, help="random erasing boxes, at most")
+    add(
+        "--train-interpolation",
+        default=defaults.train_interpolation,
+        choices=training.INTERPOLATIONS,
+    )
     add("--hflip", type=float, default=defaults.hflip)
     add("--scale", type=float, nargs=2, default=list(defaults.scale))
     add("--ratio", type=float, nargs=2, default=list(defaults.ratio))

@@ -12,24 +12,33 @@ timm (official repo)                    here
                                         through the cooldown epochs)
 ``--clip-grad``                         ``global_clipnorm``
 ``--smoothing``                         ``CategoricalCrossentropy(label_smoothing=...)``
-``--mixup`` / ``--cutmix``              ``keras.layers.MixUp`` / ``CutMix``, one of them
-                                        per batch (timm's switch probability 0.5)
-``--aa rand-m9-...``                    ``keras.layers.RandAugment`` per image
-``--reprob`` / ``--remode``             ``keras.layers.RandomErasing``
-random resized crop, flip, crop-pct     ``tf.image`` ops in the ``tf.data`` pipeline
+``--mixup`` / ``--cutmix`` /            timm's ``Mixup`` as ``tf`` ops (:mod:`~.mix`):
+``--mixup-prob`` / ``--mixup-switch-    one Beta(alpha, alpha) lam per batch, CutMix
+prob`` / ``--mixup-mode``               lam corrected by its box, mirrored partner
+``--aa rand-m9-...``                    timm's RandAugment as ``tf`` ops per image
+``--color-jitter`` (without ``--aa``)   torchvision's ``ColorJitter`` (:mod:`~.transforms`)
+``--reprob`` / ``--remode`` /           timm's ``RandomErasing`` per normalised image
+``--recount``                           (:mod:`~.transforms`)
+random resized crop                     timm's crop sampler (log-uniform ratio, centre-
+                                        crop fallback) (:mod:`~.transforms`)
+flip, crop-pct                          ``tf.image`` ops in the ``tf.data`` pipeline
 ``--native-amp`` / ``--amp``            ``mixed_float16`` policy (loss scaling by Keras)
-``--drop-path``                         the model's ``drop_path_rate``
+``--drop-path``                         the model's ``drop_path_rate``: the last
+                                        block's, 0 -> rate over the blocks (original)
+from scratch                            the original's initialisation
+                                        (:mod:`keras_sequencer.initializers`)
 ``--pretrained``                        ``weights="imagenet"``
 ======================================  ===============================================
 
-Written here: the mapping itself, the per-batch MixUp/CutMix switch, the
+Written here: the mapping itself, timm's augmentations as ``tf`` ops, the
 ``--aa`` string parser, the non-finite-loss stop with a message and the
 training-curve PNG. The input pipeline is ``tf.data``, which ``fit`` accepts on
 every backend. :mod:`keras_sequencer.distribute` spreads the work over devices.
 
 Modules, by concern: :mod:`~.config` (``TrainConfig``, the transfer recipe,
 command-line flags -> config), :mod:`~.augment` (``--aa`` / ``--remode``),
-:mod:`~.pipeline` (``tf.data``), :mod:`~.optim` (AdamW and the schedule),
+:mod:`~.pipeline` (``tf.data``), :mod:`~.transforms` (crop, colour jitter,
+erasing), :mod:`~.mix` (MixUp / CutMix), :mod:`~.optim` (AdamW and the schedule),
 :mod:`~.callbacks` (NaN stop, history, curves, checkpoints), :mod:`~.loop`
 (``build_model``, ``fit``, ``run``). Every public name is importable from
 ``keras_sequencer.training``.
@@ -45,6 +54,8 @@ from keras_sequencer.training.callbacks import (
     read_history,
 )
 from keras_sequencer.training.config import (
+    INITIALIZATIONS,
+    INTERPOLATIONS,
     TRANSFER_RECIPE,
     TrainConfig,
     capped_warmup,
@@ -53,10 +64,17 @@ from keras_sequencer.training.config import (
     model_names,
 )
 from keras_sequencer.training.loop import build_model, check_requirements, fit, run
+from keras_sequencer.training.mix import MODES as MIXUP_MODES
+from keras_sequencer.training.mix import make_mixer, mix_batch, sample_mix_params
 from keras_sequencer.training.optim import build_optimizer, learning_rate_schedule
 from keras_sequencer.training.pipeline import eval_pipeline, train_pipeline
+from keras_sequencer.training.transforms import ERASE_MODES
 
 __all__ = [
+    "ERASE_MODES",
+    "INITIALIZATIONS",
+    "INTERPOLATIONS",
+    "MIXUP_MODES",
     "REMODES",
     "TRANSFER_RECIPE",
     "NonFiniteLossError",
@@ -72,11 +90,14 @@ __all__ = [
     "fit",
     "learning_rate_schedule",
     "make_callbacks",
+    "make_mixer",
+    "mix_batch",
     "model_input_size",
     "model_names",
     "parse_auto_augment",
     "plot_history",
     "read_history",
     "run",
+    "sample_mix_params",
     "train_pipeline",
 ]

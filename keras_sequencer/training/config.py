@@ -4,7 +4,12 @@
 import dataclasses
 
 from keras_sequencer import variants
-from keras_sequencer.training.augment import REMODES, parse_auto_augment
+from keras_sequencer.training.augment import parse_auto_augment
+from keras_sequencer.training.mix import MODES as MIXUP_MODES
+from keras_sequencer.training.transforms import ERASE_MODES
+
+INTERPOLATIONS = ("random", "bilinear", "bicubic")
+INITIALIZATIONS = ("original", "keras")
 
 
 def model_names():
@@ -26,6 +31,15 @@ class TrainConfig:
     named ``model``. ``batch_size`` is per replica (as timm's ``-b`` is per
     GPU); the global batch is ``batch_size * num_replicas``. ``epochs`` counts
     the cosine schedule, ``cooldown_epochs`` more are trained at ``min_lr``.
+
+    The augmentation and regularisation fields have timm's meaning (see
+    :func:`keras_sequencer.training.train_pipeline`): ``drop_path`` is the rate
+    of the last block (0 in the first, linear in between, as the original);
+    ``color_jitter`` applies only without ``aa``; ``mixup_prob`` is the
+    probability that a batch is mixed at all. ``init``: ``"original"`` (the
+    original's initialisation, :mod:`keras_sequencer.initializers`) or
+    ``"keras"`` (Keras's defaults) for a model trained from scratch
+    (``weights`` None).
     """
 
     model: str = "sequencer2d_s"
@@ -49,9 +63,15 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     mixup_switch_prob: float = 0.5
+    mixup_prob: float = 1.0
+    mixup_mode: str = "batch"
     aa: str = None
+    color_jitter: float = 0.4
     reprob: float = 0.0
     remode: str = "pixel"
+    recount: int = 1
+    train_interpolation: str = "random"
+    init: str = "original"
     hflip: float = 0.5
     scale: tuple = (0.08, 1.0)
     ratio: tuple = (3.0 / 4.0, 4.0 / 3.0)
@@ -66,12 +86,23 @@ class TrainConfig:
             raise ValueError(f"image_size must be (height, width); got {self.image_size}.")
         if self.arch is None:
             variants.get_variant(self.model)  # an unknown name: ValueError with close names
-        if self.remode not in REMODES:
-            raise ValueError(
-                f"Unsupported remode {self.remode!r}; keras.layers.RandomErasing offers "
-                f"{sorted(REMODES)} (timm's 'rand', one random colour per patch, is not available)."
-            )
-        for name in ("reprob", "hflip", "smoothing", "drop_path", "mixup_switch_prob"):
+        choices = (
+            ("remode", ERASE_MODES),
+            ("mixup_mode", MIXUP_MODES),
+            ("train_interpolation", INTERPOLATIONS),
+            ("init", INITIALIZATIONS),
+        )
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"Unsupported {name} {getattr(self, name)!r}; supported: {', '.join(allowed)}."
+                )
+        if self.recount < 1:
+            raise ValueError(f"recount must be >= 1; got {self.recount}.")
+        if self.color_jitter < 0:
+            raise ValueError(f"color_jitter must be >= 0; got {self.color_jitter}.")
+        probabilities = ("reprob", "hflip", "smoothing", "drop_path", "mixup_switch_prob", "mixup_prob")
+        for name in probabilities:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}.")
         if not 0.0 < self.crop_pct <= 1.0:
@@ -168,9 +199,16 @@ def config_from_args(args):
         smoothing=args.smoothing,
         mixup=args.mixup,
         cutmix=args.cutmix,
+        mixup_prob=args.mixup_prob,
+        mixup_switch_prob=args.mixup_switch_prob,
+        mixup_mode=args.mixup_mode,
         aa=args.aa,
+        color_jitter=args.color_jitter,
         reprob=args.reprob,
         remode=args.remode,
+        recount=args.recount,
+        train_interpolation=args.train_interpolation,
+        init=args.init,
         hflip=args.hflip,
         scale=tuple(args.scale),
         ratio=tuple(args.ratio),

@@ -7,6 +7,7 @@ import keras
 
 from keras_sequencer import data as data_lib
 from keras_sequencer import distribute, keras_patches, optional, registry
+from keras_sequencer.initializers import apply_original_initialization
 from keras_sequencer.models import Sequencer2D
 from keras_sequencer.training.callbacks import make_callbacks
 from keras_sequencer.training.optim import build_optimizer
@@ -18,7 +19,9 @@ def build_model(config, num_classes):
 
     ``config.model`` is built by :func:`keras_sequencer.registry.create_model`
     (any registered name), or, with ``config.arch``, ``Sequencer2D(**config.arch)``
-    named ``config.model``; input ``(*config.image_size, 3)``.
+    named ``config.model``; input ``(*config.image_size, 3)``. From scratch
+    (``config.weights`` None) with ``config.init == "original"`` the weights
+    start as the original's (:func:`keras_sequencer.initializers.apply_original_initialization`).
     """
     options = dict(
         weights=config.weights,
@@ -27,8 +30,12 @@ def build_model(config, num_classes):
         drop_path_rate=config.drop_path,
     )
     if config.arch:
-        return Sequencer2D(**config.arch, name=config.model, **options)
-    return registry.create_model(config.model, **options)
+        model = Sequencer2D(**config.arch, name=config.model, **options)
+    else:
+        model = registry.create_model(config.model, **options)
+    if config.weights is None and config.init == "original":
+        apply_original_initialization(model, seed=config.seed)
+    return model
 
 
 def check_requirements(dataset=None):

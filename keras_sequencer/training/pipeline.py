@@ -7,17 +7,24 @@ Both take the unbatched ``(uint8 image (H, W, 3), int32 label)`` datasets of
 normalised images, float32 (B, num_classes) one-hot or mixed labels)``.
 """
 
-import keras
-
 from keras_sequencer.preprocessing import normalize
-from keras_sequencer.training.augment import REMODES, parse_auto_augment
+from keras_sequencer.training.augment import parse_auto_augment
+from keras_sequencer.training.mix import make_mixer
+from keras_sequencer.training.transforms import color_jitter, random_erasing, random_resized_crop
 
 
 def train_pipeline(dataset, config, num_classes, global_batch_size):
     """Augmented, batched training data: ``(images float32 normalised, one-hot labels)``.
 
-    Per image: random resized crop (``scale``, ``ratio``), horizontal flip,
-    RandAugment; per batch: normalisation, random erasing, MixUp or CutMix.
+    timm's training transforms in timm's order. Per image
+    (:mod:`~keras_sequencer.training.transforms`): random resized crop
+    (``scale``, log-uniform ``ratio``, 10 attempts, centre-crop fallback;
+    ``train_interpolation``), horizontal flip, RandAugment (``aa``) or else
+    colour jitter (``color_jitter``), normalisation, random erasing (``reprob``,
+    ``remode``, ``recount``). Per batch (:mod:`~keras_sequencer.training.mix`):
+    MixUp / CutMix (``mixup``, ``cutmix``, ``mixup_prob``,
+    ``mixup_switch_prob``, ``mixup_mode``) of the one-hot labels; the loss's
+    label smoothing then gives timm's smoothed soft targets.
     """
     import tensorflow as tf
 
@@ -25,55 +32,36 @@ def train_pipeline(dataset, config, num_classes, global_batch_size):
     from keras_sequencer.training.randaugment import rand_augment
 
     policy = parse_auto_augment(config.aa)  # timm's RandAugment, on 0-255 pixels
+    jitter = not policy and config.color_jitter > 0
 
     def per_image(image, label):
-        begin, size, _ = tf.image.sample_distorted_bounding_box(
-            tf.shape(image),
-            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-            min_object_covered=0.0,
-            aspect_ratio_range=config.ratio,
-            area_range=config.scale,
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
+        image = random_resized_crop(
+            image, (height, width), config.scale, config.ratio, config.train_interpolation
         )
-        image = tf.image.resize(tf.slice(image, begin, size), (height, width))
-        image = tf.ensure_shape(image, (height, width, 3))
         if config.hflip > 0:
             flip = tf.random.uniform([]) < config.hflip
             image = tf.where(flip, tf.image.flip_left_right(image), image)
         if policy:
             image = rand_augment(image, policy)
-        return tf.clip_by_value(image, 0.0, 255.0), label
+        if jitter:
+            image = color_jitter(image, config.color_jitter)
+        image = normalize(tf.clip_by_value(image, 0.0, 255.0))
+        if config.reprob > 0:
+            image = random_erasing(image, config.reprob, config.remode, config.recount)
+        return image, label
 
-    erasing = config.reprob > 0 and keras.layers.RandomErasing(
-        factor=(config.reprob, config.reprob),
-        fill_value=REMODES[config.remode],
-        value_range=(-1.0, 1.0),  # noise N(0, 1) clipped to +-1 (normalised space)
-        seed=config.seed,
+    mixer = make_mixer(
+        config.mixup, config.cutmix, config.mixup_prob, config.mixup_switch_prob, config.mixup_mode
     )
-    mixers = [
-        keras.layers.MixUp(alpha=config.mixup, seed=config.seed) if config.mixup > 0 else None,
-        keras.layers.CutMix(factor=config.cutmix, seed=config.seed) if config.cutmix > 0 else None,
-    ]
+    if mixer and global_batch_size % 2:
+        raise ValueError(
+            f"MixUp/CutMix pair each image with the mirrored one of its batch: the global "
+            f"batch ({global_batch_size}) must be even."
+        )
 
     def per_batch(images, labels):
-        images = normalize(images)
-        if erasing:
-            images = erasing(images)
         labels = tf.one_hot(labels, num_classes)
-        mixup, cutmix = mixers
-        if mixup and cutmix:
-            use_cutmix = tf.random.uniform([]) < config.mixup_switch_prob
-            mixed = tf.cond(
-                use_cutmix,
-                lambda: cutmix({"images": images, "labels": labels}),
-                lambda: mixup({"images": images, "labels": labels}),
-            )
-        elif mixup or cutmix:
-            mixed = (mixup or cutmix)({"images": images, "labels": labels})
-        else:
-            return images, labels
-        return mixed["images"], mixed["labels"]
+        return mixer(images, labels) if mixer else (images, labels)
 
     return (
         dataset.map(per_image, num_parallel_calls=config.workers)
