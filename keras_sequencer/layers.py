@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from keras_sequencer.kernels import backend_kernels, resolved_implementation
+from keras_sequencer.quantization import QuantizedSublayers
 # ``keras_sequencer.layers.fused_lstm`` of earlier releases: the backend-neutral fused
 # recurrence, now kept with the other kernels.
 from keras_sequencer.kernels.generic import fused_lstm  # noqa: F401
@@ -37,7 +38,7 @@ def _register(cls):
 
 
 @_register
-class BiLSTM2D(keras.layers.Layer):
+class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
     """Vertical and horizontal (bi)directional RNNs over an image's columns and rows.
 
     Input ``(B, H, W, C)``. The vertical RNN runs down each column (sequences of
@@ -130,7 +131,7 @@ class BiLSTM2D(keras.layers.Layer):
             if rnn is not None:
                 rnn.build((None, None, channels))
         if self.with_fc:
-            self.fc = keras.layers.Dense(channels, name="fc")
+            self.fc = keras.layers.Dense(channels, name="fc", dtype=self.sublayer_dtype("fc"))
             self.fc.build((None, self.union_size))
         elif self.union_size != channels:
             raise ValueError(
@@ -236,7 +237,7 @@ class DropPath(keras.layers.Layer):
 
 
 @_register
-class Sequencer2DBlock(keras.layers.Layer):
+class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
     """One Sequencer2D block, ``(B, H, W, C) -> (B, H, W, C)``.
 
     ``x + drop_path(BiLSTM2D(LayerNorm(x)))`` then
@@ -301,9 +302,11 @@ class Sequencer2DBlock(keras.layers.Layer):
         self.rnn_tokens.build(input_shape)
         self.norm2.build(input_shape)
         self.drop_path.build(input_shape)
-        self.mlp_fc1 = keras.layers.Dense(int(self.mlp_ratio * dim), name="mlp_fc1")
+        self.mlp_fc1 = keras.layers.Dense(
+            int(self.mlp_ratio * dim), name="mlp_fc1", dtype=self.sublayer_dtype("mlp_fc1")
+        )
         self.mlp_fc1.build(input_shape)
-        self.mlp_fc2 = keras.layers.Dense(dim, name="mlp_fc2")
+        self.mlp_fc2 = keras.layers.Dense(dim, name="mlp_fc2", dtype=self.sublayer_dtype("mlp_fc2"))
         self.mlp_fc2.build(tuple(input_shape[:-1]) + (int(self.mlp_ratio * dim),))
 
     def call(self, x, training=None):
@@ -425,7 +428,7 @@ class ImageInputCheck(keras.layers.Layer):
 
 # ------------------------------------------------- the 1-D (vanilla) Sequencer --
 @_register
-class BiLSTM1D(keras.layers.Layer):
+class BiLSTM1D(QuantizedSublayers, keras.layers.Layer):
     """A (bi)directional RNN over the flattened token sequence of an image.
 
     ``(B, H, W, C)`` is read row by row as one sequence of ``H*W`` tokens, run
@@ -463,7 +466,7 @@ class BiLSTM1D(keras.layers.Layer):
             raise ValueError("BiLSTM1D needs a known channel dimension.")
         self.rnn.build((None, None, channels))
         if self.with_fc:
-            self.fc = keras.layers.Dense(channels, name="fc")
+            self.fc = keras.layers.Dense(channels, name="fc", dtype=self.sublayer_dtype("fc"))
             self.fc.build((None, self.rnn_output_size))
         elif self.rnn_output_size != channels:
             raise ValueError(
