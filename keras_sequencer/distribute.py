@@ -14,12 +14,20 @@
 
 Build, compile *and* fit the model inside ``Distribution.scope()``; the batch
 given to ``fit`` is the global batch, split evenly over ``num_replicas``.
+
+Joining the other workers is bounded in time: a worker that cannot reach all its
+peers within ``KERAS_SEQUENCER_DIST_TIMEOUT`` seconds (default 300) prints one
+line naming the addresses that did not answer and exits with status 1, instead
+of waiting forever. After a worker fault, the training loop's backup
+(:mod:`keras_sequencer.training.backup`) lets every worker resume from the same
+finished epoch; :func:`agree_min` is the collective that makes them agree.
 """
 
 import contextlib
 import dataclasses
 import json
 import os
+import sys
 import warnings
 
 import keras
@@ -31,6 +39,8 @@ JAX_PROCESS_VARIABLES = (
     "KERAS_DISTRIBUTION_NUM_PROCESSES",
     "KERAS_DISTRIBUTION_PROCESS_ID",
 )
+TIMEOUT_VARIABLE = "KERAS_SEQUENCER_DIST_TIMEOUT"
+DEFAULT_TIMEOUT = 300.0
 
 
 @dataclasses.dataclass
@@ -64,6 +74,15 @@ class Distribution:
         return self.worker_index == 0
 
 
+def tf_config_peers():
+    """The other workers' ``host:port`` addresses in ``TF_CONFIG`` (chief first)."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster = config.get("cluster", {})
+    addresses = list(cluster.get("chief", [])) + list(cluster.get("worker", []))
+    own = addresses[tf_config_workers()[1]] if addresses else None
+    return [address for address in addresses if address != own]
+
+
 def tf_config_workers():
     """``(number of workers, this worker's index)`` named by ``TF_CONFIG``."""
     raw = os.environ.get("TF_CONFIG")
@@ -80,6 +99,103 @@ def tf_config_workers():
     if task.get("type") == "worker" and cluster.get("chief"):
         index += 1
     return max(workers, 1), index
+
+
+def connect_timeout():
+    """Seconds a worker waits for its peers (``KERAS_SEQUENCER_DIST_TIMEOUT``,
+    default 300); a ``ValueError`` naming the variable if it is not a number > 0."""
+    raw = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{TIMEOUT_VARIABLE} must be a number of seconds > 0, got {raw!r}.")
+    return value
+
+
+# Runs beside a worker that joins its peers (stdlib only): after TIMEOUT seconds,
+# unless killed or orphaned first, prints MESSAGE with the addresses that do not answer.
+WATCHDOG = """
+import os, socket, sys, time
+timeout, message, peers = float(sys.argv[1]), sys.argv[2], sys.argv[3:]
+parent, end = os.getppid(), time.monotonic() + timeout
+while time.monotonic() < end:
+    time.sleep(0.2)
+    if os.getppid() != parent:  # the worker is gone
+        sys.exit()
+def answering(address):
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+        return True
+    except (OSError, ValueError):
+        return False
+silent = [a for a in peers if not answering(a)] or peers
+print("keras-sequencer: error: " + message.format(", ".join(silent)), file=sys.stderr, flush=True)
+"""
+
+
+@contextlib.contextmanager
+def bounded_join(timeout, peers, message):
+    """Runs the block (joining the other workers) under a watchdog: if it has not
+    finished after ``timeout`` seconds, ``message`` (one line; ``{}`` becomes the
+    ``peers`` that do not answer) is printed to stderr and the process exits with
+    status 1. The join blocks in native code, holding the GIL on TensorFlow, so
+    the message comes from a small watchdog process and the exit from
+    ``faulthandler``'s C-level timer (its traceback goes to ``os.devnull``)."""
+    import faulthandler
+    import subprocess
+
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(timeout), message, *peers], stdin=subprocess.DEVNULL
+    )
+    devnull = open(os.devnull, "w")
+    faulthandler.dump_traceback_later(timeout + 1.5, exit=True, file=devnull)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        devnull.close()
+        watchdog.kill()
+        watchdog.wait()
+
+
+def unreachable_message(timeout, what):
+    """The one line printed when joining the other workers timed out; ``{}``
+    stands for the addresses that did not answer."""
+    return (
+        f"could not reach the other worker(s) at {{}} within {timeout:g} s ({what}). Check "
+        f"that every worker is started with the same cluster addresses, that those ports "
+        f"are reachable from this machine (firewall), or raise {TIMEOUT_VARIABLE}."
+    )
+
+
+def agree_min(value):
+    """The smallest ``value`` (an int) over all workers of a multi-worker run;
+    ``value`` itself in a single process. Every worker must call it at the same
+    point (it is a collective)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.get_strategy()
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return int(value)
+        per_replica = strategy.run(lambda: tf.constant([int(value)], tf.int64))
+        return int(tf.reduce_min(strategy.gather(per_replica, axis=0)).numpy())
+    if backend == "jax":
+        import jax
+
+        if jax.process_count() == 1:
+            return int(value)
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return int(np.min(multihost_utils.process_allgather(np.asarray([int(value)]))))
+    return int(value)
 
 
 _CACHE = {}
@@ -115,7 +231,11 @@ def _tensorflow(devices):
                 "devices= cannot be combined with a multi-worker TF_CONFIG; "
                 "MultiWorkerMirroredStrategy uses every local GPU of each worker."
             )
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        peers = tf_config_peers()
+        timeout = connect_timeout()
+        what = "TF_CONFIG cluster, MultiWorkerMirroredStrategy"
+        with bounded_join(timeout, peers, unreachable_message(timeout, what)):
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
         keras_patches.install_tf_multi_worker_scalar_mean()
         return Distribution(
             f"tf.distribute.MultiWorkerMirroredStrategy: {workers} workers, "
@@ -143,7 +263,7 @@ def _jax(devices):
 
     processes = 1
     if any(name in os.environ for name in JAX_PROCESS_VARIABLES):
-        distribution.initialize()
+        _jax_initialize()
         import jax
 
         processes = jax.process_count()
@@ -162,6 +282,50 @@ def _jax(devices):
             jax.process_index(),
         )
     return Distribution(f"single device ({devices[0] if devices else 'CPU'})")
+
+
+def _jax_initialize():
+    """``keras.distribution.initialize()`` from the ``KERAS_DISTRIBUTION_*``
+    variables, with ``jax.distributed``'s wait for the other processes bounded by
+    :func:`connect_timeout` (Keras does not pass a timeout through)."""
+    import jax
+    from keras.src.backend.jax import distribution_lib
+
+    addresses = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES", "")
+    coordinator = addresses.split(",")[0].strip()
+    timeout = connect_timeout()
+    try:
+        num_processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", ""))
+        process_id = int(os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", ""))
+    except ValueError:
+        raise ValueError(
+            "KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID must be "
+            "integers (with KERAS_DISTRIBUTION_JOB_ADDRESSES, the coordinator host:port)."
+        ) from None
+    if not coordinator:
+        raise ValueError("KERAS_DISTRIBUTION_JOB_ADDRESSES must name the coordinator host:port.")
+    what = f"coordinator of {num_processes} JAX processes, this is process {process_id}"
+    # jax.distributed aborts the process (no exception) when its own timeout
+    # passes, so the watchdog ends it first, with the message
+    if process_id == 0:  # the coordinator: waits for the others to register
+        message = (
+            f"only some of the {num_processes} JAX processes joined the coordinator at "
+            f"{coordinator} (this process) within {timeout:g} s. Check that every process "
+            f"is started with KERAS_DISTRIBUTION_JOB_ADDRESSES={coordinator}, "
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES={num_processes} and its own "
+            f"KERAS_DISTRIBUTION_PROCESS_ID, that this port is reachable from their "
+            f"machines (firewall), or raise {TIMEOUT_VARIABLE}."
+        ).replace("{", "{{").replace("}", "}}")
+    else:
+        message = unreachable_message(timeout, what)
+    with bounded_join(timeout, [coordinator], message):
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=int(timeout) + 60,
+        )
+    distribution_lib.initialize_rng()  # what keras.distribution.initialize() does next
 
 
 def _single_device(devices):

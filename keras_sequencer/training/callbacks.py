@@ -1,5 +1,6 @@
 """Training callbacks: the non-finite-loss stop, the CSV history and its curve
-PNG, resuming (``BackupAndRestore``) and the best checkpoint."""
+PNG, resuming (:class:`~keras_sequencer.training.backup.AtomicBackupAndRestore`)
+and the best checkpoint."""
 
 import csv
 import math
@@ -8,6 +9,7 @@ import os
 import keras
 
 from keras_sequencer import optional
+from keras_sequencer.training.backup import AtomicBackupAndRestore
 
 
 class NonFiniteLossError(RuntimeError):
@@ -99,7 +101,7 @@ def make_callbacks(config, output_dir):
         best = max(previous) if previous else None
     callbacks = [
         StopOnNonFiniteLoss(),
-        keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+        AtomicBackupAndRestore(os.path.join(output_dir, "backup")),
         keras.callbacks.ModelCheckpoint(
             os.path.join(output_dir, "best.keras"),
             monitor="val_accuracy",
