@@ -108,6 +108,12 @@ def export_input_shape(model, input_shape=None):
         spatial = tuple(size if s is None else s for s in own)
     else:
         spatial = own
+    checks = [layer for layer in model.layers if type(layer).__name__ == "ImageInputCheck"]
+    if checks and min(spatial) < checks[0].min_size:
+        raise ValueError(
+            f"{model.name} needs images of at least {checks[0].min_size}x{checks[0].min_size} "
+            f"pixels (its total stride); got {spatial[0]}x{spatial[1]}."
+        )
     full = list(shape)
     for axis, size in zip(spatial_axes, spatial):
         full[axis] = size
@@ -314,35 +320,46 @@ def save_litert(store, function, filepath):
 
 
 # ------------------------------------------------------------- the runtimes --
-def run_exported(filepath, format, images):
-    """Runs an exported artefact with its own runtime (onnxruntime,
-    ``tf.saved_model.load``, the LiteRT interpreter) on a float32 batch;
-    returns its output as numpy."""
+def load_exported(filepath, format):
+    """Loads an exported artefact with its own runtime (onnxruntime,
+    ``tf.saved_model.load``, the LiteRT interpreter); returns ``run(images)``:
+    a float32 batch -> the artefact's output as numpy."""
     check_format(format)
     module, distribution = RUNTIME_PACKAGES[format]
     require(module, distribution, f"running a {format} artefact")
-    images = np.asarray(images, dtype="float32")
     filepath = os.fspath(filepath)
     if format == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(filepath, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        return session.run(None, {name: images})[0]
+        return lambda images: session.run(None, {name: np.asarray(images, "float32")})[0]
     if format == "tf_saved_model":
         import tensorflow as tf
 
         serve = tf.saved_model.load(filepath).signatures["serving_default"]
-        return serve(**{INPUT_NAME: tf.constant(images)})[OUTPUT_NAME].numpy()
+        return lambda images: serve(
+            **{INPUT_NAME: tf.constant(np.asarray(images, "float32"))}
+        )[OUTPUT_NAME].numpy()
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=filepath)
     index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, images)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+    def run(images):
+        images = np.asarray(images, "float32")
+        interpreter.resize_tensor_input(index, images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, images)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+    return run
+
+
+def run_exported(filepath, format, images):
+    """:func:`load_exported` then one run on ``images``."""
+    return load_exported(filepath, format)(images)
 
 
 def artefact_size(filepath):
@@ -375,8 +392,3 @@ def max_difference(model, filepath, format, images):
         raise ValueError(f"the exported output has shape {actual.shape}, the model's {expected.shape}.")
     return float(np.max(np.abs(actual - expected)))
 
-
-def default_path(model_name, format):
-    """A path in the temporary folder for an artefact of ``model_name``."""
-    suffix = {"onnx": ".onnx", "litert": ".tflite", "tf_saved_model": ""}[format]
-    return os.path.join(tempfile.gettempdir(), f"{model_name}{suffix}")

@@ -1,0 +1,279 @@
+"""``model.export`` to ONNX, SavedModel and LiteRT on every backend, run by each
+format's own runtime, and ``keras-sequencer export``.
+
+One micro model is exported once per format (module-scoped fixtures) and
+compared with ``model.predict`` at batch 1 and 3 at a non-square size; the
+TensorFlow graph every format stores is compared directly for the other
+architectures (GRU, RNN, unions, VanillaSequencer, position embedding,
+``include_top=False``, channels-first).
+"""
+
+import dataclasses
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sequencer import cli, export, registry, variants
+from keras_sequencer.models import Sequencer2D, VanillaSequencer
+
+RUNTIMES = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert")
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in RUNTIMES),
+    reason='needs the [export] extra and tensorflow: pip install -e ".[export]"',
+)
+
+# Two stages, one block each: every kind of layer the exports translate, in
+# seconds. At SIZE (non-square) the grids are 4x6 and 2x3, so the columns and
+# rows run as separate recurrences; square inputs batch them into one.
+MICRO = dict(
+    layers=(1, 1), patch_sizes=(4, 2), embed_dims=(8, 8), hidden_sizes=(4, 4), mlp_ratios=(2.0, 2.0)
+)
+SIZE = (16, 24)
+TOLERANCE = 1e-4
+SUFFIX = {"onnx": ".onnx", "litert": ".tflite", "tf_saved_model": ""}
+
+
+def micro_model(**kwargs):
+    options = dict(classes=5, classifier_activation=None, implementation="keras")
+    options.update(kwargs)
+    return Sequencer2D(**MICRO, **options)
+
+
+def images(shape, batch, seed=0, scale=1.0):
+    return (np.random.default_rng(seed).normal(0, 1, (batch,) + tuple(shape)) * scale).astype(
+        "float32"
+    )
+
+
+def expected(model, x):
+    return np.asarray(model.predict(x, verbose=0))
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return micro_model()
+
+
+@pytest.fixture(scope="module", params=export.FORMATS)
+def exported(request, classifier, tmp_path_factory):
+    """``(format, path, run)``: the classifier exported at SIZE, once per
+    format, and the artefact loaded by its runtime."""
+    path = str(tmp_path_factory.mktemp(request.param) / f"micro{SUFFIX[request.param]}")
+    assert classifier.export(path, format=request.param, input_shape=SIZE) == path
+    return request.param, path, export.load_exported(path, request.param)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_export_matches_predict_at_any_batch_size(exported, classifier, batch):
+    _, _, run = exported
+    x = images(SIZE + (3,), batch, seed=batch)
+    y = run(x)
+    assert y.shape == (batch, 5)
+    np.testing.assert_allclose(y, expected(classifier, x), atol=TOLERANCE, rtol=0)
+
+
+def test_export_holds_only_portable_ops(exported):
+    fmt, path, _ = exported
+    if fmt == "onnx":
+        import onnx
+
+        graph = onnx.load(path).graph
+        ops = {node.op_type for node in graph.node}
+        assert {"Conv", "MatMul", "Erf", "Sigmoid", "Tanh"} <= ops
+        assert not ops & {"Loop", "Scan", "LSTM", "GRU", "Erfc", "If"}
+        batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
+        assert not batch_dim.HasField("dim_value")  # dynamic batch
+    elif fmt == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=path)  # the plain interpreter: builtin ops only
+        details = interpreter.get_input_details()[0]
+        assert list(details["shape_signature"]) == [-1, *SIZE, 3]
+    else:
+        import tensorflow as tf
+
+        signature = tf.saved_model.load(path).signatures["serving_default"]
+        spec = signature.structured_input_signature[1]["images"]
+        assert spec.shape.as_list() == [None, *SIZE, 3]
+        assert list(signature.structured_outputs) == ["output_0"]
+
+
+def test_export_leaves_the_model_unchanged_and_rejects_bad_options(classifier, tmp_path):
+    before = [np.array(w) for w in classifier.get_weights()]
+    with pytest.raises(ValueError, match="Unsupported export format 'openvino'"):
+        classifier.export(str(tmp_path / "m"), format="openvino")
+    with pytest.raises(ValueError, match="Unsupported export option"):
+        classifier.export(str(tmp_path / "m.onnx"), format="onnx", input_shape=SIZE, dynamic=True)
+    with pytest.raises(ValueError, match="at least 8x8"):
+        classifier.export(str(tmp_path / "m.onnx"), format="onnx", input_shape=(4, 4))
+    fixed = micro_model(input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="takes 16x16 images"):
+        fixed.export(str(tmp_path / "m.onnx"), format="onnx", input_shape=SIZE)
+    assert export.export_input_shape(fixed) == (16, 16, 3)
+    spec = export.signature_shape([keras.InputSpec(shape=(None, 32, 40, 3))])
+    assert export.export_input_shape(classifier, spec) == (32, 40, 3)
+    for old, new in zip(before, classifier.get_weights()):
+        np.testing.assert_array_equal(old, np.array(new))
+
+
+# ------------------------------------------- the stored graph, every architecture --
+ARCHITECTURES = {
+    "features_fused_square": (lambda: micro_model(include_top=False, implementation="fused"), (16, 16)),
+    "avg_pool_preprocessing": (
+        lambda: micro_model(include_top=False, pooling="avg", include_preprocessing=True), SIZE),
+    "gru_add": (lambda: micro_model(rnn_type="gru", union="add"), (16, 16)),
+    "rnn_vertical": (
+        lambda: Sequencer2D(**dict(MICRO, hidden_sizes=(4, 4)), rnn_type="rnn", union="vertical",
+                            with_fc=False, classes=3, classifier_activation="softmax"), SIZE),
+    "unidirectional_horizontal_max": (
+        lambda: micro_model(bidirectional=False, union="horizontal", include_top=False,
+                            pooling="max"), SIZE),
+    "vanilla_position_embedding": (
+        lambda: VanillaSequencer(**MICRO, input_shape=(16, 24, 3), position_embedding=True,
+                                 stem_norm=True, classes=4, classifier_activation=None), SIZE),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_exported_graph_matches_predict(name):
+    build, size = ARCHITECTURES[name]
+    model = build()
+    shape = export.export_input_shape(model, size)
+    _, function = export.build_function(model, shape)
+    scale = 100.0 if name == "avg_pool_preprocessing" else 1.0
+    x = images(shape, 3, scale=scale)
+    np.testing.assert_allclose(
+        function(x).numpy(), expected(model, x), atol=TOLERANCE * max(1.0, scale / 100), rtol=0
+    )
+
+
+def test_channels_first_model_exports_in_its_layout():
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        model = micro_model(include_top=False)
+    finally:
+        keras.config.set_image_data_format(previous)
+    shape = export.export_input_shape(model, SIZE)
+    assert shape == (3,) + SIZE
+    _, function = export.build_function(model, shape)
+    x = images(shape, 2)
+    np.testing.assert_allclose(function(x).numpy(), expected(model, x), atol=TOLERANCE, rtol=0)
+
+
+# ------------------------------------------------------------------------- CLI --
+NAME = "sequencer2d_export_micro"
+
+
+@pytest.fixture
+def micro_weights(monkeypatch, tmp_path):
+    """A registered micro model ``NAME`` (input size 16) and a ``.weights.h5`` of it."""
+    micro = dataclasses.replace(
+        variants.VARIANTS["sequencer2d_s"], name=NAME, arch=dict(MICRO), input_size=16, weights=None
+    )
+    monkeypatch.setitem(variants.VARIANTS, NAME, micro)
+    path = str(tmp_path / "micro.weights.h5")
+    registry.create_model(NAME, classes=7, implementation="keras").save_weights(path)
+    return path
+
+
+def test_cli_export_reports_path_size_and_difference(tmp_path, capsys, micro_weights):
+    output = str(tmp_path / "micro.tflite")
+    argv = ["export", NAME, "--weights", micro_weights, "--classes", "7", "--format", "litert",
+            "--output", output, "--include-preprocessing", "--input-size", "16", "24"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"wrote litert to {output} (" in out and "kB)" in out
+    assert "input (batch, 16, 24, 3) float32" in out
+    difference = float(out.rsplit(":", 1)[1])
+    assert 0 <= difference < TOLERANCE
+    # the artefact normalises raw pixels itself, as the Keras model with preprocessing
+    model = registry.create_model(NAME, weights=micro_weights, classes=7, include_preprocessing=True)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 16, 24, 3)).astype("float32")
+    np.testing.assert_allclose(export.run_exported(output, "litert", x), expected(model, x),
+                               atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["no_such_model", "--weights", "{w}"], "--model no_such_model"),
+        ([NAME], f"--model {NAME} has no published ImageNet weights; give --weights PATH"),
+        ([NAME, "--weights", "{tmp}/missing.h5"], "--weights {tmp}/missing.h5: no such file"),
+        (["{tmp}/missing.keras"], "{tmp}/missing.keras: no such file"),
+        ([NAME, "--weights", "{w}", "--input-size", "1", "2", "3"], "--input-size takes N or HEIGHT WIDTH"),
+        ([NAME, "--weights", "{w}", "--output", "{tmp}/no/dir/m.onnx"], "folder {tmp}/no/dir does not exist"),
+        (["{tmp}/m.keras", "--include-preprocessing"], "--include-preprocessing applies to a model name"),
+    ],
+)
+def test_cli_errors_are_one_line_before_a_model_is_built(tmp_path, capsys, monkeypatch, micro_weights,
+                                                          argv, message):
+    def fail(*args, **kwargs):
+        raise AssertionError("a model was built before the inputs were checked")
+
+    monkeypatch.setattr(registry, "create_model", fail)
+    (tmp_path / "m.keras").write_bytes(b"")
+    fill = dict(tmp=str(tmp_path), w=micro_weights)
+    argv = [a.format(**fill) for a in argv]
+    if "--output" not in argv:
+        argv += ["--output", str(tmp_path / "m.onnx")]
+    assert cli.main(["export", *argv, "--format", "onnx"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("keras-sequencer export: error: ")
+    assert message.format(**fill) in err
+
+
+def test_missing_converter_is_one_line(tmp_path):
+    """With tf2onnx hidden, ``model.export(format="onnx")`` and the CLI name the package."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    try:
+        from test_package import HIDE
+    finally:
+        sys.path.remove(here)
+    script = tmp_path / "check.py"
+    script.write_text(HIDE + textwrap.dedent(
+        f"""
+        from keras_sequencer.models import Sequencer2D
+        from keras_sequencer import cli
+        model = Sequencer2D(**{MICRO!r}, classes=2, implementation="keras")
+        try:
+            model.export("m.onnx", format="onnx", input_shape=(16, 16))
+        except ImportError as error:
+            print("API:", error)
+        model.save("m.keras")
+        print("CLI:", cli.main(["export", "m.keras", "--format", "onnx", "--output", "m.onnx"]))
+        """
+    ))
+    environ = dict(os.environ, HIDE_MODULES="tf2onnx", PYTHONPATH=os.path.dirname(here))
+    result = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), env=environ,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    hint = 'pip install "keras-sequencer[export]" (or pip install tf2onnx)'
+    assert f"API: export to onnx needs tf2onnx, which is not installed: {hint}" in result.stdout
+    assert "CLI: 1" in result.stdout
+    errors = [line for line in result.stderr.splitlines() if "keras-sequencer export" in line]
+    assert errors == [f"keras-sequencer export: error: needs tf2onnx, which is not installed: {hint}"]
+    assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------ Sequencer2D-S --
+# One format per backend, so that each format is checked at full size somewhere.
+FULL_SIZE_FORMAT = {"jax": "onnx", "tensorflow": "litert", "torch": "tf_saved_model"}
+
+
+@pytest.mark.slow
+def test_sequencer2d_s_export_matches_predict(tmp_path):
+    fmt = FULL_SIZE_FORMAT.get(keras.backend.backend(), "onnx")
+    model = registry.create_model("sequencer2d_s", classifier_activation=None)
+    path = str(tmp_path / f"s{SUFFIX[fmt]}")
+    model.export(path, format=fmt)
+    x = images((224, 224, 3), 2)
+    np.testing.assert_allclose(export.run_exported(path, fmt, x), expected(model, x),
+                               atol=TOLERANCE, rtol=0)
