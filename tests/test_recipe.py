@@ -71,6 +71,7 @@ def test_crop_box_equals_timm_get_params_on_the_same_draws(height, width, monkey
     image = types.SimpleNamespace()  # timm reads only its size
     monkeypatch.setattr(timm_transforms.F, "get_image_size", lambda img: [width, height])
     fallbacks = 0
+    crop_box = tf.function(transforms.crop_box_from_draws)
     for _ in range(20):
         areas = rng.uniform(*scale, 10)
         logs = rng.uniform(math.log(ratio[0]), math.log(ratio[1]), 10)
@@ -86,7 +87,7 @@ def test_crop_box_equals_timm_get_params_on_the_same_draws(height, width, monkey
         fallbacks += not fits
         patched(timm_transforms, "random", Draws(sequence), monkeypatch)
         expected = timm_transforms.RandomResizedCropAndInterpolation.get_params(image, scale, ratio)
-        got = transforms.crop_box_from_draws(height, width, areas, logs, offsets, ratio)
+        got = crop_box(height, width, areas, logs, offsets, ratio)
         assert tuple(int(v) for v in got) == tuple(expected)
     if height / width > 5 or width / height > 5:
         assert fallbacks > 0  # the centre-crop fallback was exercised
@@ -94,10 +95,13 @@ def test_crop_box_equals_timm_get_params_on_the_same_draws(height, width, monkey
 
 def test_crop_aspect_ratio_is_log_uniform_and_area_uniform():
     tf.random.set_seed(0)
-    boxes = np.array([
-        [int(v) for v in transforms.random_resized_crop_box(2000, 2000, (0.25, 1.0), (3 / 4, 4 / 3))]
-        for _ in range(600)
-    ])
+
+    @tf.function
+    def sample(n):
+        draw = lambda _: tf.stack(transforms.random_resized_crop_box(2000, 2000, (0.25, 1.0), (3 / 4, 4 / 3)))  # noqa: E731
+        return tf.map_fn(draw, tf.range(n))
+
+    boxes = to_numpy(sample(600))
     log_ratio = np.log(boxes[:, 3] / boxes[:, 2])
     uniform = scipy_stats.uniform(math.log(3 / 4), math.log(4 / 3) - math.log(3 / 4))
     assert scipy_stats.kstest(log_ratio, uniform.cdf).pvalue > 0.01
@@ -113,6 +117,7 @@ def test_erase_boxes_equal_timm_random_erasing_on_the_same_draws(count, monkeypa
     height, width = 24, 20
     log_aspect = (math.log(0.3), math.log(1 / 0.3))
     eraser = timm_erasing.RandomErasing(1.0, mode="const", max_count=count, device="cpu")
+    erase_boxes = tf.function(transforms.erase_boxes_from_draws)
     for trial in range(15):
         n = int(rng.randint(1, count + 1))
         areas = rng.uniform(0.02, 1 / 3, (count, 10))
@@ -120,7 +125,7 @@ def test_erase_boxes_equal_timm_random_erasing_on_the_same_draws(count, monkeypa
             areas[:] = 0.95  # no attempt fits: nothing erased
         logs = rng.uniform(*log_aspect, (count, 10))
         offsets = rng.uniform(size=(count, 2))
-        boxes = to_numpy(transforms.erase_boxes_from_draws(height, width, areas, logs, offsets, n))
+        boxes = to_numpy(erase_boxes(height, width, areas, logs, offsets, tf.constant(n)))
         sequence = [0.0] + ([(n - 1 + 0.5) / count] if count > 1 else [])
         for k in range(n):
             for attempt in range(10):
@@ -141,7 +146,8 @@ def test_random_erasing_modes_and_probability():
     tf.random.set_seed(1)
     image = tf.fill((32, 32, 3), 5.0)
     for mode in ("pixel", "rand", "const"):
-        erased = np.stack([to_numpy(transforms.random_erasing(image, 1.0, mode)) for _ in range(8)])
+        erase = tf.function(lambda _: transforms.random_erasing(image, 1.0, mode))  # noqa: B023
+        erased = to_numpy(tf.map_fn(erase, tf.range(8), fn_output_signature=tf.float32))
         mask = (erased != 5.0).any(-1)
         assert mask.any(axis=(1, 2)).mean() > 0.5  # most images erased (some draws fit nowhere)
         area = mask.mean((1, 2))[mask.any(axis=(1, 2))]
@@ -231,10 +237,11 @@ def test_elem_mode_equals_timm_per_image(monkeypatch):
 
 def test_mix_draws_follow_timm_distributions():
     tf.random.set_seed(3)
-    draws = [mix.sample_mix_params(4, 0.8, 1.0, prob=1.0, switch_prob=0.5) for _ in range(400)]
-    lam = np.array([to_numpy(d[0])[0] for d in draws])
-    cut = np.array([to_numpy(d[1])[0] for d in draws])
-    assert all((to_numpy(d[0]) == to_numpy(d[0])[0]).all() for d in draws)  # one lam per batch
+    sample = tf.function(lambda _: mix.sample_mix_params(4, 0.8, 1.0, prob=1.0, switch_prob=0.5)[:2])
+    lams, cuts = (to_numpy(t) for t in tf.map_fn(
+        sample, tf.range(400), fn_output_signature=(tf.float32, tf.bool)))
+    assert (lams == lams[:, :1]).all() and (cuts == cuts[:, :1]).all()  # one draw per batch
+    lam, cut = lams[:, 0], cuts[:, 0]
     assert 0.4 < cut.mean() < 0.6
     assert scipy_stats.kstest(lam[cut], scipy_stats.beta(1.0, 1.0).cdf).pvalue > 0.01
     assert scipy_stats.kstest(lam[~cut], scipy_stats.beta(0.8, 0.8).cdf).pvalue > 0.01
@@ -290,7 +297,8 @@ def test_original_initialisation_matches_timm_statistics():
 
 
 def test_build_model_initialises_only_from_scratch(tmp_path):
-    config = dict(model="tiny", arch=TINY_ARCH, image_size=(28, 28), output=str(tmp_path), seed=0)
+    arch = dict(layers=(1,), patch_sizes=(8,), embed_dims=(16,), hidden_sizes=(4,), mlp_ratios=(2.0,))
+    config = dict(model="tiny", arch=arch, image_size=(16, 16), output=str(tmp_path), seed=0)
     scratch = training.build_model(training.TrainConfig(**config), 4)
     assert not to_numpy(scratch.get_layer("head").kernel).any()
     keras_default = training.build_model(training.TrainConfig(**config, init="keras"), 4)
@@ -298,7 +306,7 @@ def test_build_model_initialises_only_from_scratch(tmp_path):
     path = str(tmp_path / "w.weights.h5")
     keras_default.save_weights(path)
     loaded = training.build_model(training.TrainConfig(**dict(config, weights=path)), 4)
-    x = random_images(2, 28, 28)
+    x = random_images(2, 16, 16)
     np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(keras_default(x)))
 
 
@@ -340,3 +348,20 @@ def test_pipeline_jitters_without_aa_and_mixes_even_batches():
     assert np.ptp(to_numpy(x).mean((1, 2, 3))) < 1e-4
     with pytest.raises(ValueError, match="must be even"):
         training.train_pipeline(splits.train, training.TrainConfig(**plain, mixup=0.8), 4, 7)
+
+
+@pytest.mark.slow  # one tiny epoch on each engine: Keras fit and timm's loop
+def test_recipe_equivalence_benchmark_smoke_run(tmp_path):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "recipe_equivalence.py")
+    spec = importlib.util.spec_from_file_location("recipe_equivalence", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    results, table = benchmark.main(["--smoke", "--recipes", "c", "--output", str(tmp_path)])
+    for engine in ("timm", "keras-sequencer"):
+        curve = results[engine]["c"]["0"]
+        assert len(curve) == 1 and 0.0 <= curve[0] <= 1.0
+    assert "(c) + MixUp 0.8 / CutMix 1.0" in table and "(a)" not in table
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "results.json").exists()

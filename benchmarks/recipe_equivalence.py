@@ -1,0 +1,299 @@
+"""The training recipe, ``keras-sequencer train`` against a reference loop of timm's own parts.
+
+Both engines train Sequencer2D from scratch on the same ImageNet-style folder
+(scikit-learn's digits at 32 px: 1,437 training / 360 validation images, 10
+classes) with the same settings: batch 32, AdamW (lr 1e-3, weight decay 0.05),
+cosine schedule with one warmup epoch from 1e-6 to 1e-3 and floor 1e-5, label
+smoothing 0.1, and per recipe
+
+- ``a``: random resized crop + flip (+ timm's default colour jitter 0.4);
+- ``b``: ``a`` + RandAugment ``--aa`` (default ``rand-m9-mstd0.5``) + random erasing 0.25;
+- ``c``: ``b`` + MixUp 0.8 / CutMix 1.0.
+
+keras-sequencer runs :func:`keras_sequencer.training.fit` (what ``keras-sequencer
+train`` runs) on the current Keras backend. The reference is built from timm's
+components: ``create_transform``, ``create_model``, ``create_optimizer_v2``,
+``CosineLRScheduler`` (stepped per epoch, as timm's ``train.py`` does by
+default), ``Mixup``, ``SoftTargetCrossEntropy`` / ``LabelSmoothingCrossEntropy``.
+timm's own ``sequencer2d_s`` uses one drop-path rate in every block, so the
+benchmark trains without drop path (``--drop-path`` 0).
+
+Writes ``results.json`` (per engine, recipe and seed: validation top-1 after
+every epoch), ``curves.png`` (mean curve per engine, one panel per recipe) and
+prints a markdown table of the best validation accuracy, mean +- std over the
+seeds. ``--smoke`` runs one epoch of one seed on a few batches with a tiny
+model, only to check that everything runs.
+
+Usage::
+
+    KERAS_BACKEND=jax python benchmarks/recipe_equivalence.py --epochs 30 --seeds 0 1 2
+    python benchmarks/recipe_equivalence.py --smoke
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+RECIPES = {
+    "a": dict(aa=None, reprob=0.0, mixup=0.0, cutmix=0.0),
+    "b": dict(aa="AA", reprob=0.25, mixup=0.0, cutmix=0.0),
+    "c": dict(aa="AA", reprob=0.25, mixup=0.8, cutmix=1.0),
+}
+RECIPE_NAMES = {
+    "a": "(a) crop + flip",
+    "b": "(b) + RandAugment m9 + erasing 0.25",
+    "c": "(c) + MixUp 0.8 / CutMix 1.0",
+}
+# A small Sequencer2D for --smoke (same stem stride as sequencer2d_s).
+TINY_ARCH = dict(
+    layers=(1, 1), patch_sizes=(7, 2), embed_dims=(16, 24), hidden_sizes=(4, 6), mlp_ratios=(2.0, 2.0)
+)
+SETTINGS = dict(
+    batch_size=32, lr=1e-3, weight_decay=0.05, warmup_lr=1e-6, warmup_epochs=1, min_lr=1e-5,
+    smoothing=0.1, image_size=32,
+)
+
+
+def write_digits_folder(root, train_limit=None, val_limit=None, image_size=32):
+    """``root/{train,val}/<digit>/<index>.png`` from scikit-learn's digits at
+    ``image_size`` px (RGB, uint8); the package's fixed 1,437 / 360 split
+    (with a limit: that many, every class kept)."""
+    from PIL import Image
+
+    from keras_sequencer import datasets
+
+    (x_train, y_train), (x_val, y_val) = datasets.load_digits(image_size)
+    for split, images, labels, limit in (
+        ("train", x_train, y_train, train_limit),
+        ("val", x_val, y_val, val_limit),
+    ):
+        labels = np.asarray(labels)
+        # A limit keeps every class: images in round-robin order over the classes.
+        rank = np.array([np.sum(labels[:i] == labels[i]) for i in range(len(labels))])
+        keep = np.lexsort((labels, rank))[:limit]
+        for index in keep:
+            image, label = images[index], labels[index]
+            folder = os.path.join(root, split, str(int(label)))
+            os.makedirs(folder, exist_ok=True)
+            pixels = (np.asarray(image) * 255).round().clip(0, 255).astype("uint8")
+            if pixels.ndim == 2 or pixels.shape[-1] == 1:
+                pixels = np.repeat(pixels.reshape(pixels.shape[0], pixels.shape[1], 1), 3, -1)
+            Image.fromarray(pixels).save(os.path.join(folder, f"{index:05d}.png"))
+    return root
+
+
+def run_keras(folder, recipe, seed, args, output):
+    """Validation top-1 per epoch of :func:`keras_sequencer.training.fit`."""
+    import keras
+
+    from keras_sequencer import data, training
+
+    keras.backend.clear_session()
+    splits = data.load(folder)
+    options = dict(arch=TINY_ARCH) if args.smoke else {}
+    config = training.TrainConfig(
+        model="tiny" if args.smoke else args.model,
+        image_size=(SETTINGS["image_size"],) * 2,
+        crop_pct=1.0,
+        batch_size=SETTINGS["batch_size"],
+        workers=2,
+        epochs=args.epochs,
+        lr=SETTINGS["lr"],
+        min_lr=SETTINGS["min_lr"],
+        warmup_lr=SETTINGS["warmup_lr"],
+        warmup_epochs=min(SETTINGS["warmup_epochs"], args.epochs),
+        cooldown_epochs=0,
+        weight_decay=SETTINGS["weight_decay"],
+        smoothing=SETTINGS["smoothing"],
+        drop_path=args.drop_path,
+        aa=args.aa if recipe["aa"] else None,
+        reprob=recipe["reprob"],
+        mixup=recipe["mixup"],
+        cutmix=recipe["cutmix"],
+        seed=seed,
+        output=output,
+        verbose=0,
+        **options,
+    )
+    _, history = training.fit(config, splits)
+    return [float(v) for v in history.history["val_accuracy"]]
+
+
+def run_timm(folder, recipe, seed, args):
+    """Validation top-1 per epoch of a loop made of timm's components."""
+    import random
+
+    import timm
+    import torch
+    from timm.data import Mixup, create_transform
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+    from torchvision.datasets import ImageFolder
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    size = SETTINGS["image_size"]
+    train_tf = create_transform(
+        size, is_training=True, auto_augment=args.aa if recipe["aa"] else None,
+        re_prob=recipe["reprob"], re_mode="pixel", color_jitter=0.4, interpolation="random",
+    )
+    eval_tf = create_transform(size, is_training=False, crop_pct=1.0, interpolation="bicubic")
+    train_set = ImageFolder(os.path.join(folder, "train"), transform=train_tf)
+    val_set = ImageFolder(os.path.join(folder, "val"), transform=eval_tf)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=SETTINGS["batch_size"], shuffle=True, drop_last=True, generator=generator
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=128)
+    if args.smoke:
+        model = timm.models.sequencer.Sequencer2d(num_classes=10, **TINY_ARCH)
+    else:
+        model = timm.create_model(args.model, num_classes=10, drop_path_rate=args.drop_path)
+    optimizer = create_optimizer_v2(model, "adamw", lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=args.epochs, lr_min=SETTINGS["min_lr"],
+        warmup_lr_init=SETTINGS["warmup_lr"], warmup_t=min(SETTINGS["warmup_epochs"], args.epochs),
+    )
+    mixing = recipe["mixup"] > 0 or recipe["cutmix"] > 0
+    mixer = mixing and Mixup(
+        mixup_alpha=recipe["mixup"], cutmix_alpha=recipe["cutmix"], prob=1.0, switch_prob=0.5,
+        mode="batch", label_smoothing=SETTINGS["smoothing"], num_classes=10,
+    )
+    loss_fn = SoftTargetCrossEntropy() if mixing else LabelSmoothingCrossEntropy(SETTINGS["smoothing"])
+    curve = []
+    for epoch in range(args.epochs):
+        model.train()
+        for step, (images, labels) in enumerate(train_loader):
+            if args.max_batches and step >= args.max_batches:
+                break
+            if mixer:
+                images, labels = mixer(images, labels)
+            loss = loss_fn(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step(epoch + 1)
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for images, labels in val_loader:
+                correct += int((model(images).argmax(-1) == labels).sum())
+        curve.append(correct / len(val_set))
+    return curve
+
+
+def summary_table(results, engines):
+    """Markdown: best validation top-1 (mean +- std over the seeds) per recipe and engine."""
+    lines = ["| recipe | " + " | ".join(engines) + " | difference |", "| --- |" + " ---: |" * (len(engines) + 1)]
+    for key, name in RECIPE_NAMES.items():
+        cells, means = [], []
+        for engine in engines:
+            bests = [max(c) for c in results.get(engine, {}).get(key, {}).values()]
+            if not bests:
+                cells.append("—")
+                continue
+            means.append(100 * np.mean(bests))
+            cells.append(f"{100 * np.mean(bests):.1f} ± {100 * np.std(bests):.1f} % (n={len(bests)})")
+        if all(c == "—" for c in cells):
+            continue
+        difference = f"{means[-1] - means[0]:+.1f}" if len(means) == 2 else "—"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {difference} |")
+    return "\n".join(lines)
+
+
+def plot_curves(results, engines, path):
+    """One panel per recipe: mean validation top-1 per epoch (band: +- std) per engine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in RECIPE_NAMES if any(k in results.get(e, {}) for e in engines)]
+    figure, axes = plt.subplots(1, max(1, len(keys)), figsize=(5 * max(1, len(keys)), 4), squeeze=False)
+    for axis, key in zip(axes[0], keys):
+        for engine in engines:
+            curves = list(results.get(engine, {}).get(key, {}).values())
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            values = 100 * np.array([c[:length] for c in curves])
+            epochs = np.arange(1, length + 1)
+            mean, std = values.mean(0), values.std(0)
+            axis.plot(epochs, mean, marker="o", label=f"{engine} (n={len(curves)})")
+            axis.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+        axis.set_title(RECIPE_NAMES[key])
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("validation top-1 (%)")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--engines", nargs="+", default=["timm", "keras-sequencer"],
+                        choices=["timm", "keras-sequencer"])
+    parser.add_argument("--model", default="sequencer2d_s")
+    parser.add_argument("--aa", default="rand-m9-mstd0.5", help="RandAugment of recipes b and c (both engines)")
+    parser.add_argument("--drop-path", type=float, default=0.0)
+    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    parser.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
+    parser.add_argument("--max-batches", type=int, default=None, help="timm loop: batches per epoch, at most")
+    parser.add_argument("--output", default="benchmarks/output/recipe_equivalence")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 epoch, 1 seed, 64 training / 32 validation images, a tiny model")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.epochs, args.seeds = 1, args.seeds[:1]
+        args.train_limit = args.train_limit or 64
+        args.val_limit = args.val_limit or 32
+        args.max_batches = args.max_batches or 2
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.output, exist_ok=True)
+    results_path = os.path.join(args.output, "results.json")
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = write_digits_folder(os.path.join(scratch, "digits"), args.train_limit, args.val_limit)
+        for key in args.recipes:
+            for seed in args.seeds:
+                for engine in args.engines:
+                    if engine == "timm":
+                        curve = run_timm(folder, RECIPES[key], seed, args)
+                    else:
+                        run_dir = os.path.join(scratch, f"run_{key}_{seed}")
+                        curve = run_keras(folder, RECIPES[key], seed, args, run_dir)
+                    results.setdefault(engine, {}).setdefault(key, {})[str(seed)] = curve
+                    print(f"{engine:16s} recipe {key} seed {seed}: best val top-1 "
+                          f"{100 * max(curve):.1f} % ({len(curve)} epochs)", flush=True)
+                    with open(results_path, "w") as f:
+                        json.dump({"args": vars(args), "results": results}, f, indent=1)
+    plot_curves(results, args.engines, os.path.join(args.output, "curves.png"))
+    import keras
+
+    print(f"\nbest validation top-1, mean ± std over seeds {args.seeds}, {args.epochs} epochs, "
+          f"keras backend {keras.backend.backend()}:\n")
+    table = summary_table(results, args.engines)
+    print(table)
+    return results, table
+
+
+if __name__ == "__main__":
+    main()
