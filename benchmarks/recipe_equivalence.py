@@ -253,7 +253,7 @@ def parse_args(argv=None):
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
     parser.add_argument("--max-batches", type=int, default=None, help="timm loop: batches per epoch, at most")
-    parser.add_argument("--output", default="benchmarks/output/recipe_equivalence")
+    parser.add_argument("--output", default="benchmarks/results/recipe_equivalence")
     parser.add_argument("--smoke", action="store_true",
                         help="1 epoch, 1 seed, 64 training / 32 validation images, a tiny model")
     args = parser.parse_args(argv)
