@@ -35,6 +35,15 @@ from keras_sequencer.training.augment import IMAGENET_MEAN_PIXEL
 LEVEL_DENOM = 10.0
 _ENHANCE = ("Color", "Contrast", "Brightness", "Sharpness")
 _SIGNED = {"Rotate": 30.0, "ShearX": 0.3, "ShearY": 0.3}
+GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+
+
+def _float64(value):
+    """``value`` as float64 without a float32 detour (``tf.cast`` of a Python
+    float would round it to float32 first)."""
+    if tf.is_tensor(value):
+        return tf.cast(value, tf.float64)
+    return tf.constant(value, tf.float64)
 
 
 def op_argument(name, magnitude, negate=False, translate_pct=0.45):
@@ -45,7 +54,7 @@ def op_argument(name, magnitude, negate=False, translate_pct=0.45):
     shear, translate and the increasing enhance ops). Returns ``None`` for the
     ops without argument (AutoContrast, Equalize, Invert).
     """
-    level = tf.cast(magnitude, tf.float64) / LEVEL_DENOM
+    level = _float64(magnitude) / LEVEL_DENOM
     sign = tf.where(tf.cast(negate, tf.bool), tf.constant(-1.0, tf.float64), 1.0)
     base = name.replace("Increasing", "")
     if name in _SIGNED:
@@ -135,7 +144,7 @@ def _affine(image, matrix, fill):
     it is ``fill``, inside bilinear with neighbours clamped to the edge,
     truncated to an integer.
     """
-    a, b, c, d, e, f = (tf.cast(v, tf.float64) for v in matrix)
+    a, b, c, d, e, f = (_float64(v) for v in matrix)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     ys, xs = tf.meshgrid(
         tf.range(tf.cast(height, tf.float64)) + 0.5,
@@ -165,7 +174,7 @@ def _affine(image, matrix, fill):
 
 def _rotation_matrix(degrees, height, width):
     """Pillow's ``Image.rotate(degrees)`` matrix (about the centre, no expand)."""
-    angle = -(tf.math.floormod(tf.cast(degrees, tf.float64), 360.0) * (math.pi / 180.0))
+    angle = -(tf.math.floormod(_float64(degrees), 360.0) * (math.pi / 180.0))
     cos, sin = tf.cos(angle), tf.sin(angle)
     cx, cy = tf.cast(width, tf.float64) / 2, tf.cast(height, tf.float64) / 2
     c = (cos * -cx + sin * -cy + 0.0) + cx
@@ -208,20 +217,29 @@ def apply_op(name, image, argument=None, fill=IMAGENET_MEAN_PIXEL):
         return _blend(tf.zeros_like(image), image, argument)
     if base == "Sharpness":
         return _blend(_smooth(image), image, argument)
-    zero, one = tf.constant(0.0, tf.float64), tf.constant(1.0, tf.float64)
-    argument = tf.cast(argument, tf.float64) if argument is not None else None
-    shift_x = lambda: argument * tf.cast(width, tf.float64)  # noqa: E731
-    shift_y = lambda: argument * tf.cast(height, tf.float64)  # noqa: E731
-    matrices = {
-        "Rotate": lambda: _rotation_matrix(argument, height, width),
-        "ShearX": lambda: (one, argument, zero, zero, one, zero),
-        "ShearY": lambda: (one, zero, zero, argument, one, zero),
-        "TranslateXRel": lambda: (one, zero, shift_x(), zero, one, zero),
-        "TranslateYRel": lambda: (one, zero, zero, zero, one, shift_y()),
-    }
-    if name not in matrices:
+    if name not in GEOMETRIC:
         raise ValueError(f"Unknown RandAugment op {name!r}.")
-    return _affine(image, matrices[name](), fill)
+    return _affine(image, affine_matrix(name, argument, height, width), fill)
+
+
+def affine_matrix(name, argument, height, width):
+    """Pillow's inverse affine ``(a, b, c, d, e, f)`` (float64 scalars) of a
+    geometric op: rotate ``argument`` degrees counter-clockwise about the
+    centre, shear by ``argument``, or translate by ``argument`` times the
+    width/height (content moves left/up for a positive argument)."""
+    zero, one = tf.constant(0.0, tf.float64), tf.constant(1.0, tf.float64)
+    argument = _float64(argument)
+    if name == "Rotate":
+        return _rotation_matrix(argument, height, width)
+    if name == "ShearX":
+        return (one, argument, zero, zero, one, zero)
+    if name == "ShearY":
+        return (one, zero, zero, argument, one, zero)
+    if name == "TranslateXRel":
+        return (one, zero, argument * tf.cast(width, tf.float64), zero, one, zero)
+    if name == "TranslateYRel":
+        return (one, zero, zero, zero, one, argument * tf.cast(height, tf.float64))
+    raise ValueError(f"Unknown geometric RandAugment op {name!r}.")
 
 
 def sample_ops(policy, seed):
@@ -264,22 +282,43 @@ def rand_augment(image, policy, seed=None):
     if seed is None:
         seed = tf.random.uniform((2,), maxval=2**31 - 1, dtype=tf.int32)
     draws = sample_ops(policy, seed)
+    names = policy.transforms
+    geometric = [name for name in names if name in GEOMETRIC]
+    others = [name for name in names if name not in GEOMETRIC]
+    # One branch per non-geometric op and one shared by the geometric ops (which
+    # differ only in their matrix): a smaller graph to build and optimise.
+    branch_of = [others.index(n) if n in others else len(others) for n in names]
+    matrix_of = [geometric.index(n) if n in geometric else 0 for n in names]
 
-    def branch(name, current, magnitude, negate):
-        def run():
-            argument = op_argument(name, magnitude, negate, policy.translate_pct)
-            out = apply_op(name, current, argument, policy.fill)
-            return tf.ensure_shape(out, current.shape)
+    def one_op(k, current):
+        index, magnitude, negate = draws["index"][k], draws["magnitude"][k], draws["negate"][k]
+        height, width = tf.shape(current)[0], tf.shape(current)[1]
 
-        return run
+        def plain(name):
+            def run():
+                argument = op_argument(name, magnitude, negate, policy.translate_pct)
+                return tf.ensure_shape(apply_op(name, current, argument), current.shape)
 
-    for k in range(policy.num_ops):
-        magnitude, negate = draws["magnitude"][k], draws["negate"][k]
-        branches = [branch(name, image, magnitude, negate) for name in policy.transforms]
-        current = image
-        image = tf.cond(
-            draws["apply"][k],
-            lambda: tf.switch_case(draws["index"][k], branches),  # noqa: B023
-            lambda: current,  # noqa: B023
-        )
+            return run
+
+        def matrix(name):
+            def run():
+                argument = op_argument(name, magnitude, negate, policy.translate_pct)
+                return affine_matrix(name, argument, height, width)
+
+            return run
+
+        def geometric_op():
+            select = tf.gather(matrix_of, index)
+            chosen = tf.switch_case(select, [matrix(name) for name in geometric])
+            return tf.ensure_shape(_affine(current, chosen, policy.fill), current.shape)
+
+        branches = [plain(name) for name in others] + [geometric_op] * bool(geometric)
+        return tf.switch_case(tf.gather(branch_of, index), branches)
+
+    def body(k, current):
+        applied = tf.cond(draws["apply"][k], lambda: one_op(k, current), lambda: current)
+        return k + 1, applied
+
+    _, image = tf.while_loop(lambda k, _: k < policy.num_ops, body, (tf.constant(0), image))
     return image
