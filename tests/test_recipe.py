@@ -4,7 +4,6 @@ MixUp/CutMix with smoothed targets, colour jitter, the original initialisation
 and drop-path schedule, and the flags that select them."""
 
 import math
-import sys
 import types
 
 import keras
