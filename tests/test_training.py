@@ -53,7 +53,8 @@ def test_official_commands_parse_to_the_recipe():
     args, transfer = parse_train(SEED_COMMANDS[2])
     assert args.dataset == "torch/cifar10" and transfer.num_classes == 10
     assert transfer.clip_grad == 1.0 and transfer.reprob == 0.0  # timm's default: no erasing
-    assert training.parse_auto_augment(transfer.aa) == dict(factor=0.9, num_ops=2)
+    policy = training.parse_auto_augment(transfer.aa)
+    assert (policy.magnitude, policy.num_ops, policy.magnitude_std, policy.increasing) == (9, 2, 0.5, True)
     recipe = {k: getattr(transfer, k) for k in training.TRANSFER_RECIPE if k != "model"}
     assert recipe == {k: v for k, v in training.TRANSFER_RECIPE.items() if k != "model"}
 
@@ -74,9 +75,9 @@ def test_flags_that_cannot_be_honoured_are_argparse_errors(flags, capsys):
         ("--input-size 1 224 224", "3 channels"),
         ("--img-size 224 --input-size 3 392 392", "contradicts"),
         ("--aa original", "only RandAugment"),
-        ("--aa rand-m9-inc0", "inc1"),
         ("--aa rand-m9-w0", "Unsupported RandAugment option 'w'"),
-        ("--aa rand-m12", "magnitude"),
+        ("--aa rand-m9-n0", "n must be >= 1"),
+        ("--aa rand-m9-mstd-1", "needs a number"),
         ("--reprob 1.5", "reprob must be in"),
         ("--warmup-epochs 20 --epochs 10", "warmup_epochs"),
         ("--pretrained --initial-checkpoint x.h5", "either"),
@@ -88,8 +89,8 @@ def test_inconsistent_values_are_value_errors(flags, message):
 
 
 def test_rand_augment_string():
-    assert training.parse_auto_augment("rand-m9-mstd0.5-inc1") == dict(factor=0.9, num_ops=2)
-    assert training.parse_auto_augment("rand-m7-n3") == dict(factor=0.7, num_ops=3)
+    policy = training.parse_auto_augment("rand-m7-n3")
+    assert (policy.magnitude, policy.num_ops, policy.magnitude_std, policy.increasing) == (7, 3, 0.0, False)
     assert training.parse_auto_augment(None) is None
 
 
