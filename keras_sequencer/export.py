@@ -215,11 +215,7 @@ def layer_function(store, layer):
     if name == "GlobalMaxPooling2D":
         return lambda x: tf.reduce_max(x, axis=(1, 2))
     if name == "Dense":
-        if getattr(layer, "quantization_mode", None):
-            raise ValueError(
-                f"export does not support the {layer.quantization_mode}-quantized layer {layer.name!r}."
-            )
-        project = k.dense(store, layer.kernel, layer.bias if layer.use_bias else None)
+        project = k.dense_layer(store, layer)
         activate = k.activation(getattr(layer.activation, "__name__", str(layer.activation)))
         return lambda x: activate(project(x))
     raise ValueError(f"export does not support the layer {layer.name!r} ({name}).")

@@ -55,6 +55,41 @@ def dense(store, kernel, bias):
     return run
 
 
+def dense_layer(store, layer):
+    """A ``keras.layers.Dense`` without its activation, float or
+    int8-quantized (``layer.quantize("int8")``): then, as Keras computes
+    it, the inputs are quantized per row to ``[-127, 127]`` by their
+    absolute maximum, multiplied by the int8 kernel (held as float, exact
+    integers) and divided by both scales."""
+    mode = getattr(layer, "quantization_mode", None)
+    bias = layer.bias if layer.use_bias else None
+    if mode is None:
+        return dense(store, layer.kernel, bias)
+    if mode != "int8":
+        raise ValueError(f"export supports float and int8 Dense layers; {layer.name!r} is {mode}.")
+    kernel = store.add(layer.kernel)
+    kernel_scale = store.add(layer.kernel_scale)
+    bias = None if bias is None else store.add(bias)
+    quantizer = layer.inputs_quantizer
+    low, high = quantizer.value_range if quantizer is not None else (None, None)
+    epsilon = quantizer.epsilon if quantizer is not None else None
+
+    def run(x):
+        shape = tf.shape(x)
+        flat = tf.reshape(x, (-1, kernel.shape[0]))
+        scale = kernel_scale
+        if quantizer is not None:
+            row_scale = high / (tf.reduce_max(tf.abs(flat), axis=-1, keepdims=True) + epsilon)
+            flat = tf.clip_by_value(tf.round(flat * row_scale), low, high)
+            scale = scale * row_scale
+        y = tf.matmul(flat, kernel) / scale
+        if bias is not None:
+            y = y + bias
+        return tf.reshape(y, tf.concat([shape[:-1], [kernel.shape[1]]], axis=0))
+
+    return run
+
+
 def layer_norm(store, gamma, beta, epsilon):
     """LayerNormalization over the channels: ``(x - mean) / sqrt(var + eps) * gamma + beta``."""
     gamma = store.add(gamma)
@@ -121,6 +156,8 @@ def cell_weights(cell):
     """``(kind, kernel (C, G*U), input bias (G*U,), recurrent (U, G*U),
     recurrent bias (G*U,) or None)`` of a Keras LSTM/GRU/SimpleRNN cell as numpy."""
     name = type(cell).__name__
+    if getattr(cell, "quantization_mode", None) or "int" in str(cell.kernel.dtype):
+        raise ValueError(f"export supports float recurrent cells; {cell.name!r} is quantized.")
     kernel = to_numpy(cell.kernel)
     recurrent = to_numpy(cell.recurrent_kernel)
     width = kernel.shape[1]
@@ -215,7 +252,7 @@ def bilstm2d(store, layer):
     rnns = [(axis, rnn) for axis, rnn in ((1, layer.rnn_v), (2, layer.rnn_h)) if rnn is not None]
     joint = recurrence(store, [rnn_cells(rnn) for _, rnn in rnns])
     single = [recurrence(store, [rnn_cells(rnn)]) for _, rnn in rnns]
-    fc = dense(store, layer.fc.kernel, layer.fc.bias) if layer.fc is not None else None
+    fc = dense_layer(store, layer.fc) if layer.fc is not None else None
     union = layer.union
 
     def run(x):
@@ -254,7 +291,7 @@ def bilstm2d(store, layer):
 def bilstm1d(store, layer):
     """A ``BiLSTM1D``: one RNN over the ``H*W`` tokens of ``(B, H, W, C)``, row by row."""
     run_rnn = recurrence(store, [rnn_cells(layer.rnn)])
-    fc = dense(store, layer.fc.kernel, layer.fc.bias) if layer.fc is not None else None
+    fc = dense_layer(store, layer.fc) if layer.fc is not None else None
 
     def run(x):
         batch, height, width, channels = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
@@ -272,8 +309,8 @@ def sequencer_block(store, block, token_mixer):
     norm1 = layer_norm(store, block.norm1.gamma, block.norm1.beta, block.norm1.epsilon)
     mixer = token_mixer(store, block.rnn_tokens)
     norm2 = layer_norm(store, block.norm2.gamma, block.norm2.beta, block.norm2.epsilon)
-    fc1 = dense(store, block.mlp_fc1.kernel, block.mlp_fc1.bias)
-    fc2 = dense(store, block.mlp_fc2.kernel, block.mlp_fc2.bias)
+    fc1 = dense_layer(store, block.mlp_fc1)
+    fc2 = dense_layer(store, block.mlp_fc2)
 
     def run(x):
         x = x + mixer(norm1(x))
