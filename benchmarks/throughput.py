@@ -39,6 +39,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 KERAS_BACKENDS = ("jax", "tensorflow", "torch")
+# --precision -> Keras dtype policy (timm runs torch.autocast in the same 16-bit type)
+PRECISION_POLICIES = {"mixed": "mixed_float16", "bf16": "mixed_bfloat16"}
 
 
 # ------------------------------------------------------------------ worker --
@@ -83,8 +85,9 @@ def _run_timm(args):
     images, labels = _data(args)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
     y = torch.from_numpy(labels).to(device)
-    amp = args.precision == "mixed"
-    autocast = lambda: torch.autocast(device.type, dtype=torch.float16, enabled=amp)  # noqa: E731
+    amp = args.precision in ("mixed", "bf16")
+    amp_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
+    autocast = lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=amp)  # noqa: E731
 
     if args.mode == "infer":
         model.eval()
@@ -96,7 +99,7 @@ def _run_timm(args):
     else:
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "mixed")
         loss_fn = torch.nn.CrossEntropyLoss()
 
         def step():
@@ -128,11 +131,12 @@ def _run_keras(args, backend):
     sys.path.insert(0, ROOT)
     from keras_sequencer.models import MODEL_CONFIGS, Sequencer2D
 
-    if args.precision == "mixed":
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    if args.precision in PRECISION_POLICIES:
+        keras.mixed_precision.set_global_policy(PRECISION_POLICIES[args.precision])
     if args.model not in MODEL_CONFIGS:
         raise SystemExit(f"Unknown model {args.model!r}; expected one of {sorted(MODEL_CONFIGS)}.")
-    kwargs = {} if args.implementation is None else {"implementation": args.implementation}
+    default = args.implementation in (None, "default")  # the builder's own default
+    kwargs = {} if default else {"implementation": args.implementation}
     model = Sequencer2D(
         **MODEL_CONFIGS[args.model],
         input_shape=(args.img_size, args.img_size, 3),
@@ -162,6 +166,7 @@ def _run_keras(args, backend):
 
     compile_s, times = _time_steps(step, lambda out: out, args)
     extra = {"jit_compile": bool(model.jit_compile), "versions": {"keras": keras.__version__}}
+    extra["resolved"] = sorted(set(model.implementations.values()))
     if backend == "torch":
         import torch
 
@@ -211,7 +216,7 @@ def _engines(args):
         raise SystemExit(f"Unknown reference {args.reference!r}; expected 'timm' or ''.")
     if args.reference:
         engines.append((args.reference, args.reference, None))
-    impls = args.implementation.split(",") if args.implementation else [None]
+    impls = [None if i == "default" else i for i in args.implementation.split(",")] if args.implementation else [None]
     for backend in args.backends.split(","):
         if backend not in KERAS_BACKENDS:
             raise SystemExit(f"Unknown backend {backend!r}; expected some of {KERAS_BACKENDS}.")
@@ -233,8 +238,7 @@ def _run_worker(args, engine, implementation):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", engine, "--worker-output", out_path]
     for key in ("model", "batch", "img_size", "mode", "warmup", "repeats", "device", "precision", "jit_compile"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    if implementation:
-        cmd += ["--implementation", implementation]
+    cmd += ["--implementation", implementation or "default"]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         if proc.returncode != 0:
@@ -298,6 +302,127 @@ def format_table(rows, batch, reference):
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------- targets --
+# (case, measurement, batch multiplier source, mode, precision): "batch" is
+# --batch (8 by default), 1 is latency.
+CASES = (
+    ("infer_b", "inference, batch {batch}", None, "infer", "fp32"),
+    ("infer_1", "inference, batch 1", 1, "infer", "fp32"),
+    ("train_b", "training step, batch {batch}", None, "train", "fp32"),
+    ("bf16_infer_b", "bf16 inference, batch {batch}", None, "infer", "bf16"),
+)
+# case -> (every Keras backend at least, the best at least) as ratios to timm
+TARGETS = {"infer_b": (1.3, 1.6), "infer_1": (1.0, None), "train_b": (1.0, 1.3)}
+FIRST_CALL_LIMIT_S = 60.0
+
+
+def judge(case, ratios, first_calls):
+    """PASS/MISS per Keras engine and for the best one. ``ratios``: {engine:
+    images/s over timm's} (``None`` for a failed engine); ``first_calls``:
+    {engine: first-call seconds}. Returns ({engine: verdict}, best verdict or
+    ``""`` when the case has no target for the best)."""
+    every, best = TARGETS.get(case, (None, None))
+    verdicts = {}
+    for engine, ratio in ratios.items():
+        if ratio is None:
+            verdicts[engine] = "MISS (failed)"
+            continue
+        misses = []
+        if every is not None and ratio < every:
+            misses.append(f"< {every}x")
+        if first_calls.get(engine, 0.0) > FIRST_CALL_LIMIT_S:
+            misses.append(f"first call > {FIRST_CALL_LIMIT_S:.0f} s")
+        verdicts[engine] = "MISS (" + ", ".join(misses) + ")" if misses else (
+            "PASS" if every is not None else "PASS (first call)"
+        )
+    best_verdict = ""
+    if best is not None:
+        values = [r for r in ratios.values() if r is not None]
+        top = max(values) if values else 0.0
+        best_verdict = f"best {top:.2f}x: " + ("PASS" if top >= best else f"MISS (< {best}x)")
+    return verdicts, best_verdict
+
+
+def targets_table(results, batch):
+    """The markdown table of :func:`run_targets`: ``results`` is {case:
+    [summarize() rows, timm first]}."""
+    lines = [
+        "| measurement | engine | images/s | vs timm | first call s | peak RSS MB | target |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for case, title, _, _, _ in CASES:
+        rows = results.get(case)
+        if not rows:
+            continue
+        size = 1 if case == "infer_1" else batch
+        ref = rows[0] if "error" not in rows[0] else None
+        ratios, first, ips = {}, {}, {}
+        for row in rows[1:]:
+            ok = "error" not in row and ref is not None
+            ratios[row["label"]] = ref["step_s_median"] / row["step_s_median"] if ok else None
+            if "error" not in row:
+                first[row["label"]] = row["compile_s_median"]
+                ips[row["label"]] = size / row["step_s_median"]
+        verdicts, best = judge(case, ratios, first)
+        name = title.format(batch=batch)
+        for row in rows:
+            label = row["label"]
+            if "error" in row:
+                lines.append(f"| {name} | {label} | error: {row['error'].splitlines()[-1][:60]} | | | | MISS |")
+                continue
+            ratio = "1.00x" if row is ref else (f"{ratios[label]:.2f}x" if ratios.get(label) else "-")
+            verdict = "" if row is ref else verdicts.get(label, "")
+            lines.append(
+                f"| {name} | {label} | {size / row['step_s_median']:.2f} | {ratio} | "
+                f"{row['compile_s_median']:.1f} | {row['peak_rss_mb']:.0f} | {verdict} |"
+            )
+        if best:
+            lines.append(f"| {name} | best Keras backend | | | | | {best} |")
+    return "\n".join(lines)
+
+
+def run_targets(args):
+    """Every case of :data:`CASES` for timm and each of ``--backends`` built
+    as ``Sequencer2D...(weights=None)`` with the default ``implementation``,
+    ``--rounds`` interleaved rounds each. Prints the table; writes the JSON;
+    returns 1 if an engine failed."""
+    machine = _machine()
+    print(f"# targets: {args.model} {args.img_size}px, {machine['cpu']} x{machine['nproc']}, "
+          f"load {machine['loadavg']}", flush=True)
+    results, raw = {}, {}
+    for case, title, batch, mode, precision in CASES:
+        case_args = argparse.Namespace(**vars(args))
+        case_args.batch = batch or args.batch
+        case_args.mode, case_args.precision, case_args.implementation = mode, precision, "default"
+        case_args.reference = "timm"
+        engines = _engines(case_args)
+        runs = {label: [] for label, _, _ in engines}
+        for round_index in range(args.rounds):
+            for label, engine, impl in engines:
+                result = _run_worker(case_args, engine, impl)
+                runs[label].append(result)
+                status = result.get("error", "").splitlines()[-1:] or [
+                    f"{case_args.batch / statistics.median(result['step_s']):.2f} img/s, "
+                    f"first call {result['compile_s']:.1f}s, runs {result.get('resolved', '-')}"
+                ]
+                print(f"  {title.format(batch=args.batch)} round {round_index + 1} {label}: {status[0]}", flush=True)
+        results[case] = [summarize(label, runs[label]) for label, _, _ in engines]
+        raw[case] = runs
+    table = targets_table(results, args.batch)
+    print(table)
+    machine["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    path = args.output
+    if path is None:
+        os.makedirs(RESULTS_DIR, exist_ok=True)
+        path = os.path.join(RESULTS_DIR, f"{args.model}_targets_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    with open(path, "w") as f:
+        json.dump({"args": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
+                   "machine": machine, "rows": results, "runs": raw, "table": table}, f, indent=1)
+    print(f"wrote {path} (load average at end {machine['loadavg_end']})")
+    failed = [row["label"] for rows in results.values() for row in rows if "error" in row]
+    return 1 if failed else 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="sequencer2d_s")
@@ -309,21 +434,32 @@ def main(argv=None):
     parser.add_argument(
         "--implementation",
         default="fused",
-        help="BiLSTM2D implementation(s) to run, comma-separated: fused, keras or keras,fused",
+        help="BiLSTM2D implementation(s) to run, comma-separated: fused, keras, auto, or "
+        "default (the builder's default argument); e.g. keras,fused",
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per round")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds over all engines")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--precision", choices=("fp32", "mixed"), default="fp32")
+    parser.add_argument(
+        "--precision", choices=("fp32", "mixed", "bf16"), default="fp32",
+        help="mixed: mixed_float16 / autocast float16; bf16: mixed_bfloat16 / autocast bfloat16",
+    )
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto")
     parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/<...>.json)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-output", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--targets", action="store_true",
+        help="run the target suite (TARGETS): default construction vs timm, inference "
+        "batch --batch and 1, training step, bf16 inference; prints PASS/MISS per target",
+    )
     args = parser.parse_args(argv)
     if args.worker:
         args.engine = args.worker
         return worker(args)
+    if args.targets:
+        return run_targets(args)
 
     engines = _engines(args)
     runs = {label: [] for label, _, _ in engines}

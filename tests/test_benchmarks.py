@@ -3,6 +3,7 @@ a real run against timm on the current Keras backend (tiny images, so fast)."""
 
 import argparse
 import json
+import os
 
 import keras
 import pytest
@@ -84,3 +85,105 @@ def test_a_failing_engine_fails_the_run(tmp_path, capsys):
     assert "Unknown model 'sequencer2d_xl'" in row["error"]
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith(f"| {backend}:fused |")]
     assert line.startswith(f"| {backend}:fused | error: ") and "Unknown model 'sequencer2d_xl'" in line
+
+
+# ----------------------------------------------------- the target suite --
+def test_targets_are_judged_per_engine_and_for_the_best():
+    verdicts, best = throughput.judge(
+        "infer_b", {"jax": 1.7, "tensorflow": 1.31, "torch": 1.2}, {"jax": 61.0, "torch": 5.0}
+    )
+    assert verdicts == {"jax": "MISS (first call > 60 s)", "tensorflow": "PASS", "torch": "MISS (< 1.3x)"}
+    assert best == "best 1.70x: PASS"
+    verdicts, best = throughput.judge("train_b", {"jax": 1.1, "torch": None}, {})
+    assert verdicts == {"jax": "PASS", "torch": "MISS (failed)"} and best == "best 1.10x: MISS (< 1.3x)"
+    verdicts, best = throughput.judge("infer_1", {"jax": 0.99}, {})
+    assert verdicts == {"jax": "MISS (< 1.0x)"} and best == ""
+    # bf16 has no ratio target; only the first call is judged
+    assert throughput.judge("bf16_infer_b", {"jax": 0.5}, {"jax": 1.0}) == ({"jax": "PASS (first call)"}, "")
+
+
+def test_targets_table_ratios_and_verdicts():
+    timm = {"label": "timm", "step_s_median": 1.0, "compile_s_median": 2.0, "peak_rss_mb": 100.0}
+    jax = {"label": "jax", "step_s_median": 0.5, "compile_s_median": 3.0, "peak_rss_mb": 200.0}
+    torch = {"label": "torch", "error": "exit 1: boom"}
+    table = throughput.targets_table({"infer_b": [timm, jax, torch], "infer_1": [timm, jax]}, batch=8)
+    lines = table.splitlines()
+    assert lines[2] == "| inference, batch 8 | timm | 8.00 | 1.00x | 2.0 | 100 |  |"
+    assert lines[3] == "| inference, batch 8 | jax | 16.00 | 2.00x | 3.0 | 200 | PASS |"
+    assert lines[4] == "| inference, batch 8 | torch | error: exit 1: boom | | | | MISS |"
+    assert lines[5] == "| inference, batch 8 | best Keras backend | | | | | best 2.00x: PASS |"
+    assert lines[7] == "| inference, batch 1 | jax | 2.00 | 2.00x | 3.0 | 200 | PASS |"
+
+
+@requires_timm
+@pytest.mark.slow
+def test_a_targets_run_builds_the_default_model_and_prints_the_verdicts(tmp_path, capsys, monkeypatch):
+    # two of the four cases (latency and bf16), tiny images: the mechanics, not the numbers
+    monkeypatch.setattr(throughput, "CASES", tuple(c for c in throughput.CASES if c[0] in ("infer_1", "bf16_infer_b")))
+    backend, output = keras.backend.backend(), tmp_path / "targets.json"
+    argv = ["--targets", "--backends", backend, "--batch", "2", "--img-size", "32"]
+    assert throughput.main(argv + ["--warmup", "0", "--repeats", "1", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(output.read_text())
+    assert set(report["rows"]) == {"infer_1", "bf16_infer_b"}
+    for case, runs in report["runs"].items():
+        assert set(runs) == {"timm", backend}
+        (ours,) = runs[backend]
+        assert ours["implementation"] == "default" and ours["resolved"] == ["fused"]
+    assert f"| inference, batch 1 | {backend} |" in printed
+    assert f"| bf16 inference, batch 2 | {backend} |" in printed
+    assert report["table"] in printed
+
+
+@pytest.mark.slow
+def test_gpu_check_falls_back_to_cpu_and_says_so():
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    backend = keras.backend.backend()
+    env = dict(os.environ, GPU_CHECK_BACKENDS=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", sys.executable], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "# no GPU visible: running the checks on CPU at tiny size" in proc.stdout
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    report = json.loads(line)
+    assert report["backend"] == backend and report["device"] == "cpu"
+    assert report["auto_resolves_to"] == "fused" and "no GPU" in report["note"]
+    assert report["equal"]["ok"] and max(report["equal"]["max_abs_error"].values()) < 1e-4
+    assert report["cudnn"] == {"ok": True, "applicable": False}
+    assert report["fit"]["ok"] and len(report["fit"]["loss"]) == 2
+    assert proc.stdout.count("| timm |") == 2 and proc.stdout.count(f"| {backend} |") == 2
+
+
+serving = load_script("benchmarks/serving.py")
+
+
+@requires_timm
+@pytest.mark.slow
+def test_serving_runs_timm_the_backend_and_onnxruntime_side_by_side(tmp_path, capsys):
+    backend, output = keras.backend.backend(), tmp_path / "serving.json"
+    argv = ["--backends", backend, "--img-size", "32", "--batches", "1,2", "--warmup", "0", "--repeats", "1"]
+    code = serving.main(argv + ["--output", str(output)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    report = json.loads(output.read_text())
+    assert list(report["rows"]) == ["timm", backend, "onnxruntime"]
+    table = report["table"].splitlines()
+    assert table[0] == "| engine | batch 1 img/s | batch 1 vs timm | batch 2 img/s | batch 2 vs timm |"
+    for label, line in zip(report["rows"], table[2:]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == label and len(cells) == 5
+        for batch, (ips, ratio) in zip((1, 2), (cells[1:3], cells[3:5])):
+            row = report["rows"][label][str(batch)]
+            assert float(ips) == pytest.approx(batch / row["step_s_median"], abs=0.01)
+            timm_ips = batch / report["rows"]["timm"][str(batch)]["step_s_median"]
+            assert ratio == f"{float(ips) / timm_ips:.2f}x" or abs(float(ratio[:-1]) - float(ips) / timm_ips) < 0.02
+    # the ONNX engine ran the exported model, which reproduces Keras's logits
+    for run in report["raw"]["onnx"].values():
+        assert run["max_difference"] < 1e-4 and len(run["step_s"]) == 1
+    assert report["table"] in printed

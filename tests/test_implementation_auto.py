@@ -115,6 +115,7 @@ def test_a_saved_auto_model_reloads_equal_and_keeps_auto():
     np.testing.assert_allclose(run_model(other, images), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_runs_and_stays_close_to_float32():
     """Both paths infer within bf16 error of float32; the fused one (the CPU
     default) also trains."""
