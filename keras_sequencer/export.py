@@ -54,9 +54,10 @@ def require(module, distribution, purpose):
     except (ImportError, ValueError):
         found = False
     if not found:
+        extra = "tensorflow" if module == "tensorflow" else "export"
         raise ImportError(
             f"{purpose} needs {distribution}, which is not installed: "
-            f'pip install "keras-sequencer[export]" (or pip install {distribution})'
+            f'pip install "keras-sequencer[{extra}]" (or pip install {distribution})'
         )
 
 
