@@ -70,7 +70,7 @@ def check_arguments(args):
     from keras_sequencer.export import EXPORT_PACKAGES, RUNTIME_PACKAGES
 
     for module, distribution in EXPORT_PACKAGES[args.format] + (RUNTIME_PACKAGES[args.format],):
-        require_module(module, distribution, "export", COMMAND)
+        require_module(module, distribution, "tensorflow" if module == "tensorflow" else "export", COMMAND)
     size = None
     if args.input_size is not None:
         if len(args.input_size) not in (1, 2):
