@@ -9,7 +9,8 @@
    graph has a ``CudnnRNN`` op.
 3. ``fit``: two epochs of ``fit`` on all visible GPUs, under
    ``tf.distribute.MirroredStrategy`` (TensorFlow) or
-   ``keras.distribution.DataParallel`` (JAX); torch fits on one device.
+   ``keras.distribution.DataParallel`` (JAX); torch fits on one device
+   (Keras has no multi-device strategy for torch).
 
 Without a GPU every check runs on CPU on a tiny model and the report says
 ``"device": "cpu"`` (check 2 is then reported as not applicable). Prints one
@@ -108,15 +109,15 @@ def check_fit(arch, size, on_gpu, batch):
     (x, y), _ = load_digits(image_size=size)
     x, y = x[: batch * 4], y[: batch * 4]
     scope, devices = None, 1
-    if on_gpu and BACKEND == "tensorflow":
+    if BACKEND == "tensorflow":  # all GPUs, or the CPU without one
         import tensorflow as tf
 
         scope = tf.distribute.MirroredStrategy()
         devices = scope.num_replicas_in_sync
-    elif on_gpu and BACKEND == "jax":
-        gpus = keras.distribution.list_devices("gpu")
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=gpus))
-        devices = len(gpus)
+    elif BACKEND == "jax":
+        found = keras.distribution.list_devices("gpu" if on_gpu else "cpu")
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=found))
+        devices = len(found)
     with scope.scope() if scope else _nothing():
         model = Sequencer2D(**arch, input_shape=(size, size, 3), classes=10)
         model.compile(optimizer=keras.optimizers.AdamW(1e-3),
@@ -124,7 +125,7 @@ def check_fit(arch, size, on_gpu, batch):
     losses = model.fit(x, y, batch_size=batch, epochs=2, verbose=0).history["loss"]
     return {"ok": bool(np.all(np.isfinite(losses))), "devices": devices, "loss": losses,
             "strategy": type(scope).__name__ if scope else (
-                "DataParallel" if on_gpu and BACKEND == "jax" else "none")}
+                "DataParallel" if BACKEND == "jax" else "none (one device)")}
 
 
 class _nothing:
