@@ -114,3 +114,17 @@ def test_float_configs_are_unchanged_and_quantized_ones_name_their_int8_layers(k
         "mlp_fc1": "int8_from_float32",
         "mlp_fc2": "int8_from_float32",
     }
+
+
+def test_a_quantized_model_exports_to_onnx_with_its_int8_arithmetic(tmp_path, keras_quantized):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    model, _, floats, expected = keras_quantized
+    path = str(tmp_path / "quantized.onnx")
+    model.export(path, format="onnx", verbose=False)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: tiny_images()})
+    # The same int8 rounding as Keras: float32 summation order only (a float
+    # export would be off by the int8 error itself, ~1e-2 here).
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert np.abs(got - floats).max() > 1e-3
