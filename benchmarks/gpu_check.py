@@ -55,9 +55,24 @@ def timm_logits(arch, images, on_gpu):
         return model.to(device)(x).cpu().numpy(), state
 
 
+def timm_in_subprocess(arch, images, on_gpu):
+    """:func:`timm_logits` in a torch-only process (torch and TensorFlow in one
+    process can crash)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(os.path.join(tmp, "images.npy"), images)
+        env = dict(os.environ, KERAS_BACKEND="torch")
+        subprocess.run([sys.executable, __file__, "--timm", tmp, json.dumps(arch), str(int(on_gpu))],
+                       env=env, check=True)
+        saved = np.load(os.path.join(tmp, "timm.npz"))
+        return saved["logits"], {k[6:]: saved[k] for k in saved.files if k.startswith("state.")}
+
+
 def check_equal(arch, size, on_gpu):
     images = np.random.RandomState(0).uniform(-1, 1, (2, size, size, 3)).astype("float32")
-    expected, state = timm_logits(arch, images, on_gpu)
+    expected, state = timm_in_subprocess(arch, images, on_gpu)
     errors = {}
     for impl in ("default", "keras", "fused"):
         kwargs = {} if impl == "default" else {"implementation": impl}
@@ -154,4 +169,9 @@ def main():
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--timm"]:
+        folder, arch, gpu = sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] == "1"
+        logits, state = timm_logits(arch, np.load(os.path.join(folder, "images.npy")), gpu)
+        np.savez(os.path.join(folder, "timm.npz"), logits=logits, **{f"state.{k}": v for k, v in state.items()})
+        sys.exit(0)
     sys.exit(main())
