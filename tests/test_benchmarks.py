@@ -117,8 +117,8 @@ def test_targets_table_ratios_and_verdicts():
 
 @requires_timm
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="the script's mechanics (its engines are subprocesses): run once, on tensorflow")
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="the script's mechanics (its engines are subprocesses): run once, on torch")
 def test_a_targets_run_builds_the_default_model_and_prints_the_verdicts(tmp_path, capsys, monkeypatch):
     # two of the four cases (latency and bf16), tiny images: the mechanics, not the numbers
     monkeypatch.setattr(throughput, "CASES", tuple(c for c in throughput.CASES if c[0] in ("infer_1", "bf16_infer_b")))
@@ -138,9 +138,8 @@ def test_a_targets_run_builds_the_default_model_and_prints_the_verdicts(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() == "jax",
-                    reason="the CPU fallback's fit and parity checks run on the tensorflow and torch passes; "
-                    "JAX's DataParallel fit and parity are tests/test_distribute.py and tests/test_parity.py")
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="the script's mechanics (its engines are subprocesses): run once, on torch")
 def test_gpu_check_falls_back_to_cpu_and_says_so():
     import subprocess
     import sys
@@ -170,8 +169,8 @@ serving = load_script("benchmarks/serving.py")
 
 @requires_timm
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="the script's mechanics (its engines are subprocesses): run once, on tensorflow")
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="the script's mechanics (its engines are subprocesses): run once, on torch")
 def test_serving_runs_timm_the_backend_and_onnxruntime_side_by_side(tmp_path, capsys):
     backend, output = keras.backend.backend(), tmp_path / "serving.json"
     argv = ["--backends", backend, "--img-size", "32", "--batches", "1,2", "--warmup", "0", "--repeats", "1"]

@@ -271,14 +271,13 @@ def test_missing_converter_is_one_line(tmp_path):
 
 
 # ------------------------------------------------------------ Sequencer2D-S --
-# Every backend exports through the same TensorFlow graph (every backend and format pair
-# is checked above on small models), so the full-size check runs once, on the TensorFlow
-# pass, for each format.
+# One format per backend, so that each format is checked at full size somewhere.
+FULL_SIZE_FORMAT = {"jax": "onnx", "tensorflow": "litert", "torch": "tf_saved_model"}
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="one TensorFlow graph whatever the backend: checked at full size once, on tensorflow")
-@pytest.mark.parametrize("fmt", ["onnx", "tf_saved_model", "litert"])
-def test_sequencer2d_s_export_matches_predict(tmp_path, fmt):
+def test_sequencer2d_s_export_matches_predict(tmp_path):
+    fmt = FULL_SIZE_FORMAT.get(keras.backend.backend(), "onnx")
     model = registry.create_model("sequencer2d_s", classifier_activation=None)
     path = str(tmp_path / f"s{SUFFIX[fmt]}")
     model.export(path, format=fmt)

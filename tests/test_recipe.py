@@ -350,8 +350,8 @@ def test_pipeline_jitters_without_aa_and_mixes_even_batches():
 
 
 @pytest.mark.slow  # one tiny epoch on each engine: Keras fit and timm's loop
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="the benchmark script's mechanics: run once, on tensorflow")
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="the benchmark script's mechanics: run once, on torch")
 def test_recipe_equivalence_benchmark_smoke_run(tmp_path):
     import importlib.util
     import os
