@@ -1,12 +1,9 @@
 """Sequencer building blocks: BiLSTM2D, the Sequencer2D block, patch embedding,
-and the VanillaSequencer's BiLSTM1D block.
-
-All tensors are channels-last: ``(batch, height, width, channels)``, as in timm's
-``Sequencer2d`` (which permutes to NHWC right after the stem).
+and the VanillaSequencer's BiLSTM1D block, on channels-last ``(batch, height,
+width, channels)`` tensors, as timm's ``Sequencer2d`` after its stem.
 
 The layers say what they compute; how a backend runs the ``"fused"``
-implementation (and a few of its own speed-ups) is in
-:mod:`keras_sequencer.kernels`, reached through
+implementation is in :mod:`keras_sequencer.kernels`, reached through
 :func:`~keras_sequencer.kernels.backend_kernels` only.
 """
 
@@ -15,8 +12,7 @@ from keras import ops
 
 from keras_sequencer.kernels import backend_kernels, resolved_implementation
 from keras_sequencer.quantization import QuantizedSublayers
-# ``keras_sequencer.layers.fused_lstm`` of earlier releases: the backend-neutral fused
-# recurrence, now kept with the other kernels.
+# ``layers.fused_lstm`` of earlier releases, now kept with the other kernels.
 from keras_sequencer.kernels.generic import fused_lstm  # noqa: F401
 
 PACKAGE = "keras_sequencer"
