@@ -12,8 +12,7 @@ from keras import ops
 
 from keras_sequencer.kernels import backend_kernels, resolved_implementation
 from keras_sequencer.quantization import QuantizedSublayers
-# ``layers.fused_lstm`` of earlier releases, now kept with the other kernels.
-from keras_sequencer.kernels.generic import fused_lstm  # noqa: F401
+from keras_sequencer.kernels.generic import fused_lstm  # noqa: F401 (public since 0.1)
 
 PACKAGE = "keras_sequencer"
 
