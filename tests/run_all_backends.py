@@ -53,11 +53,12 @@ def plan(backends, is_installed=installed):
 def run_backend(backend, argv):
     """Runs pytest for one backend; returns ``(backend, exit code, output, seconds)``."""
     env = dict(os.environ, KERAS_BACKEND=backend)
-    # Concurrent pytest runs get their own temporary folders.
+    # Concurrent pytest runs get their own temporary folders; the 25 slowest tests
+    # are listed, to keep the suite's time in view.
     basetemp = os.path.join(tempfile.gettempdir(), f"keras-sequencer-tests-{backend}")
     start = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-ra", f"--basetemp={basetemp}", *argv],
+        [sys.executable, "-m", "pytest", "-ra", "--durations=25", f"--basetemp={basetemp}", *argv],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
