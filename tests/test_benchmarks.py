@@ -187,8 +187,9 @@ def test_serving_runs_timm_the_backend_and_onnxruntime_side_by_side(tmp_path, ca
         for batch, (ips, ratio) in zip((1, 2), (cells[1:3], cells[3:5])):
             row = report["rows"][label][str(batch)]
             assert float(ips) == pytest.approx(batch / row["step_s_median"], abs=0.01)
-            timm_ips = batch / report["rows"]["timm"][str(batch)]["step_s_median"]
-            assert ratio == f"{float(ips) / timm_ips:.2f}x" or abs(float(ratio[:-1]) - float(ips) / timm_ips) < 0.02
+            # the ratio comes from the unrounded step times, printed to 2 decimals
+            expected = report["rows"]["timm"][str(batch)]["step_s_median"] / row["step_s_median"]
+            assert ratio.endswith("x") and abs(float(ratio[:-1]) - expected) <= 0.0051
     # the ONNX engine ran the exported model, which reproduces Keras's logits
     for run in report["raw"]["onnx"].values():
         assert run["max_difference"] < 1e-4 and len(run["step_s"]) == 1
