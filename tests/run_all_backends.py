@@ -50,6 +50,14 @@ def plan(backends, is_installed=installed):
     return run, skipped
 
 
+def pytest_summary(output):
+    """pytest's closing line (``==== 3 passed, 1 skipped in 2.0s ====``): the last
+    such line, since a backend may still print at interpreter exit; "" if none."""
+    pattern = re.compile(r"^(=+ )?(\d+ \w+|no tests ran).* in [0-9.]+s")
+    lines = [line for line in output.splitlines() if pattern.match(line)]
+    return lines[-1] if lines else ""
+
+
 def run_backend(backend, argv):
     """Runs pytest for one backend; returns ``(backend, exit code, output, seconds)``."""
     env = dict(os.environ, KERAS_BACKEND=backend)
@@ -86,7 +94,7 @@ def main(argv):
             backend, code, output, seconds = future.result()
             print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
             print(output, flush=True)
-            summary = output.strip().splitlines()[-1] if output.strip() else ""
+            summary = pytest_summary(output)
             for count, kind in re.findall(r"(\d+) (passed|failed|skipped|error)", summary):
                 totals[kind] += int(count)
             print(f"[{backend}] exit {code} in {seconds:.0f}s", flush=True)

@@ -185,6 +185,16 @@ def test_run_all_backends_plan():
     assert runner.plan(["numpy"], is_installed=lambda m: True)[0] == []
 
 
+def test_run_all_backends_finds_the_summary_before_exit_noise():
+    from tests.helpers import load_script
+
+    runner = load_script("tests/run_all_backends.py")
+    output = "tests/a.py ..F\n==== 1 failed, 2 passed, 3 skipped in 9.50s ====\nW0000 exit log\n"
+    assert runner.pytest_summary(output) == "==== 1 failed, 2 passed, 3 skipped in 9.50s ===="
+    assert runner.pytest_summary("..\n2 passed in 1.00s\n") == "2 passed in 1.00s"
+    assert runner.pytest_summary("Fatal Python error: Segmentation fault\n") == ""
+
+
 RUNNER = """
 import runpy
 sys.argv = ["run_all_backends.py", *{argv!r}]

@@ -59,6 +59,18 @@ def check_int8_and_close(model, quantized, floats):
     assert (quantized.argmax(-1) == floats.argmax(-1)).mean() >= 0.75
 
 
+def assert_same_int8_model(got, expected, floats):
+    """Two runs of one int8 model (another implementation, an export) agree far
+    more closely than either agrees with the float model. Not to float32
+    precision: inputs are rounded to int8 per token from float activations, so
+    a last-bit difference upstream can move one value across a rounding
+    boundary (one int8 step, ~3e-4 in these logits), depending on the CPU's
+    summation order. A float run instead of the int8 one would differ by the
+    whole int8 error (ratio ~1)."""
+    int8_error = np.abs(expected - floats).max()
+    assert np.abs(got - expected).max() <= 0.1 * int8_error, (np.abs(got - expected).max(), int8_error)
+
+
 def check_reload(tmp_path, model, expected, implementation):
     path = str(tmp_path / "quantized.keras")
     model.save(path)
@@ -101,7 +113,7 @@ def test_fused_path_computes_the_quantized_keras_model_and_reloads(tmp_path, ker
     np.testing.assert_allclose(run_model(fused, tiny_images()), floats, atol=2e-5, rtol=0)
     quantized = run_model(quantize(fused), tiny_images())
     check_int8_and_close(fused, quantized, floats)
-    np.testing.assert_allclose(quantized, expected, atol=2e-4, rtol=0)
+    assert_same_int8_model(quantized, expected, floats)
     reloaded = check_reload(tmp_path, fused, quantized, "fused")
     assert reloaded.get_layer("stages_0_blocks_0").implementation == "fused"
 
@@ -124,7 +136,4 @@ def test_a_quantized_model_exports_to_onnx_with_its_int8_arithmetic(tmp_path, ke
     model.export(path, format="onnx", verbose=False)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: tiny_images()})
-    # The same int8 rounding as Keras: float32 summation order only (a float
-    # export would be off by the int8 error itself, ~1e-2 here).
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
-    assert np.abs(got - floats).max() > 1e-3
+    assert_same_int8_model(got, expected, floats)
