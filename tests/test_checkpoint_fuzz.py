@@ -26,6 +26,8 @@ import zipfile
 
 import pytest
 
+from tests.helpers import run_in_one_backend_pass
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 FORMATS = ("safetensors", "pth", "weights.h5", "keras")
@@ -270,6 +272,8 @@ def test_damaged_checkpoints_raise_naming_the_file_or_load_what_they_hold(tmp_pa
 
 @pytest.mark.slow
 def test_damaged_checkpoints_many_more_cases(tmp_path):
+    # the file readers are backend-independent; every pass runs the 40 cases above
+    run_in_one_backend_pass("damaged checkpoints, many more cases")
     run_cases(tmp_path, seed=2020, cases_per_format=250, timeout=3000)
 
 

@@ -43,6 +43,18 @@ def test_default_is_auto_and_resolves_to_fused_on_cpu():
     assert set(chosen.values()) == {"fused"}
 
 
+def test_default_model_predicts_any_batch_size():
+    """``predict`` over calls of different batch sizes and a partial last batch:
+    TensorFlow then retraces with an unknown batch size, which the fused
+    recurrence must accept."""
+    model = Sequencer2D(**TINY_ARCH, input_shape=(28, 28, 3), classes=3, classifier_activation=None)
+    images = random_images(5, 28, 28)
+    expected = run_model(model, images)
+    for count, batch_size in ((4, 4), (3, 3), (5, 2), (5, 4)):
+        got = model.predict(images[:count], batch_size=batch_size, verbose=0)
+        np.testing.assert_allclose(got, expected[:count], atol=1e-5, rtol=0)
+
+
 def test_auto_picks_the_keras_layers_on_a_gpu(monkeypatch):
     layers = [BiLSTM2D(5), Sequencer2DBlock(4)]
     explicit = [BiLSTM2D(5, implementation="fused"), Sequencer2DBlock(4, implementation="keras")]

@@ -9,7 +9,14 @@ import pytest
 
 import keras_sequencer
 from keras_sequencer import registry, variants
-from tests.helpers import random_images, requires_timm, run_model, save_and_reload, to_numpy
+from tests.helpers import (
+    random_images,
+    requires_timm,
+    run_in_one_backend_pass,
+    run_model,
+    save_and_reload,
+    to_numpy,
+)
 
 REQUIRED = [
     *(f"sequencer2d_{s}" for s in "sml"),
@@ -404,34 +411,53 @@ def test_fixed_size_twins():
     }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", keras_sequencer.list_models())
-def test_every_registered_model(name):
-    """The registered model itself (full width and depth): its parameter count
-    (pinned to the official definition), a forward pass, one training step and a
-    .keras round trip, at a small input (twice its total stride; the fixed-size
-    names are given that ``input_shape``). Run op by op: compiling a full-size
-    training step for a single call costs more than running it.
-
-    The ``_392`` names at the small input are the very network of their twin
-    (``same_network_at_small_input``): they are built (also at their own 392
-    input) and run forward here, and their training step and round trip are the
-    twin's."""
+def registered_at_small_input(name):
+    """``(model, size, classes)``: the registered model itself (full width and
+    depth) at a small input, twice its total stride (the fixed-size names are
+    given that ``input_shape``)."""
     spec = registry.MODEL_REGISTRY[name]
     size = small_input_size(name)
     options = dict(input_shape=(size, size, 3)) if spec.fixed_input_size else {}
     model = keras_sequencer.create_model(name, **options)
     assert model.name == name
     assert model.input_shape == (None, size if options else None, size if options else None, 3)
+    return model, size, spec.defaults.get("classes", 1000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", keras_sequencer.list_models())
+def test_every_registered_model_has_the_official_parameter_count(name):
+    """Pinned to the official definition, on every backend; the ``_392`` names
+    also built at their own input size."""
+    model, size, _ = registered_at_small_input(name)
     assert model.count_params() == expected_keras_params(name, size)
-    classes = spec.defaults.get("classes", 1000)
+    if same_network_at_small_input(name):
+        spec = registry.MODEL_REGISTRY[name]
+        default = keras_sequencer.create_model(name)  # built at its own input size
+        assert default.input_shape == (None, spec.input_size, spec.input_size, 3)
+        assert default.count_params() == expected_keras_params(name, spec.input_size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", keras_sequencer.list_models())
+def test_every_registered_model_runs(name):
+    """The full-size registered model: a forward pass, one training step and a
+    .keras round trip, run op by op (compiling a full-size training step for a
+    single call costs more than running it).
+
+    Each name runs in one backend's pass (spread over the passes): every backend
+    runs each of these networks narrowed
+    (``test_every_registered_architecture_narrowed``), so at full size only the
+    widths and depths are new. The
+    ``_392`` names at the small input are the very network of their twin
+    (``same_network_at_small_input``): run forward only; their training step and
+    round trip are the twin's."""
+    run_in_one_backend_pass(name)
+    model, size, classes = registered_at_small_input(name)
     images = random_images(2, size, size)
     if same_network_at_small_input(name):
         with _op_by_op():
             assert run_model(model, images).shape == (2, classes)
-        default = keras_sequencer.create_model(name)  # built at its own input size
-        assert default.input_shape == (None, spec.input_size, spec.input_size, 3)
-        assert default.count_params() == expected_keras_params(name, spec.input_size)
         return
     check_forward_train_and_reload(model, images, np.array([0, 1]), classes, eagerly=True)
 

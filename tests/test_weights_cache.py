@@ -20,7 +20,7 @@ import time
 import pytest
 
 from keras_sequencer import pretrained
-from tests.helpers import REPO, TINY_ARCH, requires_timm, to_numpy
+from tests.helpers import REPO, TINY_ARCH, requires_timm, run_in_one_backend_pass, to_numpy
 from tests.test_pretrained import (  # noqa: F401  (fixtures)
     COMMIT,
     URL_PATH,
@@ -199,6 +199,7 @@ def test_four_processes_at_once_download_once(checkpoint, server, register, chil
 @pytest.mark.slow  # four processes importing the backend and building a model
 def test_four_models_at_once_download_once(checkpoint, server, register, reference_weights,
                                            children, tmp_path):
+    run_in_one_backend_pass("four processes share one download")  # file locking, not the backend
     body, _ = checkpoint
     sha256 = hashlib.sha256(body).hexdigest()
     server.files[URL_PATH] = (body, len(body))

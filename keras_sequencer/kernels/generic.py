@@ -91,7 +91,7 @@ def unrolled_lstm(projections, recurrent, per_seq, reverse, gates=lstm_gates):
     kernels ``(S*D, U, 4U)``. Returns the ``S`` outputs ``(T, N, D*U)`` and,
     per step, the state before it and the step's activations (what
     :func:`unrolled_lstm_backward` needs)."""
-    steps, n = projections[0].shape[:2]
+    steps, n = projections[0].shape[0], ops.shape(projections[0])[1]  # N may be unknown
     units = recurrent.shape[1]
     zeros = ops.zeros((recurrent.shape[0], n, units), projections[0].dtype)
     state = (zeros, zeros)
