@@ -3,7 +3,9 @@ split by one ``Split`` op, and a fused block's inference call compiled as one
 XLA cluster. The other kernels are :mod:`.generic`'s."""
 
 import functools
+import json
 
+import keras
 import tensorflow as tf
 from keras import ops
 
@@ -38,25 +40,59 @@ def bilstm2d(x, rnns, concat):
     return generic.time_major_bilstm2d(x, rnns, concat, recurrences)
 
 
+# One compiled inference function per distinct block: the weights are its
+# arguments, not captured variables, so every block with the same configuration
+# and weights (shapes, dtypes) in any model shares it. TensorFlow's XLA
+# compilation cache is never freed; with a function per block, each model built
+# in a process kept its own executables (memory and memory maps) for good.
+_INFERENCE_FUNCTIONS = {}
+ATTRIBUTE = "_xla_inference_fn"  # the block's (template, function), looked up once
+
+
+def weight_signature(layer):
+    """The shapes and dtypes of ``layer.weights``, in order."""
+    return tuple((tuple(w.shape), str(w.dtype)) for w in layer.weights)
+
+
+def inference_function(block):
+    """``(template, fn)``: the shared ``tf.function(jit_compile=True)`` that
+    computes ``forward_pass(x, training=False)`` of any block like ``block``
+    from ``(weights, x)``, ``weights`` being the block's ``weights`` as
+    tensors, put in place of the template block's variables by a
+    ``keras.StatelessScope``. The template is the first such block; if it has
+    changed since (quantized: other weights), ``block`` takes its place."""
+    config = {k: v for k, v in block.get_config().items() if k != "name"}
+    signature = weight_signature(block)
+    key = (json.dumps(config, sort_keys=True, default=str), signature)
+    entry = _INFERENCE_FUNCTIONS.get(key)
+    if entry is None or weight_signature(entry[0]) != signature:
+        template = block
+
+        def run(weights, x):
+            with keras.StatelessScope(state_mapping=list(zip(template.weights, weights))):
+                return template.forward_pass(x, training=False)
+
+        fn = tf.function(run, jit_compile=True, autograph=False)
+        entry = _INFERENCE_FUNCTIONS[key] = (template, fn)
+    return entry
+
+
 def fused_block(block, x, training):
     """A fused ``Sequencer2DBlock``'s call, ``(B, H, W, C) -> (B, H, W, C)``;
     for inference (``training`` false) ``block.forward_pass(x,
-    training=False)`` as one XLA cluster: a ``tf.function(jit_compile=True)``
-    made once per block and kept off Keras's tracking (in
-    ``block.__dict__["_xla_inference_fn"]``).
+    training=False)`` as one XLA cluster (:func:`inference_function`, kept
+    off Keras's tracking in ``block.__dict__["_xla_inference_fn"]``).
 
     The fused path's unrolled recurrence is hundreds of small ops per block,
     which TensorFlow's graph executor runs slowly on CPU and Keras's
     ``jit_compile="auto"`` does not put under XLA there. Per block, so
     ``fit`` (slower under XLA on CPU) keeps the graph path; the first call
-    compiles each block.
+    of each distinct block compiles it.
     """
     if training:
         return block.forward_pass(x, training=training)
-    fn = block.__dict__.get("_xla_inference_fn")
-    if fn is None:
-        fn = tf.function(
-            lambda t: block.forward_pass(t, training=False), jit_compile=True, autograph=False
-        )
-        object.__setattr__(block, "_xla_inference_fn", fn)
-    return fn(x)
+    entry = block.__dict__.get(ATTRIBUTE)
+    if entry is None or weight_signature(entry[0]) != weight_signature(block):
+        entry = inference_function(block)
+        object.__setattr__(block, ATTRIBUTE, entry)
+    return entry[1]([tf.convert_to_tensor(w.value) for w in block.weights], x)
