@@ -86,7 +86,9 @@ def tiny_images():
 
 @pytest.fixture(scope="module")
 def keras_quantized():
-    """The keras-path model: float weights and logits, then quantized, and its int8 logits."""
+    """The keras-path model: float weights and logits, then quantized, and its int8 logits.
+    Seeded: the same weights whichever tests ran before."""
+    keras.utils.set_random_seed(0)
     model = tiny_model("keras")
     weights = model.get_weights()
     floats = run_model(model, tiny_images())
