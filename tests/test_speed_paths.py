@@ -180,7 +180,7 @@ def test_tensorflow_inference_runs_each_fused_block_under_xla():
     assert "_xla_inference_fn" not in fused_block.__dict__
     got = to_numpy(fused_block(x, training=False))
     assert "_xla_inference_fn" not in keras_block.__dict__
-    _, fn = fused_block.__dict__["_xla_inference_fn"]
+    fn = fused_block.__dict__["_xla_inference_fn"].fn
     weights = [tf.convert_to_tensor(w) for w in fused_block.weights]
     concrete = fn.get_concrete_function(weights, tf.TensorSpec(x.shape, tf.float32))
     assert concrete.function_def.attr["_XlaMustCompile"].b  # jit_compile=True
@@ -201,7 +201,7 @@ def test_tensorflow_blocks_alike_share_one_compiled_function_with_their_own_weig
         block.build(x.shape)
     second.set_weights([w * 1.5 for w in first.get_weights()])
     outputs = [to_numpy(block(x, training=False)) for block in (first, second, other)]
-    functions = [block.__dict__["_xla_inference_fn"][1] for block in (first, second, other)]
+    functions = [block.__dict__["_xla_inference_fn"].fn for block in (first, second, other)]
     assert functions[0] is functions[1] and functions[2] is not functions[0]
     for block, got in zip((first, second, other), outputs):
         np.testing.assert_allclose(got, to_numpy(block.forward_pass(x)), atol=1e-5, rtol=0)

@@ -46,7 +46,18 @@ def bilstm2d(x, rnns, concat):
 # compilation cache is never freed; with a function per block, each model built
 # in a process kept its own executables (memory and memory maps) for good.
 _INFERENCE_FUNCTIONS = {}
-ATTRIBUTE = "_xla_inference_fn"  # the block's (template, function), looked up once
+ATTRIBUTE = "_xla_inference_fn"  # the block's SharedInference, looked up once
+
+
+class SharedInference:
+    """A template block and its compiled inference function. A plain object,
+    not a tuple: Keras's saving walks containers held by a layer, and the
+    template (another block, or the block itself) would be walked again."""
+
+    __slots__ = ("template", "fn")
+
+    def __init__(self, template, fn):
+        self.template, self.fn = template, fn
 
 
 def weight_signature(layer):
@@ -55,7 +66,7 @@ def weight_signature(layer):
 
 
 def inference_function(block):
-    """``(template, fn)``: the shared ``tf.function(jit_compile=True)`` that
+    """A :class:`SharedInference`: the shared ``tf.function(jit_compile=True)`` that
     computes ``forward_pass(x, training=False)`` of any block like ``block``
     from ``(weights, x)``, ``weights`` being the block's ``weights`` as
     tensors, put in place of the template block's variables by a
@@ -65,7 +76,7 @@ def inference_function(block):
     signature = weight_signature(block)
     key = (json.dumps(config, sort_keys=True, default=str), signature)
     entry = _INFERENCE_FUNCTIONS.get(key)
-    if entry is None or weight_signature(entry[0]) != signature:
+    if entry is None or weight_signature(entry.template) != signature:
         template = block
 
         def run(weights, x):
@@ -73,7 +84,7 @@ def inference_function(block):
                 return template.forward_pass(x, training=False)
 
         fn = tf.function(run, jit_compile=True, autograph=False)
-        entry = _INFERENCE_FUNCTIONS[key] = (template, fn)
+        entry = _INFERENCE_FUNCTIONS[key] = SharedInference(template, fn)
     return entry
 
 
@@ -92,7 +103,7 @@ def fused_block(block, x, training):
     if training:
         return block.forward_pass(x, training=training)
     entry = block.__dict__.get(ATTRIBUTE)
-    if entry is None or weight_signature(entry[0]) != weight_signature(block):
+    if entry is None or weight_signature(entry.template) != weight_signature(block):
         entry = inference_function(block)
         object.__setattr__(block, ATTRIBUTE, entry)
-    return entry[1]([tf.convert_to_tensor(w.value) for w in block.weights], x)
+    return entry.fn([tf.convert_to_tensor(w.value) for w in block.weights], x)
