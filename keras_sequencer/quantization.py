@@ -70,9 +70,9 @@ class QuantizedSublayers:
         super().__setattr__(name, value)
 
     def __call__(self, *args, **kwargs):
-        # A fused block on TensorFlow keeps a compiled inference function that
-        # captured its Dense layers' variables when first traced; once those
-        # are quantized (the float kernels deleted), trace it again.
+        # A fused block on TensorFlow keeps the compiled inference function
+        # it looked up for its float weights; once its Dense layers are
+        # quantized (other weights), look it up again.
         signature = tuple(sorted(quantized_children(self).items())) if self.built else None
         if signature != self._quantization_signature:
             self.__dict__.pop(CACHE_ATTRIBUTE, None)
