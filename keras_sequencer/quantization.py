@@ -20,10 +20,6 @@ reloads with the same int8 variables. A ``.weights.h5`` of a quantized model
 loads into a model built the same way and quantized first (Keras's rule).
 """
 
-import keras
-
-CACHE_ATTRIBUTE = "_xla_inference_fn"  # a fused block's compiled inference call
-
 
 def quantized_children(layer, prefix=""):
     """``{path: dtype policy name}`` of the sub-layers of ``layer`` (at any
@@ -51,7 +47,6 @@ class QuantizedSublayers:
     def __init__(self, *args, quantized_sublayers=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.quantized_sublayers = dict(quantized_sublayers or {})
-        self._quantization_signature = None
 
     def sublayer_dtype(self, name):
         """The dtype policy name to build the sub-layer ``name`` with, or
@@ -68,16 +63,6 @@ class QuantizedSublayers:
                 if path.startswith(prefix):
                     value.quantized_sublayers[path[len(prefix) :]] = policy
         super().__setattr__(name, value)
-
-    def __call__(self, *args, **kwargs):
-        # A fused block on TensorFlow keeps the compiled inference function
-        # it looked up for its float weights; once its Dense layers are
-        # quantized (other weights), look it up again.
-        signature = tuple(sorted(quantized_children(self).items())) if self.built else None
-        if signature != self._quantization_signature:
-            self.__dict__.pop(CACHE_ATTRIBUTE, None)
-            self._quantization_signature = signature
-        return super().__call__(*args, **kwargs)
 
     def get_config(self):
         config = super().get_config()
