@@ -18,6 +18,9 @@ width, 3)``, or ``(batch, 3, height, width)`` for a model built under
 export (the recurrences are unrolled over it): the model's own input size
 when it has one, else ``input_shape=(height, width)`` (non-square allowed),
 else the registered variant's ``input_size`` (224 for an unknown name).
+``input_shape=(None, None)`` leaves it free instead (ONNX and SavedModel;
+the recurrences then run as loops): one file serves every image size the
+model takes.
 """
 
 import importlib.util
@@ -77,8 +80,8 @@ def export_input_shape(model, input_shape=None):
 
     ``input_shape``: ``(height, width)`` or a full per-image shape; needed only
     where the model's own size is unknown (defaults to the registered
-    variant's ``input_size``). Raises a ``ValueError`` when it contradicts a
-    fixed model size."""
+    variant's ``input_size``); a ``None`` height or width stays free. Raises
+    a ``ValueError`` when it contradicts a fixed model size."""
     if len(model.inputs) != 1:
         raise ValueError(f"export needs a model with one image input; {model.name} has {len(model.inputs)}.")
     shape = tuple(model.inputs[0].shape[1:])
@@ -86,13 +89,14 @@ def export_input_shape(model, input_shape=None):
     spatial_axes = (1, 2) if channels_first else (0, 1)
     own = tuple(shape[a] for a in spatial_axes)
     if input_shape is not None:
-        given = tuple(int(s) for s in input_shape if s is not None)
-        if len(input_shape) == 3:
-            given = tuple(int(input_shape[a]) for a in spatial_axes if input_shape[a] is not None)
+        given = tuple(input_shape)
+        if len(given) == 3:
+            given = tuple(given[a] for a in spatial_axes)
         if len(given) != 2:
             raise ValueError(
                 f"input_shape must be (height, width) or the full per-image shape; got {tuple(input_shape)}."
             )
+        given = tuple(None if s is None else int(s) for s in given)
         for own_size, size in zip(own, given):
             if own_size is not None and own_size != size:
                 raise ValueError(
@@ -110,7 +114,8 @@ def export_input_shape(model, input_shape=None):
     else:
         spatial = own
     checks = [layer for layer in model.layers if type(layer).__name__ == "ImageInputCheck"]
-    if checks and min(spatial) < checks[0].min_size:
+    known = [s for s in spatial if s is not None]
+    if checks and known and min(known) < checks[0].min_size:
         raise ValueError(
             f"{model.name} needs images of at least {checks[0].min_size}x{checks[0].min_size} "
             f"pixels (its total stride); got {spatial[0]}x{spatial[1]}."
@@ -134,11 +139,12 @@ def export_model(model, filepath, format="tf_saved_model", verbose=None, input_s
             shape (in a list or not) whose spatial size is used as
             ``input_shape``.
         input_shape: the spatial size ``(height, width)`` for a model of
-            unknown size (see :func:`export_input_shape`).
+            unknown size (see :func:`export_input_shape`); ``(None, None)``
+            leaves it free in the artefact (ONNX and SavedModel).
         **kwargs: ``opset`` (ONNX, default 17); anything else raises.
 
-    The artefact takes float32 images of any batch size at the fixed spatial
-    size and returns the model's output (``output_0``): what
+    The artefact takes float32 images of any batch size at the fixed (or
+    free) spatial size and returns the model's output (``output_0``): what
     ``model.predict`` returns, to float32 rounding.
     """
     check_format(format)
@@ -153,6 +159,11 @@ def export_model(model, filepath, format="tf_saved_model", verbose=None, input_s
     for module, distribution in EXPORT_PACKAGES[format]:
         require(module, distribution, f"export to {format}")
     shape = export_input_shape(model, input_shape)
+    if format == "litert" and None in shape:
+        raise ValueError(
+            "litert export needs a fixed image size; give input_shape=(height, width) "
+            "(ONNX and SavedModel take a free one)."
+        )
     store, function = build_function(model, shape)
     filepath = os.fspath(filepath)
     if format == "tf_saved_model":
@@ -162,8 +173,13 @@ def export_model(model, filepath, format="tf_saved_model", verbose=None, input_s
     else:
         save_litert(store, function, filepath)
     if verbose:
-        print(f"Saved {format} artefact at '{filepath}' (input (batch, {', '.join(map(str, shape))})).")
+        print(f"Saved {format} artefact at '{filepath}' (input (batch, {describe_shape(shape)})).")
     return filepath
+
+
+def describe_shape(shape):
+    """``(224, 224, 3)`` as ``"224, 224, 3"``, a free size as ``"any"``."""
+    return ", ".join("any" if s is None else str(s) for s in shape)
 
 
 def signature_shape(input_signature):

@@ -2,8 +2,8 @@
 format's own runtime, and ``keras-sequencer export``.
 
 One micro model is exported once per format (module-scoped fixtures) and
-compared with ``model.predict`` at batch 1 and 3 at a non-square size; the
-TensorFlow graph every format stores is compared directly for the other
+compared with ``model.predict`` at batch 1 and 3 at a non-square size, and
+once with a free image size at three sizes; the TensorFlow graph every format stores is compared directly for the other
 architectures (GRU, RNN, unions, VanillaSequencer, position embedding,
 ``include_top=False``, channels-first, int8-quantized Dense layers).
 """
@@ -160,6 +160,58 @@ def test_exported_graph_matches_predict(name):
     )
 
 
+# ------------------------------------------------------- a free image size --
+FREE_SIZES = (((16, 24), 1), ((32, 32), 3), ((24, 8), 2))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tf_saved_model"])
+def test_free_size_export_matches_predict_at_every_size(classifier, tmp_path, fmt):
+    path = str(tmp_path / f"free{SUFFIX[fmt]}")
+    classifier.export(path, format=fmt, input_shape=(None, None))
+    run = export.load_exported(path, fmt)
+    for size, batch in FREE_SIZES:  # non-square, square (both grids in one loop), tall
+        x = images(size + (3,), batch, seed=batch)
+        np.testing.assert_allclose(run(x), expected(classifier, x), atol=TOLERANCE, rtol=0)
+    if fmt == "onnx":
+        import onnx
+
+        graph = onnx.load(path).graph
+        assert "Loop" in {node.op_type for node in graph.node}
+        dims = graph.input[0].type.tensor_type.shape.dim
+        assert [d.HasField("dim_value") for d in dims] == [False, False, False, True]
+
+
+FREE_ARCHITECTURES = {
+    "gru_add": lambda: micro_model(rnn_type="gru", union="add"),
+    "rnn_vertical": lambda: Sequencer2D(**MICRO, rnn_type="rnn", union="vertical", with_fc=False,
+                                        classes=3, classifier_activation="softmax"),
+    "unidirectional_horizontal_max": lambda: micro_model(
+        bidirectional=False, union="horizontal", include_top=False, pooling="max"),
+    "vanilla": lambda: VanillaSequencer(**MICRO, classes=4, classifier_activation=None),
+    "int8": int8_model,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FREE_ARCHITECTURES))
+def test_free_size_graph_matches_predict(name):
+    model = FREE_ARCHITECTURES[name]()
+    shape = export.export_input_shape(model, (None, None))
+    assert shape == (None, None, 3)
+    _, function = export.build_function(model, shape)
+    for size, batch in FREE_SIZES[:2]:
+        x = images(size + (3,), batch)
+        np.testing.assert_allclose(function(x).numpy(), expected(model, x), atol=TOLERANCE, rtol=0)
+
+
+def test_free_size_is_refused_where_it_cannot_hold(classifier, tmp_path):
+    with pytest.raises(ValueError, match=r"litert export needs a fixed image size"):
+        classifier.export(str(tmp_path / "m.tflite"), format="litert", input_shape=(None, None))
+    fixed = micro_model(input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match=r"takes 16x16 images; got input_shape \(None, None\)"):
+        fixed.export(str(tmp_path / "m.onnx"), format="onnx", input_shape=(None, None))
+    assert not os.path.exists(tmp_path / "m.tflite") and not os.path.exists(tmp_path / "m.onnx")
+
+
 def test_channels_first_model_exports_in_its_layout():
     previous = keras.config.image_data_format()
     keras.config.set_image_data_format("channels_first")
@@ -234,6 +286,27 @@ def test_cli_errors_are_one_line_before_a_model_is_built(tmp_path, capsys, monke
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("keras-sequencer export: error: ")
     assert message.format(**fill) in err
+
+
+def test_cli_exports_a_free_size_and_checks_it_at_the_registered_size(tmp_path, capsys, micro_weights):
+    output = str(tmp_path / "free.onnx")
+    argv = ["export", NAME, "--weights", micro_weights, "--classes", "7", "--format", "onnx",
+            "--output", output, "--input-size", "any"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "input (batch, any, any, 3) float32" in out and "on a batch of 2 at 16x16: " in out
+    difference = float(out.strip().rsplit(": ", 1)[1])
+    assert difference < TOLERANCE
+    model = registry.create_model(NAME, weights=micro_weights, classes=7)
+    x = images((24, 40, 3), 2)
+    np.testing.assert_allclose(export.run_exported(output, "onnx", x), expected(model, x),
+                               atol=TOLERANCE, rtol=0)
+    litert = ["export", NAME, "--weights", micro_weights, "--format", "litert",
+              "--output", str(tmp_path / "m.tflite"), "--input-size", "any"]
+    assert cli.main(litert) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("keras-sequencer export: error: --input-size any: litert artefacts take a "
+                   "fixed size; give N or HEIGHT WIDTH")
 
 
 def test_missing_converter_is_one_line(tmp_path):

@@ -8,7 +8,7 @@ the Keras model's output.
 file. The flags, the files and the packages the format needs are checked
 before a model is built; the artefact takes any batch size at a fixed
 spatial size (``--input-size``, else the model's own, else the registered
-input size). See :mod:`keras_sequencer.export`.
+input size), or at any size (``--input-size any``; ONNX and SavedModel). See :mod:`keras_sequencer.export`.
 """
 
 import os
@@ -31,7 +31,7 @@ def add_parser(subparsers):
         help="export a model to ONNX, a TensorFlow SavedModel or LiteRT and check it",
         description="Export a registered model (with --weights) or a .keras file to ONNX, "
         "a TensorFlow SavedModel or LiteRT, from any Keras backend. The artefact takes any "
-        "batch size at a fixed image size; it is run once by its own runtime and compared "
+        "batch size at a fixed image size (or any size: --input-size any); it is run once by its own runtime and compared "
         "with the Keras model.",
     )
     parser.add_argument("model", metavar="MODEL", help="a registered model name or a .keras file")
@@ -53,9 +53,9 @@ def add_parser(subparsers):
         "normalises them itself",
     )
     parser.add_argument(
-        "--input-size", type=int, nargs="+", metavar="N",
-        help="image size: N (square) or HEIGHT WIDTH (default: the model's own size, else "
-        "the registered input size)",
+        "--input-size", nargs="+", metavar="N",
+        help="image size: N (square), HEIGHT WIDTH, or 'any' for a free size (onnx, "
+        "tf_saved_model) (default: the model's own size, else the registered input size)",
     )
     parser.add_argument(
         "--classes", type=int, default=None,
@@ -72,12 +72,17 @@ def check_arguments(args):
     for module, distribution in EXPORT_PACKAGES[args.format] + (RUNTIME_PACKAGES[args.format],):
         require_module(module, distribution, "tensorflow" if module == "tensorflow" else "export", COMMAND)
     size = None
-    if args.input_size is not None:
-        if len(args.input_size) not in (1, 2):
-            raise CLIError(f"--input-size takes N or HEIGHT WIDTH; got {len(args.input_size)} values")
-        if min(args.input_size) < 1:
-            raise CLIError(f"--input-size must be positive; got {' '.join(map(str, args.input_size))}")
-        size = tuple(args.input_size) * (2 if len(args.input_size) == 1 else 1)
+    if args.input_size == ["any"]:
+        if args.format == "litert":
+            raise CLIError("--input-size any: litert artefacts take a fixed size; give N or HEIGHT WIDTH")
+        size = (None, None)
+    elif args.input_size is not None:
+        given = " ".join(args.input_size)
+        if len(args.input_size) not in (1, 2) or not all(v.isdigit() for v in args.input_size):
+            raise CLIError(f"--input-size takes N or HEIGHT WIDTH (or 'any'); got {given}")
+        if min(int(v) for v in args.input_size) < 1:
+            raise CLIError(f"--input-size must be positive; got {given}")
+        size = tuple(int(v) for v in args.input_size) * (2 if len(args.input_size) == 1 else 1)
     if args.classes is not None and args.classes < 1:
         raise CLIError(f"--classes must be at least 1; got {args.classes}")
     output = os.path.abspath(args.output)
@@ -147,6 +152,7 @@ def run(args):
 
     from keras_sequencer.export import (
         artefact_size,
+        describe_shape,
         export_input_shape,
         export_model,
         max_difference,
@@ -157,11 +163,15 @@ def run(args):
     shape = export_input_shape(model, size)
     export_model(model, args.output, format=args.format, input_shape=size)
     preprocessing = any(type(layer).__name__ == "Rescaling" for layer in model.layers)
-    images = sample_images(shape, batch=2, include_preprocessing=preprocessing)
+    # A free size is checked at the model's registered (or own) size.
+    sample_shape = export_input_shape(model) if None in shape else shape
+    images = sample_images(sample_shape, batch=2, include_preprocessing=preprocessing)
     difference = max_difference(model, args.output, args.format, images)
     print(f"wrote {args.format} to {args.output} ({human_size(artefact_size(args.output))})")
+    free = [str(sample_shape[axis]) for axis, size in enumerate(shape) if size is None]
+    checked = f" at {'x'.join(free)}" if free else ""
     print(
-        f"input (batch, {', '.join(map(str, shape))}) float32; max abs difference from "
-        f"Keras ({keras.backend.backend()}) on a batch of 2: {difference:.3g}"
+        f"input (batch, {describe_shape(shape)}) float32; max abs difference from "
+        f"Keras ({keras.backend.backend()}) on a batch of 2{checked}: {difference:.3g}"
     )
     return 0

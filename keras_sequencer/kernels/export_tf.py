@@ -4,10 +4,12 @@ from any Keras backend.
 
 Only ops every target runtime runs natively are used: ``Conv2D``,
 ``MatMul``/``BatchMatMul``, element-wise math, ``Softmax``, reductions,
-reshapes and transposes. The recurrences run as a Python loop over a static
-number of time steps (no ``while`` loop, no reverse scan, no cuDNN kernel);
-a backward direction reads its inputs from the last step to the first. GELU
-is the exact form with ``erf``.
+reshapes and transposes. At a fixed image size the recurrences run as a
+Python loop over a static number of time steps (no ``while`` loop, no
+reverse scan, no cuDNN kernel); with a free image size (``None`` height and
+width) they run as one ``tf.scan`` (ONNX ``Loop``). A backward direction
+reads its inputs from the last step to the first. GELU is the exact form
+with ``erf``.
 
 Weights are taken from the Keras layers as numpy arrays and become
 ``tf.Variable`` s tracked by a :class:`WeightStore` (a ``tf.Module``), so a
@@ -188,7 +190,7 @@ def recurrence(store, groups):
 
     ``groups``: per sequence its cells (``[forward]`` or ``[forward,
     backward]``, the same for every sequence). Returns ``run(sequences)``:
-    ``S`` time-major ``(T, N, C)`` tensors of one static ``T`` and one
+    ``S`` time-major ``(T, N, C)`` tensors of one ``T`` (static, or unknown) and one
     ``N`` -> ``S`` tensors ``(T, N, D*U)`` (directions concatenated, each in
     time order), as Keras's RNN / ``Bidirectional(merge_mode="concat")``.
     """
@@ -213,7 +215,7 @@ def recurrence(store, groups):
     def run(sequences):
         steps = sequences[0].shape[0]
         if steps is None:
-            raise ValueError("the exported recurrence needs a static sequence length.")
+            return run_dynamic(sequences)
         n = tf.shape(sequences[0])[1]
         inputs = []  # per direction: T tensors (N, G*U)
         for seq, (kernel, bias) in zip(sequences, kernels):
@@ -240,7 +242,42 @@ def recurrence(store, groups):
             outputs.append(directions[0] if per_seq == 1 else tf.concat(directions, axis=-1))
         return outputs
 
+    def run_dynamic(sequences):
+        # The length is only known at run time: one ``tf.scan`` (a while
+        # loop; ONNX ``Loop``) over the steps of every direction at once, a
+        # backward direction fed its projections reversed in time.
+        n = tf.shape(sequences[0])[1]
+        inputs = []  # per direction: (T, N, G*U)
+        for seq, (kernel, bias) in zip(sequences, kernels):
+            shape = tf.shape(seq)
+            proj = tf.matmul(tf.reshape(seq, tf.stack([-1, shape[-1]])), kernel) + bias
+            proj = tf.reshape(proj, tf.stack([shape[0], n, per_seq, kernel.shape[1] // per_seq]))
+            for d in range(per_seq):
+                direction = proj[:, :, d]
+                inputs.append(tf.reverse(direction, axis=[0]) if d == 1 else direction)
+        zeros = tf.zeros(tf.stack([len(inputs), n, units]), dtype=sequences[0].dtype)
+        states = tf.scan(
+            lambda state, z: step(z, state, recurrent, recurrent_bias),
+            tf.stack(inputs, axis=1),  # (T, S*D, N, G*U)
+            initializer=(zeros,) * num_state,
+        )
+        hs = states[0]  # (T, S*D, N, U)
+        outputs = []
+        for s in range(len(sequences)):
+            directions = [hs[:, s * per_seq + d] for d in range(per_seq)]
+            if per_seq == 2:
+                directions[1] = tf.reverse(directions[1], axis=[0])
+            outputs.append(directions[0] if per_seq == 1 else tf.concat(directions, axis=-1))
+        return outputs
+
     return run
+
+
+def static_or_dynamic(x, axis):
+    """The size of ``x`` along ``axis``: a Python int when the graph knows
+    it, else a scalar tensor (an export with a free image size)."""
+    size = x.shape[axis]
+    return int(size) if size is not None else tf.shape(x)[axis]
 
 
 def bilstm2d(store, layer):
@@ -256,7 +293,7 @@ def bilstm2d(store, layer):
     union = layer.union
 
     def run(x):
-        batch, height, width = tf.shape(x)[0], x.shape[1], x.shape[2]
+        batch, height, width = tf.shape(x)[0], static_or_dynamic(x, 1), static_or_dynamic(x, 2)
         channels = x.shape[-1]
         sequences = []
         for axis, _ in rnns:
@@ -264,7 +301,7 @@ def bilstm2d(store, layer):
                 sequences.append(tf.reshape(tf.transpose(x, (1, 0, 2, 3)), (height, -1, channels)))
             else:
                 sequences.append(tf.reshape(tf.transpose(x, (2, 0, 1, 3)), (width, -1, channels)))
-        if len(rnns) == 2 and height == width:
+        if len(rnns) == 2 and isinstance(height, int) and height == width:
             results = joint(sequences)
         else:
             results = [run_one([seq])[0] for run_one, seq in zip(single, sequences)]
@@ -294,7 +331,8 @@ def bilstm1d(store, layer):
     fc = dense_layer(store, layer.fc) if layer.fc is not None else None
 
     def run(x):
-        batch, height, width, channels = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+        batch, height, width = tf.shape(x)[0], static_or_dynamic(x, 1), static_or_dynamic(x, 2)
+        channels = x.shape[3]
         tokens = tf.transpose(tf.reshape(x, tf.stack([batch, height * width, channels])), (1, 0, 2))
         (y,) = run_rnn([tokens])
         y = tf.reshape(tf.transpose(y, (1, 0, 2)), tf.stack([batch, height, width, y.shape[-1]]))
