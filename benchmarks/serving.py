@@ -12,7 +12,9 @@ The ONNX engine is a subprocess of its own: it builds the same Keras model
 format="onnx")``, checks onnxruntime's output against ``model.predict``,
 then times ``InferenceSession.run`` on the CPU provider the same way (first
 call, ``--warmup`` untimed calls, ``--repeats`` timed ones; images/s is
-``batch / median``). Weights are random: only the speed is measured.
+``batch / median``). Every engine runs ``--rounds`` times, each round a
+fresh process, and the median is over all rounds' timed calls. Weights are
+random: only the speed is measured.
 
 Prints one markdown table, images/s per batch size and the ratio to timm,
 and writes the raw numbers as JSON (``--output``). Exits with 1 if an
@@ -47,6 +49,9 @@ def parse_args(argv=None):
                         help="Keras backend the ONNX model is exported from")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds per batch size (each engine a fresh process per round); "
+                        "medians over all rounds' timed calls")
     parser.add_argument("--output", default=None, help="JSON path (default: a file under benchmarks/results/)")
     parser.add_argument("--onnx-worker", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -159,7 +164,7 @@ def main(argv=None):
                 "--model", args.model, "--batch", str(batch), "--img-size", str(args.img_size),
                 "--mode", "infer", "--backends", args.backends, "--reference", "timm",
                 "--implementation", "", "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-                "--output", path,
+                "--rounds", str(args.rounds), "--output", path,
             ])
             with open(path) as f:
                 report = json.load(f)
@@ -168,15 +173,19 @@ def main(argv=None):
         raw[f"throughput_batch_{batch}"] = report
         for row in report["rows"]:
             rows.setdefault(row["label"], {})[batch] = row
-    onnx_runs = run_onnx(args)
-    raw["onnx"] = onnx_runs
-    rows[ONNX_LABEL] = {b: throughput.summarize(ONNX_LABEL, [onnx_runs[b]]) for b in args.batches}
-    for batch in args.batches:
-        run = onnx_runs[batch]
-        status = run.get("error", "").splitlines()[-1:] or [
-            f"{batch / statistics.median(run['step_s']):.2f} img/s, max |onnx - keras| {run['max_difference']:.1e}"
-        ]
-        print(f"  {ONNX_LABEL} batch {batch}: {status[0]}", flush=True)
+    onnx_rounds = [run_onnx(args) for _ in range(args.rounds)]
+    raw["onnx"] = onnx_rounds
+    rows[ONNX_LABEL] = {
+        b: throughput.summarize(ONNX_LABEL, [runs[b] for runs in onnx_rounds]) for b in args.batches
+    }
+    for round_index, onnx_runs in enumerate(onnx_rounds, 1):
+        for batch in args.batches:
+            run = onnx_runs[batch]
+            status = run.get("error", "").splitlines()[-1:] or [
+                f"{batch / statistics.median(run['step_s']):.2f} img/s, "
+                f"max |onnx - keras| {run['max_difference']:.1e}"
+            ]
+            print(f"  round {round_index} {ONNX_LABEL} batch {batch}: {status[0]}", flush=True)
     table = format_table(rows, args.batches)
     machine = dict(raw[f"throughput_batch_{args.batches[0]}"]["machine"])  # cpu model, cores, load
     machine["loadavg_end"] = os.getloadavg()

@@ -173,7 +173,8 @@ serving = load_script("benchmarks/serving.py")
                     reason="the script's mechanics (its engines are subprocesses): run once, on torch")
 def test_serving_runs_timm_the_backend_and_onnxruntime_side_by_side(tmp_path, capsys):
     backend, output = keras.backend.backend(), tmp_path / "serving.json"
-    argv = ["--backends", backend, "--img-size", "32", "--batches", "1,2", "--warmup", "0", "--repeats", "1"]
+    argv = ["--backends", backend, "--img-size", "32", "--batches", "1,2", "--warmup", "0", "--repeats", "1",
+            "--rounds", "2"]
     code = serving.main(argv + ["--output", str(output)])
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -191,6 +192,11 @@ def test_serving_runs_timm_the_backend_and_onnxruntime_side_by_side(tmp_path, ca
             expected = report["rows"]["timm"][str(batch)]["step_s_median"] / row["step_s_median"]
             assert ratio.endswith("x") and abs(float(ratio[:-1]) - expected) <= 0.0051
     # the ONNX engine ran the exported model, which reproduces Keras's logits
-    for run in report["raw"]["onnx"].values():
-        assert run["max_difference"] < 1e-4 and len(run["step_s"]) == 1
+    assert len(report["raw"]["onnx"]) == 2  # one fresh process per round
+    for batch in ("1", "2"):
+        runs = [rounds[batch] for rounds in report["raw"]["onnx"]]
+        for run in runs:
+            assert run["max_difference"] < 1e-4 and len(run["step_s"]) == 1
+        steps = sorted(run["step_s"][0] for run in runs)  # the median pools both rounds
+        assert report["rows"]["onnxruntime"][batch]["step_s_median"] == pytest.approx(sum(steps) / 2)
     assert report["table"] in printed
