@@ -8,7 +8,8 @@ the Keras model's output.
 file. The flags, the files and the packages the format needs are checked
 before a model is built; the artefact takes any batch size at a fixed
 spatial size (``--input-size``, else the model's own, else the registered
-input size), or at any size (``--input-size any``; ONNX and SavedModel). See :mod:`keras_sequencer.export`.
+input size), or at any size (``--input-size any``; ONNX and SavedModel).
+See :mod:`keras_sequencer.export`.
 """
 
 import os
@@ -31,8 +32,8 @@ def add_parser(subparsers):
         help="export a model to ONNX, a TensorFlow SavedModel or LiteRT and check it",
         description="Export a registered model (with --weights) or a .keras file to ONNX, "
         "a TensorFlow SavedModel or LiteRT, from any Keras backend. The artefact takes any "
-        "batch size at a fixed image size (or any size: --input-size any); it is run once by its own runtime and compared "
-        "with the Keras model.",
+        "batch size at a fixed image size (or any size: --input-size any); it is run once "
+        "by its own runtime and compared with the Keras model.",
     )
     parser.add_argument("model", metavar="MODEL", help="a registered model name or a .keras file")
     parser.add_argument(
