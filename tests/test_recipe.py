@@ -1,7 +1,8 @@
 """The training recipe's pieces against the timm (and torchvision) functions
 they mirror, on the same random draws: random resized crop, random erasing,
-MixUp/CutMix with smoothed targets, colour jitter, the original initialisation
-and drop-path schedule, and the flags that select them."""
+MixUp/CutMix with smoothed targets, colour jitter, the learning-rate schedule,
+the original initialisation and drop-path schedule, and the flags that select
+them."""
 
 import math
 import types
@@ -261,6 +262,36 @@ def test_color_jitter_equals_torchvision_adjustments():
             expected = ops[op](expected, factors[op])
         ours = transforms.color_jitter_from_draws(tf.constant(image, tf.float32), tf.constant(factors), order)
         assert np.abs(to_numpy(ours) - np.asarray(expected, "float32")).max() <= 3.0
+
+
+# ---------------------------------------------------------------- learning-rate schedule
+@pytest.mark.parametrize("on_updates", [False, True])
+def test_learning_rate_schedule_matches_timms_cosine_scheduler(on_updates):
+    """timm's ``CosineLRScheduler`` as its ``train.py`` drives it: set at
+    construction, then ``step(epoch + 1)`` after each epoch, or
+    ``step_update(updates)`` after each update (``--sched-on-updates``, with
+    ``t_initial`` and ``warmup_t`` in updates)."""
+    cosine_lr = pytest.importorskip("timm.scheduler.cosine_lr")
+    epochs, warmup, cooldown, steps = 6, 2, 2, 3
+    config = types.SimpleNamespace(lr=2e-3, min_lr=1e-5, warmup_lr=1e-6, epochs=epochs,
+                                   warmup_epochs=warmup, sched_on_updates=on_updates)
+    ours = training.learning_rate_schedule(config, steps_per_epoch=steps)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scale = steps if on_updates else 1
+    scheduler = cosine_lr.CosineLRScheduler(
+        optimizer, t_initial=epochs * scale, lr_min=config.min_lr, warmup_lr_init=config.warmup_lr,
+        warmup_t=warmup * scale, t_in_epochs=not on_updates,
+    )
+    theirs, update = [], 0
+    for epoch in range(epochs + cooldown):
+        for _ in range(steps):
+            theirs.append(optimizer.param_groups[0]["lr"])
+            update += 1
+            scheduler.step_update(update)
+        scheduler.step(epoch + 1)
+    values = [float(keras.ops.convert_to_numpy(ours(step))) for step in range(len(theirs))]
+    np.testing.assert_allclose(values, theirs, rtol=1e-5)
+    assert len(set(np.round(values, 12))) > (epochs + 1 if on_updates else 5)
 
 
 # ---------------------------------------------------------------- initialisation, drop path

@@ -60,6 +60,11 @@ def add_parser(subparsers):
         help=f"default: {defaults.warmup_epochs}, at most --epochs",
     )
     add("--cooldown-epochs", type=int, default=defaults.cooldown_epochs)
+    add(
+        "--sched-on-updates",
+        action="store_true",
+        help="change the learning rate every update (default: once per epoch, as timm)",
+    )
     add("--weight-decay", type=float, default=defaults.weight_decay)
     add("--clip-grad", type=float, default=None, help="global gradient norm")
     add(

@@ -30,7 +30,9 @@ class TrainConfig:
     ``arch`` (Sequencer2D keyword arguments) builds that architecture instead,
     named ``model``. ``batch_size`` is per replica (as timm's ``-b`` is per
     GPU); the global batch is ``batch_size * num_replicas``. ``epochs`` counts
-    the cosine schedule, ``cooldown_epochs`` more are trained at ``min_lr``.
+    the cosine schedule, ``cooldown_epochs`` more are trained at ``min_lr``; the
+    learning rate changes once per epoch, or every update with
+    ``sched_on_updates`` (timm's ``--sched-on-updates``).
 
     The augmentation and regularisation fields have timm's meaning (see
     :func:`keras_sequencer.training.train_pipeline`): ``drop_path`` is the rate
@@ -56,6 +58,7 @@ class TrainConfig:
     warmup_lr: float = 1e-4
     warmup_epochs: int = 3
     cooldown_epochs: int = 10
+    sched_on_updates: bool = False
     weight_decay: float = 0.05
     clip_grad: float = None
     drop_path: float = 0.0
@@ -193,6 +196,7 @@ def config_from_args(args):
         warmup_lr=args.warmup_lr,
         warmup_epochs=warmup_epochs,
         cooldown_epochs=args.cooldown_epochs,
+        sched_on_updates=args.sched_on_updates,
         weight_decay=args.weight_decay,
         clip_grad=args.clip_grad,
         drop_path=args.drop_path,
