@@ -299,7 +299,7 @@ def test_learns_digits_from_scratch(tmp_path):
     config = training.TrainConfig(
         model="digits", arch=arch, image_size=(32, 32), crop_pct=1.0, batch_size=32,
         workers=2, epochs=12, lr=4e-3, warmup_lr=1e-4, warmup_epochs=1, cooldown_epochs=0,
-        weight_decay=0.05, smoothing=0.1, hflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0),
+        sched_on_updates=True, weight_decay=0.05, smoothing=0.1, hflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0),
         color_jitter=0.0, output=str(tmp_path), verbose=0,
     )
     start = time.time()
