@@ -36,5 +36,6 @@ from keras_sequencer.models import (  # noqa: E402
 )
 from keras_sequencer.preprocessing import load_image, preprocess_input  # noqa: E402
 from keras_sequencer.registry import MODEL_REGISTRY, create_model, list_models  # noqa: E402
+from keras_sequencer import schedules  # noqa: E402, F401  (loads training checkpoints)
 
 __version__ = "0.1.0"

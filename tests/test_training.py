@@ -123,6 +123,29 @@ def test_learning_rate_schedule_changes_per_epoch_warms_up_and_cools_down():
     ]
 
 
+def test_a_checkpoint_with_the_schedule_loads_with_only_the_package_imported(tmp_path):
+    """``best.keras`` keeps the optimizer and its schedule; loading it needs no
+    import of the training modules (a fresh process imports ``keras_sequencer`` only)."""
+    config = tiny_config("unused", lr=1e-2, warmup_lr=1e-4, min_lr=1e-5, warmup_epochs=2, epochs=10)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=training.build_optimizer(config, model, steps_per_epoch=5), loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+    model.save(tmp_path / "best.keras")
+    script = (
+        "import sys, keras, keras_sequencer\n"
+        "m = keras.saving.load_model(sys.argv[1])\n"
+        "s = m.optimizer._learning_rate\n"
+        "print(type(s).__name__, int(m.optimizer.iterations), float(keras.ops.convert_to_numpy(s(12))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "best.keras")],
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name, iterations, rate = proc.stdout.split()[-3:]
+    assert (name, int(iterations)) == ("TimmCosineSchedule", 1)
+    expected = float(keras.ops.convert_to_numpy(training.learning_rate_schedule(config, 5)(12)))
+    assert float(rate) == pytest.approx(expected, rel=1e-6)
+
+
 def test_weight_decay_skips_biases_and_norms():
     config = tiny_config("unused", lr=0.1, weight_decay=0.5, warmup_epochs=0, clip_grad=1.0)
     inputs = keras.Input((4, 4, 3))
