@@ -50,6 +50,8 @@ def test_official_commands_parse_to_the_recipe():
     assert high_res.image_size == (392, 392) and high_res.crop_pct == 1.0
     assert high_res.weights == "imagenet" and high_res.drop_path == 0.4
     assert (high_res.warmup_epochs, high_res.cooldown_epochs) == (0, 0)
+    assert not scratch.sched_on_updates  # timm's train.py default: the rate changes per epoch
+    assert parse_train(SEED_COMMANDS[1] + " --sched-on-updates")[1].sched_on_updates
     args, transfer = parse_train(SEED_COMMANDS[2])
     assert args.dataset == "torch/cifar10" and transfer.num_classes == 10
     assert transfer.clip_grad == 1.0 and transfer.reprob == 0.0  # timm's default: no erasing
