@@ -168,6 +168,18 @@ def test_weight_decay_skips_biases_and_norms():
     assert (decayed, kept) == (3, 4)  # Dense/LSTM kernels; Dense/LSTM bias, LN gamma/beta
 
 
+def test_adamw_uses_the_epsilon_of_timms_adamw():
+    """timm's ``create_optimizer_v2("adamw")`` is ``torch.optim.AdamW`` with its default eps."""
+    import inspect
+
+    torch = pytest.importorskip("torch")
+    config = tiny_config("unused")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    optimizer = training.build_optimizer(config, model, steps_per_epoch=10)
+    assert optimizer.epsilon == inspect.signature(torch.optim.AdamW).parameters["eps"].default
+    assert (optimizer.beta_1, optimizer.beta_2) == inspect.signature(torch.optim.AdamW).parameters["betas"].default
+
+
 def test_mixed_precision_keeps_the_head_in_float32():
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")

@@ -1,6 +1,12 @@
 """The optimizer of the recipe: AdamW, timm's warmup + cosine schedule, global-norm
 clipping, no weight decay on 1-D weights (biases, norms), as timm does."""
 
+# timm's AdamW (``create_optimizer_v2("adamw")`` is ``torch.optim.AdamW``) uses
+# eps 1e-8; Keras's default is 1e-7. Keras adds eps to the uncorrected sqrt(v),
+# so its effective eps is ``eps / sqrt(1 - beta_2 ** t)``: equal to PyTorch's
+# after the first few thousand updates, larger before.
+ADAMW_EPSILON = 1e-8
+
 import keras
 
 from keras_sequencer.schedules import TimmCosineSchedule
@@ -16,10 +22,11 @@ def learning_rate_schedule(config, steps_per_epoch):
 
 
 def build_optimizer(config, model, steps_per_epoch):
-    """AdamW with the schedule, global-norm clipping and no decay on 1-D weights."""
+    """AdamW (timm's epsilon) with the schedule, global-norm clipping and no decay on 1-D weights."""
     optimizer = keras.optimizers.AdamW(
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         weight_decay=config.weight_decay,
+        epsilon=ADAMW_EPSILON,
         global_clipnorm=config.clip_grad,
     )
     optimizer.exclude_from_weight_decay(
