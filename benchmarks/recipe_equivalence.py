@@ -1,7 +1,7 @@
 """The training recipe, ``keras-sequencer train`` against a reference loop of timm's own parts.
 
 Both engines train Sequencer2D from scratch on the same ImageNet-style folder
-(scikit-learn's digits at 32 px: 1,437 training / 360 validation images, 10
+(scikit-learn's digits at 32 px: 1,347 training / 450 validation images, 10
 classes) with the same settings: batch 32, AdamW (lr 1e-3, weight decay 0.05),
 cosine schedule with one warmup epoch from 1e-6 to 1e-3 and floor 1e-5, label
 smoothing 0.1, and per recipe
@@ -18,16 +18,27 @@ default), ``Mixup``, ``SoftTargetCrossEntropy`` / ``LabelSmoothingCrossEntropy``
 timm's own ``sequencer2d_s`` uses one drop-path rate in every block, so the
 benchmark trains without drop path (``--drop-path`` 0).
 
+The model is ``--model`` (a name both libraries register, default
+``sequencer2d_s``) or ``--arch small``: a 32 px Sequencer2D (:data:`ARCHS`) that
+both engines train to high accuracy on digits in tens of epochs.
+
 Writes ``results.json`` (per engine, recipe and seed: validation top-1 after
 every epoch), ``curves.png`` (mean curve per engine, one panel per recipe) and
-prints a markdown table of the best validation accuracy, mean +- std over the
-seeds. ``--smoke`` runs one epoch of one seed on a few batches with a tiny
-model, only to check that everything runs.
+prints markdown tables of the best and of the last epoch's validation accuracy,
+mean +- std over the seeds. ``--load`` reports several ``results.json`` together
+without training: the two engines can run side by side, one process each.
+``--smoke`` runs one epoch of one seed on a few batches with a tiny model, only
+to check that everything runs.
 
 Usage::
 
-    KERAS_BACKEND=jax python benchmarks/recipe_equivalence.py --epochs 30 --seeds 0 1 2
+    KERAS_BACKEND=jax python benchmarks/recipe_equivalence.py --arch small --epochs 20 --seeds 0 1 2
     python benchmarks/recipe_equivalence.py --smoke
+
+    # side by side on two cores, then one report
+    KERAS_BACKEND=jax python benchmarks/recipe_equivalence.py --arch small --engines keras-sequencer --output out/k &
+    KERAS_BACKEND=jax python benchmarks/recipe_equivalence.py --arch small --engines timm --threads 1 --output out/t
+    python benchmarks/recipe_equivalence.py --load out/t/results.json out/k/results.json --output out
 """
 
 import argparse
@@ -50,10 +61,19 @@ RECIPE_NAMES = {
     "b": "(b) + RandAugment m9 + erasing 0.25",
     "c": "(c) + MixUp 0.8 / CutMix 1.0",
 }
-# A small Sequencer2D for --smoke (same stem stride as sequencer2d_s).
-TINY_ARCH = dict(
-    layers=(1, 1), patch_sizes=(7, 2), embed_dims=(16, 24), hidden_sizes=(4, 6), mlp_ratios=(2.0, 2.0)
-)
+# Architectures built the same way by both engines (``Sequencer2D(**arch)`` and
+# timm's ``Sequencer2d(**arch)``), chosen with ``--arch`` instead of a registered
+# ``--model``. "small": a 32 px model (patch 4: an 8x8 token grid, then 4x4) that
+# reaches high accuracy on digits within tens of epochs, so that the comparison is
+# of trained models rather than of the first noisy epochs. "tiny": --smoke.
+ARCHS = {
+    "small": dict(
+        layers=(2, 2), patch_sizes=(4, 2), embed_dims=(64, 128), hidden_sizes=(16, 32), mlp_ratios=(3.0, 3.0)
+    ),
+    "tiny": dict(
+        layers=(1, 1), patch_sizes=(7, 2), embed_dims=(16, 24), hidden_sizes=(4, 6), mlp_ratios=(2.0, 2.0)
+    ),
+}
 SETTINGS = dict(
     batch_size=32, lr=1e-3, weight_decay=0.05, warmup_lr=1e-6, warmup_epochs=1, min_lr=1e-5,
     smoothing=0.1, image_size=32,
@@ -62,7 +82,7 @@ SETTINGS = dict(
 
 def write_digits_folder(root, train_limit=None, val_limit=None, image_size=32):
     """``root/{train,val}/<digit>/<index>.png`` from scikit-learn's digits at
-    ``image_size`` px (RGB, uint8); the package's fixed 1,437 / 360 split
+    ``image_size`` px (RGB, uint8); the package's fixed 1,347 / 450 split
     (with a limit: that many, every class kept)."""
     from PIL import Image
 
@@ -96,9 +116,9 @@ def run_keras(folder, recipe, seed, args, output):
 
     keras.backend.clear_session()
     splits = data.load(folder)
-    options = dict(arch=TINY_ARCH) if args.smoke else {}
+    options = dict(arch=ARCHS[args.arch]) if args.arch else {}
     config = training.TrainConfig(
-        model="tiny" if args.smoke else args.model,
+        model=args.arch or args.model,
         image_size=(SETTINGS["image_size"],) * 2,
         crop_pct=1.0,
         batch_size=SETTINGS["batch_size"],
@@ -140,7 +160,7 @@ def run_timm(folder, recipe, seed, args):
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     size = SETTINGS["image_size"]
     train_tf = create_transform(
         size, is_training=True, auto_augment=args.aa if recipe["aa"] else None,
@@ -154,8 +174,8 @@ def run_timm(folder, recipe, seed, args):
         train_set, batch_size=SETTINGS["batch_size"], shuffle=True, drop_last=True, generator=generator
     )
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=128)
-    if args.smoke:
-        model = timm.models.sequencer.Sequencer2d(num_classes=10, **TINY_ARCH)
+    if args.arch:
+        model = timm.models.sequencer.Sequencer2d(num_classes=10, drop_path_rate=args.drop_path, **ARCHS[args.arch])
     else:
         model = timm.create_model(args.model, num_classes=10, drop_path_rate=args.drop_path)
     optimizer = create_optimizer_v2(model, "adamw", lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
@@ -191,13 +211,14 @@ def run_timm(folder, recipe, seed, args):
     return curve
 
 
-def summary_table(results, engines):
-    """Markdown: best validation top-1 (mean +- std over the seeds) per recipe and engine."""
+def summary_table(results, engines, pick=max):
+    """Markdown: ``pick(curve)`` (default: the best validation top-1; ``lambda c: c[-1]``:
+    the last epoch's), mean +- std over the seeds, per recipe and engine."""
     lines = ["| recipe | " + " | ".join(engines) + " | difference |", "| --- |" + " ---: |" * (len(engines) + 1)]
     for key, name in RECIPE_NAMES.items():
         cells, means = [], []
         for engine in engines:
-            bests = [max(c) for c in results.get(engine, {}).get(key, {}).values()]
+            bests = [pick(c) for c in results.get(engine, {}).get(key, {}).values()]
             if not bests:
                 cells.append("—")
                 continue
@@ -247,7 +268,13 @@ def parse_args(argv=None):
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--engines", nargs="+", default=["timm", "keras-sequencer"],
                         choices=["timm", "keras-sequencer"])
-    parser.add_argument("--model", default="sequencer2d_s")
+    parser.add_argument("--model", default="sequencer2d_s", help="a name registered in both timm and keras-sequencer")
+    parser.add_argument("--arch", choices=sorted(ARCHS), default=None,
+                        help="train this architecture (ARCHS) instead of --model")
+    parser.add_argument("--threads", type=int, default=None, help="timm loop: torch threads (default: every core)")
+    parser.add_argument("--load", nargs="+", default=None, metavar="RESULTS_JSON",
+                        help="train nothing: report (table, curves.png) the results.json files of earlier runs "
+                             "together, e.g. one per engine run side by side")
     parser.add_argument("--aa", default="rand-m9-mstd0.5", help="RandAugment of recipes b and c (both engines)")
     parser.add_argument("--drop-path", type=float, default=0.0)
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
@@ -258,16 +285,36 @@ def parse_args(argv=None):
                         help="1 epoch, 1 seed, 64 training / 32 validation images, a tiny model")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.epochs, args.seeds = 1, args.seeds[:1]
+        args.epochs, args.seeds, args.arch = 1, args.seeds[:1], "tiny"
         args.train_limit = args.train_limit or 64
         args.val_limit = args.val_limit or 32
         args.max_batches = args.max_batches or 2
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    os.makedirs(args.output, exist_ok=True)
+def load_results(paths):
+    """The ``results`` of several ``results.json`` files merged (engine -> recipe -> seed -> curve);
+    a later file's curve replaces an earlier one's for the same engine, recipe and seed."""
+    results = {}
+    for path in paths:
+        with open(path) as f:
+            for engine, recipes in json.load(f)["results"].items():
+                for key, curves in recipes.items():
+                    results.setdefault(engine, {}).setdefault(key, {}).update(curves)
+    return results
+
+
+def report(results, output):
+    """Writes ``curves.png`` under ``output``; returns the markdown of the best-epoch and
+    last-epoch tables (engines in the order timm, keras-sequencer)."""
+    engines = [e for e in ("timm", "keras-sequencer") if e in results]
+    plot_curves(results, engines, os.path.join(output, "curves.png"))
+    return ("best validation top-1 over the epochs:\n\n" + summary_table(results, engines)
+            + "\n\nvalidation top-1 at the last epoch:\n\n" + summary_table(results, engines, lambda c: c[-1]))
+
+
+def train(args):
+    """Runs every (recipe, seed, engine) of ``args``; ``results.json`` is rewritten after each run."""
     results_path = os.path.join(args.output, "results.json")
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -285,12 +332,22 @@ def main(argv=None):
                           f"{100 * max(curve):.1f} % ({len(curve)} epochs)", flush=True)
                     with open(results_path, "w") as f:
                         json.dump({"args": vars(args), "results": results}, f, indent=1)
-    plot_curves(results, args.engines, os.path.join(args.output, "curves.png"))
-    import keras
+    return results
 
-    print(f"\nbest validation top-1, mean ± std over seeds {args.seeds}, {args.epochs} epochs, "
-          f"keras backend {keras.backend.backend()}:\n")
-    table = summary_table(results, args.engines)
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.output, exist_ok=True)
+    if args.load:
+        results = load_results(args.load)
+        print(f"results of {', '.join(args.load)}:\n")
+    else:
+        results = train(args)
+        import keras
+
+        print(f"\n{args.arch or args.model}, seeds {args.seeds}, {args.epochs} epochs, "
+              f"keras backend {keras.backend.backend()}:\n")
+    table = report(results, args.output)
     print(table)
     return results, table
 
