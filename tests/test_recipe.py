@@ -384,16 +384,47 @@ def test_pipeline_jitters_without_aa_and_mixes_even_batches():
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="the benchmark script's mechanics: run once, on torch")
 def test_recipe_equivalence_benchmark_smoke_run(tmp_path):
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "recipe_equivalence.py")
-    spec = importlib.util.spec_from_file_location("recipe_equivalence", path)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = _recipe_benchmark()
     results, table = benchmark.main(["--smoke", "--recipes", "c", "--output", str(tmp_path)])
     for engine in ("timm", "keras-sequencer"):
         curve = results[engine]["c"]["0"]
         assert len(curve) == 1 and 0.0 <= curve[0] <= 1.0
     assert "(c) + MixUp 0.8 / CutMix 1.0" in table and "(a)" not in table
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "results.json").exists()
+
+
+def _recipe_benchmark():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "recipe_equivalence.py")
+    spec = importlib.util.spec_from_file_location("recipe_equivalence", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):
+    """``--load`` merges the results.json of one run per engine and reports the
+    best and the last epoch, mean +- std over the seeds, keras-sequencer minus timm."""
+    import json
+
+    benchmark = _recipe_benchmark()
+    runs = {
+        "timm": {"a": {"0": [0.1, 0.5, 0.4], "1": [0.2, 0.3, 0.6]}},
+        "keras-sequencer": {"a": {"0": [0.3, 0.7, 0.7], "1": [0.2, 0.5, 0.5]}},
+    }
+    paths = []
+    for engine, results in runs.items():
+        paths.append(str(tmp_path / f"{engine}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump({"args": {}, "results": {engine: results}}, f)
+    merged, text = benchmark.main(["--load", *paths, "--output", str(tmp_path / "report")])
+    assert merged == runs
+    best, last = text.split("at the last epoch")
+    # best: timm 0.5, 0.6 -> 55.0 +- 5.0; keras 0.7, 0.5 -> 60.0 +- 10.0
+    assert "55.0 ± 5.0 % (n=2) | 60.0 ± 10.0 % (n=2) | +5.0 |" in best
+    # last: timm 0.4, 0.6 -> 50.0; keras 0.7, 0.5 -> 60.0
+    assert "50.0 ± 10.0 % (n=2) | 60.0 ± 10.0 % (n=2) | +10.0 |" in last
+    assert "(b)" not in text and (tmp_path / "report" / "curves.png").stat().st_size > 0
+
