@@ -211,23 +211,36 @@ def run_timm(folder, recipe, seed, args):
     return curve
 
 
-def summary_table(results, engines, pick=max):
+def summary_table(results, engines, pick=max, target=False):
     """Markdown: ``pick(curve)`` (default: the best validation top-1; ``lambda c: c[-1]``:
-    the last epoch's), mean +- std over the seeds, per recipe and engine."""
-    lines = ["| recipe | " + " | ".join(engines) + " | difference |", "| --- |" + " ---: |" * (len(engines) + 1)]
+    the last epoch's), mean +- std over the seeds (``np.std``, ddof 0), per recipe and
+    engine; the difference is the last engine's mean minus the first's.
+
+    ``target`` (two engines): adds the seed-to-seed standard deviation pooled over
+    the engines, ``sqrt((std_1**2 + std_2**2) / 2)``, and whether the difference is
+    within both 2 points and that standard deviation (the benchmark's target)."""
+    head = ["recipe", *engines, "difference"] + (["pooled std", "target"] if target else [])
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for key, name in RECIPE_NAMES.items():
-        cells, means = [], []
+        cells, means, stds = [], [], []
         for engine in engines:
-            bests = [pick(c) for c in results.get(engine, {}).get(key, {}).values()]
-            if not bests:
+            values = [100 * pick(c) for c in results.get(engine, {}).get(key, {}).values()]
+            if not values:
                 cells.append("—")
                 continue
-            means.append(100 * np.mean(bests))
-            cells.append(f"{100 * np.mean(bests):.1f} ± {100 * np.std(bests):.1f} % (n={len(bests)})")
+            means.append(np.mean(values))
+            stds.append(np.std(values))
+            cells.append(f"{means[-1]:.1f} ± {stds[-1]:.1f} % (n={len(values)})")
         if all(c == "—" for c in cells):
             continue
-        difference = f"{means[-1] - means[0]:+.1f}" if len(means) == 2 else "—"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {difference} |")
+        paired = len(means) == 2
+        difference = means[-1] - means[0] if paired else None
+        cells.append(f"{difference:+.1f}" if paired else "—")
+        if target:
+            pooled = float(np.sqrt(np.mean(np.square(stds)))) if paired else None
+            met = paired and abs(difference) <= min(2.0, pooled)
+            cells += [f"{pooled:.1f}" if paired else "—", ("met" if met else "not met") if paired else "—"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -309,7 +322,7 @@ def report(results, output):
     last-epoch tables (engines in the order timm, keras-sequencer)."""
     engines = [e for e in ("timm", "keras-sequencer") if e in results]
     plot_curves(results, engines, os.path.join(output, "curves.png"))
-    return ("best validation top-1 over the epochs:\n\n" + summary_table(results, engines)
+    return ("best validation top-1 over the epochs:\n\n" + summary_table(results, engines, target=True)
             + "\n\nvalidation top-1 at the last epoch:\n\n" + summary_table(results, engines, lambda c: c[-1]))
 
 

@@ -411,8 +411,8 @@ def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):
 
     benchmark = _recipe_benchmark()
     runs = {
-        "timm": {"a": {"0": [0.1, 0.5, 0.4], "1": [0.2, 0.3, 0.6]}},
-        "keras-sequencer": {"a": {"0": [0.3, 0.7, 0.7], "1": [0.2, 0.5, 0.5]}},
+        "timm": {"a": {"0": [0.1, 0.5, 0.4], "1": [0.2, 0.3, 0.6]}, "b": {"0": [0.5], "1": [0.6]}},
+        "keras-sequencer": {"a": {"0": [0.3, 0.7, 0.7], "1": [0.2, 0.5, 0.5]}, "b": {"0": [0.52], "1": [0.6]}},
     }
     paths = []
     for engine, results in runs.items():
@@ -422,9 +422,11 @@ def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):
     merged, text = benchmark.main(["--load", *paths, "--output", str(tmp_path / "report")])
     assert merged == runs
     best, last = text.split("at the last epoch")
-    # best: timm 0.5, 0.6 -> 55.0 +- 5.0; keras 0.7, 0.5 -> 60.0 +- 10.0
-    assert "55.0 ± 5.0 % (n=2) | 60.0 ± 10.0 % (n=2) | +5.0 |" in best
-    # last: timm 0.4, 0.6 -> 50.0; keras 0.7, 0.5 -> 60.0
-    assert "50.0 ± 10.0 % (n=2) | 60.0 ± 10.0 % (n=2) | +10.0 |" in last
-    assert "(b)" not in text and (tmp_path / "report" / "curves.png").stat().st_size > 0
+    # (a) best: timm 50, 60 -> 55.0 +- 5.0; keras 70, 50 -> 60.0 +- 10.0; pooled sqrt(62.5)
+    assert "| 55.0 ± 5.0 % (n=2) | 60.0 ± 10.0 % (n=2) | +5.0 | 7.9 | not met |" in best
+    # (b) best: 55.0 +- 5.0 against 56.0 +- 4.0: 1 point, under 2 and under sqrt(20.5)
+    assert "| 55.0 ± 5.0 % (n=2) | 56.0 ± 4.0 % (n=2) | +1.0 | 4.5 | met |" in best
+    # (a) last: timm 40, 60 -> 50.0; keras 70, 50 -> 60.0 (no target columns)
+    assert "| 50.0 ± 10.0 % (n=2) | 60.0 ± 10.0 % (n=2) | +10.0 |\n" in last
+    assert "(c)" not in text and (tmp_path / "report" / "curves.png").stat().st_size > 0
 
