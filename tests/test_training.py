@@ -221,6 +221,25 @@ def test_train_pipeline_mixes_and_erases():
     assert sorted(y.numpy().argmax(-1)) == sorted(np.arange(8) % 4) and (y.numpy().max(-1) == 1).all()
 
 
+def test_train_pipeline_repeated_draws_anew_every_epoch_under_a_seed():
+    """``fit``'s pipeline (``repeat=True``, one iterator) gives each epoch new
+    MixUp draws; a new iterator per epoch replays the previous epoch's draws."""
+    images = np.full((8, 20, 20, 3), 128, np.uint8)
+    splits = data.from_arrays((images, np.arange(8)), (images, np.arange(8)))
+    config = tiny_config("unused", mixup=0.8, cutmix=0.0)
+
+    def lam(batch):  # 8 distinct labels: every row's largest target is max(lam, 1 - lam)
+        return float(np.max(keras.ops.convert_to_numpy(batch[1])))
+
+    keras.utils.set_random_seed(0)
+    repeated = iter(training.train_pipeline(splits.train, config, 8, 8, repeat=True))
+    epochs = [lam(next(repeated)) for _ in range(3)]  # one batch per epoch
+    assert len(set(epochs)) == 3, epochs
+    keras.utils.set_random_seed(0)
+    once = training.train_pipeline(splits.train, config, 8, 8)
+    assert lam(next(iter(once))) == lam(next(iter(once)))  # what repeat=True avoids
+
+
 def test_eval_pipeline_resizes_and_centre_crops():
     image = np.random.RandomState(0).randint(0, 256, (1, 20, 20, 3)).astype("uint8")
     splits = data.from_arrays((image, [1]), (image, [1]))

@@ -77,7 +77,7 @@ def fit(config, data, callbacks=(), distribution=None):
     if not distribution.is_chief:  # other workers write to a scratch folder
         output_dir = os.path.join(config.output, f".worker_{distribution.worker_index}")
     keras.utils.set_random_seed(config.seed)
-    train = train_pipeline(data.train, config, num_classes, global_batch)
+    train = train_pipeline(data.train, config, num_classes, global_batch, repeat=True)
     on_jax = keras.backend.backend() == "jax"
     val = eval_pipeline(
         data.val,
@@ -104,6 +104,7 @@ def fit(config, data, callbacks=(), distribution=None):
                 model,
                 data,
                 train,
+                steps_per_epoch=steps_per_epoch,
                 validation_data=val,
                 epochs=config.epochs + config.cooldown_epochs,
                 callbacks=[*make_callbacks(config, output_dir), *callbacks],

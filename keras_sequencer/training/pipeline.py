@@ -13,7 +13,7 @@ from keras_sequencer.training.mix import make_mixer
 from keras_sequencer.training.transforms import color_jitter, random_erasing, random_resized_crop
 
 
-def train_pipeline(dataset, config, num_classes, global_batch_size):
+def train_pipeline(dataset, config, num_classes, global_batch_size, repeat=False):
     """Augmented, batched training data: ``(images float32 normalised, one-hot labels)``.
 
     timm's training transforms in timm's order. Per image
@@ -25,6 +25,14 @@ def train_pipeline(dataset, config, num_classes, global_batch_size):
     MixUp / CutMix (``mixup``, ``cutmix``, ``mixup_prob``,
     ``mixup_switch_prob``, ``mixup_mode``) of the one-hot labels; the loss's
     label smoothing then gives timm's smoothed soft targets.
+
+    ``repeat``: repeat the epoch without end, each pass reshuffled, and give
+    ``model.fit`` ``steps_per_epoch=len(dataset) // global_batch_size``. Then
+    one iterator serves the whole run and every epoch gets new random draws, as
+    timm's loader does. Without it, each epoch starts a new iterator, and under
+    a global seed (``keras.utils.set_random_seed``) every new iterator replays
+    the same sequence of crops, flips, RandAugment ops, erasing boxes and
+    MixUp/CutMix draws (given to other images, as the order is reshuffled).
     """
     import tensorflow as tf
 
@@ -63,12 +71,14 @@ def train_pipeline(dataset, config, num_classes, global_batch_size):
         labels = tf.one_hot(labels, num_classes)
         return mixer(images, labels) if mixer else (images, labels)
 
-    return (
+    batches = (
         dataset.map(per_image, num_parallel_calls=config.workers)
         .batch(global_batch_size, drop_remainder=True)
         .map(per_batch, num_parallel_calls=config.workers)
-        .prefetch(tf.data.AUTOTUNE)
     )
+    # Repeated after the batching: an epoch is whole batches of one pass, as timm's
+    # drop_last loader; the random ops keep their state from one pass to the next.
+    return (batches.repeat() if repeat else batches).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_pipeline(
