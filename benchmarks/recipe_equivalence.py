@@ -352,7 +352,8 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     if args.load:
-        results = load_results(args.load)
+        results = {engine: {k: v for k, v in recipes.items() if k in args.recipes}
+                   for engine, recipes in load_results(args.load).items()}
         print(f"results of {', '.join(args.load)}:\n")
     else:
         results = train(args)
