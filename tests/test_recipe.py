@@ -380,6 +380,17 @@ def test_pipeline_jitters_without_aa_and_mixes_even_batches():
         training.train_pipeline(splits.train, training.TrainConfig(**plain, mixup=0.8), 4, 7)
 
 
+def _recipe_benchmark():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "recipe_equivalence.py")
+    spec = importlib.util.spec_from_file_location("recipe_equivalence", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow  # one tiny epoch on each engine: Keras fit and timm's loop
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="the benchmark script's mechanics: run once, on torch")
@@ -391,17 +402,6 @@ def test_recipe_equivalence_benchmark_smoke_run(tmp_path):
         assert len(curve) == 1 and 0.0 <= curve[0] <= 1.0
     assert "(c) + MixUp 0.8 / CutMix 1.0" in table and "(a)" not in table
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "results.json").exists()
-
-
-def _recipe_benchmark():
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "recipe_equivalence.py")
-    spec = importlib.util.spec_from_file_location("recipe_equivalence", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):

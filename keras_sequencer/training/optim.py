@@ -1,15 +1,15 @@
 """The optimizer of the recipe: AdamW, timm's warmup + cosine schedule, global-norm
 clipping, no weight decay on 1-D weights (biases, norms), as timm does."""
 
+import keras
+
+from keras_sequencer.schedules import TimmCosineSchedule
+
 # timm's AdamW (``create_optimizer_v2("adamw")`` is ``torch.optim.AdamW``) uses
 # eps 1e-8; Keras's default is 1e-7. Keras adds eps to the uncorrected sqrt(v),
 # so its effective eps is ``eps / sqrt(1 - beta_2 ** t)``: equal to PyTorch's
 # after the first few thousand updates, larger before.
 ADAMW_EPSILON = 1e-8
-
-import keras
-
-from keras_sequencer.schedules import TimmCosineSchedule
 
 
 def learning_rate_schedule(config, steps_per_epoch):
