@@ -42,14 +42,20 @@ Usage::
 """
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from throughput import machine  # noqa: E402
 
 RECIPES = {
     "a": dict(aa=None, reprob=0.0, mixup=0.0, cutmix=0.0),
@@ -326,10 +332,31 @@ def report(results, output):
             + "\n\nvalidation top-1 at the last epoch:\n\n" + summary_table(results, engines, lambda c: c[-1]))
 
 
+def provenance():
+    """Where a run was made: the machine, the packages' versions, the commit and the date."""
+    versions = {}
+    for package, distributions in (("keras", ["keras"]), ("jax", ["jax"]), ("torch", ["torch"]),
+                                   ("tensorflow", ["tensorflow", "tensorflow-cpu"]), ("timm", ["timm"])):
+        for distribution in distributions:
+            try:
+                versions[package] = importlib.metadata.version(distribution)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"machine": machine(), "versions": versions, "commit": commit,
+            "date": datetime.date.today().isoformat()}
+
+
 def train(args):
-    """Runs every (recipe, seed, engine) of ``args``; ``results.json`` is rewritten after each run."""
+    """Runs every (recipe, seed, engine) of ``args``; ``results.json`` (the arguments, the
+    :func:`provenance` and the curves) is rewritten after each run."""
     results_path = os.path.join(args.output, "results.json")
-    results = {}
+    results, where = {}, provenance()
     with tempfile.TemporaryDirectory() as scratch:
         folder = write_digits_folder(os.path.join(scratch, "digits"), args.train_limit, args.val_limit)
         for key in args.recipes:
@@ -344,7 +371,7 @@ def train(args):
                     print(f"{engine:16s} recipe {key} seed {seed}: best val top-1 "
                           f"{100 * max(curve):.1f} % ({len(curve)} epochs)", flush=True)
                     with open(results_path, "w") as f:
-                        json.dump({"args": vars(args), "results": results}, f, indent=1)
+                        json.dump({"args": vars(args), **where, "results": results}, f, indent=1)
     return results
 
 

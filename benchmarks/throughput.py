@@ -250,15 +250,23 @@ def _run_worker(args, engine, implementation):
         os.unlink(out_path)
 
 
-def _machine():
-    cpu = platform.processor()
+def machine():
+    """The machine a result was measured on: ``lscpu``'s model name with the CPU
+    family and model (one name covers several generations), the vector
+    extensions that decide the fast paths, the core count, Python and the load."""
+    info = {"cpu": platform.processor(), "family": None, "model": None, "flags": []}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        info.update(cpu=fields.get("model name", info["cpu"]), family=fields.get("cpu family"),
+                    model=fields.get("model"))
+        flags = fields.get("flags", "").split()
+        info["flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    except OSError:
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version(), "loadavg": load}
+    return {**info, "nproc": os.cpu_count(), "python": platform.python_version(), "loadavg": load}
 
 
 def summarize(label, runs):
@@ -386,7 +394,7 @@ def run_targets(args):
     as ``Sequencer2D...(weights=None)`` with the default ``implementation``,
     ``--rounds`` interleaved rounds each. Prints the table; writes the JSON;
     returns 1 if an engine failed."""
-    machine = _machine()
+    machine = machine()
     print(f"# targets: {args.model} {args.img_size}px, {machine['cpu']} x{machine['nproc']}, "
           f"load {machine['loadavg']}", flush=True)
     results, raw = {}, {}
@@ -463,7 +471,7 @@ def main(argv=None):
 
     engines = _engines(args)
     runs = {label: [] for label, _, _ in engines}
-    machine = _machine()
+    machine = machine()
     print(f"# {args.model} batch {args.batch} {args.img_size}px {args.mode} {args.device} {args.precision}; "
           f"{machine['cpu']} x{machine['nproc']}, load {machine['loadavg']}", flush=True)
     for round_index in range(args.rounds):
