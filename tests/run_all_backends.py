@@ -58,15 +58,52 @@ def pytest_summary(output):
     return lines[-1] if lines else ""
 
 
+def seconds_per_file(junit_xml):
+    """``{test file: seconds}`` summed over the ``<testcase>`` entries of a JUnit XML
+    report (the file is the module part of ``classname``: ``tests.test_x.TestY`` ->
+    ``tests/test_x.py``); ``{}`` if the report is missing or unreadable."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        cases = ElementTree.parse(junit_xml).getroot().iter("testcase")
+    except (OSError, ElementTree.ParseError):
+        return {}
+    totals = {}
+    for case in cases:
+        parts = case.get("classname", "").split(".")
+        module = next((i for i, part in enumerate(parts) if part.startswith("test_")), len(parts) - 1)
+        name = "/".join(parts[: module + 1]) + ".py"
+        totals[name] = totals.get(name, 0.0) + float(case.get("time") or 0.0)
+    return totals
+
+
+def time_table(per_backend, rows=12):
+    """The ``rows`` test files that took longest over all backends, seconds per backend."""
+    backends = list(per_backend)
+    files = {f for times in per_backend.values() for f in times}
+    total = lambda f: sum(times.get(f, 0.0) for times in per_backend.values())  # noqa: E731
+    lines = [f"{'seconds per test file':40s}" + "".join(f"{b:>12s}" for b in backends) + f"{'all':>9s}"]
+    for f in sorted(files, key=total, reverse=True)[:rows]:
+        cells = "".join(f"{per_backend[b].get(f, 0.0):12.0f}" for b in backends)
+        lines.append(f"{f:40s}{cells}{total(f):9.0f}")
+    return "\n".join(lines)
+
+
+def junit_path(backend):
+    return os.path.join(tempfile.gettempdir(), f"keras-sequencer-tests-{backend}.xml")
+
+
 def run_backend(backend, argv):
     """Runs pytest for one backend; returns ``(backend, exit code, output, seconds)``."""
     env = dict(os.environ, KERAS_BACKEND=backend)
     # Concurrent pytest runs get their own temporary folders; the 25 slowest tests
-    # are listed, to keep the suite's time in view.
+    # are listed and every test's time goes to a JUnit XML file (junit_path), to
+    # keep the suite's time in view.
     basetemp = os.path.join(tempfile.gettempdir(), f"keras-sequencer-tests-{backend}")
     start = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-ra", "--durations=25", f"--basetemp={basetemp}", *argv],
+        [sys.executable, "-m", "pytest", "-ra", "--durations=25", f"--basetemp={basetemp}",
+         f"--junitxml={junit_path(backend)}", *argv],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -100,6 +137,9 @@ def main(argv):
             print(f"[{backend}] exit {code} in {seconds:.0f}s", flush=True)
             if code != 0:
                 failed_backends.append(backend)
+    per_backend = {b: seconds_per_file(junit_path(b)) for b in backends}
+    if any(per_backend.values()):
+        print("\n" + time_table(per_backend), flush=True)
     print(f"\nbackends failed: {failed_backends or 'none'}")
     if skipped:
         print(f"backends skipped: {', '.join(skipped)}")

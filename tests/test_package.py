@@ -262,3 +262,23 @@ def test_predict_with_only_one_backend_installed(tmp_path):
     assert lines[-3:-1] == [f"backend {keep}", "black.png"] and lines[-1].startswith("  ")
     for backend in hidden:
         assert f"'{backend}'" not in proc.stderr
+
+
+def test_run_all_backends_sums_each_files_time_from_the_junit_reports(tmp_path):
+    from tests.helpers import load_script
+
+    runner = load_script("tests/run_all_backends.py")
+    report = tmp_path / "jax.xml"
+    report.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_a" name="t1" time="1.5"/>'
+        '<testcase classname="tests.test_a" name="t2" time="2.0"/>'
+        '<testcase classname="tests.test_b.TestGroup" name="t3" time="4.25"/>'
+        "</testsuite></testsuites>"
+    )
+    jax = runner.seconds_per_file(str(report))
+    assert jax == {"tests/test_a.py": 3.5, "tests/test_b.py": 4.25}
+    assert runner.seconds_per_file(str(tmp_path / "missing.xml")) == {}
+    table = runner.time_table({"jax": jax, "torch": {"tests/test_a.py": 10.0}}).splitlines()
+    assert table[1].split() == ["tests/test_a.py", "4", "10", "14"]  # the longest overall first
+    assert table[2].split() == ["tests/test_b.py", "4", "0", "4"]
