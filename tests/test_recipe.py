@@ -18,7 +18,7 @@ timm_mixup = pytest.importorskip("timm.data.mixup")
 timm_erasing = pytest.importorskip("timm.data.random_erasing")
 timm_transforms = pytest.importorskip("timm.data.transforms")
 
-from helpers import TINY_ARCH, random_images, to_numpy  # noqa: E402
+from helpers import TINY_ARCH, load_script, random_images, to_numpy  # noqa: E402
 from keras_sequencer import cli, data, training  # noqa: E402
 from keras_sequencer.initializers import apply_original_initialization  # noqa: E402
 from keras_sequencer.models import Sequencer2D, drop_path_schedule  # noqa: E402
@@ -381,14 +381,7 @@ def test_pipeline_jitters_without_aa_and_mixes_even_batches():
 
 
 def _recipe_benchmark():
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "recipe_equivalence.py")
-    spec = importlib.util.spec_from_file_location("recipe_equivalence", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/recipe_equivalence.py")
 
 
 @pytest.mark.slow  # one tiny epoch on each engine: Keras fit and timm's loop
@@ -430,3 +423,31 @@ def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):
     assert "| 50.0 ± 10.0 % (n=2) | 60.0 ± 10.0 % (n=2) | +10.0 |\n" in last
     assert "(c)" not in text and (tmp_path / "report" / "curves.png").stat().st_size > 0
 
+
+
+def test_results_md_recipe_tables_are_computed_from_the_committed_runs():
+    """The recipe tables in benchmarks/RESULTS.md are what the benchmark's report computes
+    from the raw runs kept in benchmarks/recipe_runs/ (one results.json per engine and
+    batch of seeds, each naming the machine, versions and commit it ran on)."""
+    import glob
+    import json
+    import os
+
+    benchmark = _recipe_benchmark()
+    root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks")
+    paths = sorted(glob.glob(os.path.join(root, "recipe_runs", "*.json")))
+    assert paths, "benchmarks/recipe_runs/ holds the runs behind RESULTS.md"
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        assert run["machine"]["cpu"] and run["commit"] and run["versions"]["keras"], path
+    results = benchmark.load_results(paths)
+    engines = ["timm", "keras-sequencer"]
+    tables = (benchmark.summary_table(results, engines, target=True),
+              benchmark.summary_table(results, engines, lambda curve: curve[-1]))
+    with open(os.path.join(root, "RESULTS.md")) as f:
+        text = f.read()
+    rows = [row for table in tables for row in table.splitlines()[2:]]
+    assert len(rows) == 6  # three recipes, best and last epoch
+    for row in rows:
+        assert row in text, row
