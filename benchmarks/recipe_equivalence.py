@@ -55,7 +55,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from throughput import machine  # noqa: E402
+from throughput import machine_info  # noqa: E402
 
 RECIPES = {
     "a": dict(aa=None, reprob=0.0, mixup=0.0, cutmix=0.0),
@@ -355,7 +355,7 @@ def provenance():
                                 text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"machine": machine(), "versions": versions, "commit": commit,
+    return {"machine": machine_info(), "versions": versions, "commit": commit,
             "date": datetime.date.today().isoformat()}
 
 

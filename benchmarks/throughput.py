@@ -250,7 +250,7 @@ def _run_worker(args, engine, implementation):
         os.unlink(out_path)
 
 
-def machine():
+def machine_info():
     """The machine a result was measured on: ``lscpu``'s model name with the CPU
     family and model (one name covers several generations), the vector
     extensions that decide the fast paths, the core count, Python and the load."""
@@ -394,7 +394,7 @@ def run_targets(args):
     as ``Sequencer2D...(weights=None)`` with the default ``implementation``,
     ``--rounds`` interleaved rounds each. Prints the table; writes the JSON;
     returns 1 if an engine failed."""
-    machine = machine()
+    machine = machine_info()
     print(f"# targets: {args.model} {args.img_size}px, {machine['cpu']} x{machine['nproc']}, "
           f"load {machine['loadavg']}", flush=True)
     results, raw = {}, {}
@@ -471,7 +471,7 @@ def main(argv=None):
 
     engines = _engines(args)
     runs = {label: [] for label, _, _ in engines}
-    machine = machine()
+    machine = machine_info()
     print(f"# {args.model} batch {args.batch} {args.img_size}px {args.mode} {args.device} {args.precision}; "
           f"{machine['cpu']} x{machine['nproc']}, load {machine['loadavg']}", flush=True)
     for round_index in range(args.rounds):

@@ -205,7 +205,9 @@ def layer_function(store, layer):
     from keras_sequencer.kernels import export_tf as k
 
     name = type(layer).__name__
-    if name in ("ImageInputCheck", "Dropout", "DropPath"):
+    if name == "ImageInputCheck":
+        return k.input_check(layer.min_size, layer.model_name)
+    if name in ("Dropout", "DropPath"):
         return lambda x: x
     if name == "ChannelsFirstInput":
         return lambda x: tf.transpose(x, (0, 2, 3, 1))

@@ -172,7 +172,9 @@ def test_free_size_export_matches_predict_at_every_size(classifier, tmp_path, fm
     for size, batch in FREE_SIZES:  # non-square, square (both grids in one loop), tall
         x = images(size + (3,), batch, seed=batch)
         np.testing.assert_allclose(run(x), expected(classifier, x), atol=TOLERANCE, rtol=0)
-    with pytest.raises(Exception):  # below the total stride (8): the runtime fails, no NaN output
+    # below the total stride (8): an error on every CPU, never an output (the empty feature
+    # map gave zeros on some CPUs); the SavedModel names the sizes
+    with pytest.raises(Exception, match="needs images of at least 8x8" if fmt == "tf_saved_model" else ""):
         run(images((4, 4, 3), 1))
     if fmt == "onnx":
         import onnx

@@ -7,7 +7,8 @@ Only ops every target runtime runs natively are used: ``Conv2D``,
 reshapes and transposes. At a fixed image size the recurrences run as a
 Python loop over a static number of time steps (no ``while`` loop, no
 reverse scan, no cuDNN kernel); with a free image size (``None`` height and
-width) they run as one ``tf.scan`` (ONNX ``Loop``). A backward direction
+width) they run as one ``tf.scan`` (ONNX ``Loop``), after an ``Assert`` on the
+minimum size (:func:`input_check`). A backward direction
 reads its inputs from the last step to the first. GELU is the exact form
 with ``erf``.
 
@@ -381,3 +382,25 @@ def normalization(store, mean, variance):
     scale = store.add(1.0 / np.maximum(np.sqrt(to_numpy(variance).astype("float64")), 1e-7))
     return lambda x: (x - mean) * scale
 
+
+
+def input_check(min_size, model_name):
+    """The graph's :class:`~keras_sequencer.layers.ImageInputCheck`: where the height or
+    width is free (``None`` when traced), an ``Assert`` that both are at least
+    ``min_size`` (the total stride). Below it the feature map is empty, and what the
+    runtime then returns depends on the CPU's kernels (an error on some, zeros on
+    others); the assertion makes it one error with the sizes everywhere. At a fixed
+    size the export has already checked it: the graph gets nothing."""
+
+    def check(x):
+        if None not in tuple(x.shape[1:3]):
+            return x
+        size = tf.shape(x)[1:3]
+        assertion = tf.debugging.Assert(
+            tf.reduce_all(size >= min_size),
+            [f"{model_name} needs images of at least {min_size}x{min_size} pixels (its total stride); got", size],
+        )
+        with tf.control_dependencies([assertion]):
+            return tf.identity(x)
+
+    return check
