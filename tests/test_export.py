@@ -36,6 +36,22 @@ MICRO = dict(
 )
 SIZE = (16, 24)
 TOLERANCE = 1e-4
+# The int8 model quantizes each Dense input row at run time (scale max|x| / 127). A value
+# within float rounding of a level boundary can round to the neighbouring level in one
+# runtime and not in the other: one level moves that image's outputs by a few 1e-3.
+INT8_TOLERANCE = 1e-2
+
+
+def assert_matches(name, actual, desired, atol=TOLERANCE):
+    """``actual`` equals ``desired`` within ``atol``; for the int8 model, at least half
+    of the images within ``atol`` and every image within one activation level
+    (INT8_TOLERANCE). An export that lost the quantization misses every image (the
+    float and int8 micro models differ by 4e-3 to 8e-3 per image, far above ``atol``)."""
+    if name != "int8":
+        np.testing.assert_allclose(actual, desired, atol=atol, rtol=0)
+        return
+    per_image = np.abs(np.asarray(actual) - np.asarray(desired)).reshape(len(desired), -1).max(-1)
+    assert np.mean(per_image <= atol) >= 0.5 and per_image.max() <= INT8_TOLERANCE, per_image
 SUFFIX = {"onnx": ".onnx", "litert": ".tflite", "tf_saved_model": ""}
 
 
@@ -155,9 +171,7 @@ def test_exported_graph_matches_predict(name):
     _, function = export.build_function(model, shape)
     scale = 100.0 if name == "avg_pool_preprocessing" else 1.0
     x = images(shape, 3, scale=scale)
-    np.testing.assert_allclose(
-        function(x).numpy(), expected(model, x), atol=TOLERANCE * max(1.0, scale / 100), rtol=0
-    )
+    assert_matches(name, function(x).numpy(), expected(model, x), atol=TOLERANCE * max(1.0, scale / 100))
 
 
 # ------------------------------------------------------- a free image size --
@@ -204,7 +218,7 @@ def test_free_size_graph_matches_predict(name):
     _, function = export.build_function(model, shape)
     for size, batch in FREE_SIZES[:2]:
         x = images(size + (3,), batch)
-        np.testing.assert_allclose(function(x).numpy(), expected(model, x), atol=TOLERANCE, rtol=0)
+        assert_matches(name, function(x).numpy(), expected(model, x))
 
 
 def test_free_size_is_refused_where_it_cannot_hold(classifier, tmp_path):

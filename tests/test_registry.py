@@ -427,9 +427,11 @@ def registered_at_small_input(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", keras_sequencer.list_models())
 def test_every_registered_model_has_the_official_parameter_count(name):
-    """Pinned to the official definition, on every backend; the ``_392`` names
-    also built at their own input size."""
-    model, size, _ = registered_at_small_input(name)
+    """Pinned to the official definition, on every backend, with the registered
+    name and output shape (built by ``create_model`` at full width and depth, at a
+    small input); the ``_392`` names also built at their own input size."""
+    model, size, classes = registered_at_small_input(name)
+    assert model.output_shape == (None, classes)
     assert model.count_params() == expected_keras_params(name, size)
     if same_network_at_small_input(name):
         spec = registry.MODEL_REGISTRY[name]
