@@ -383,7 +383,6 @@ def normalization(store, mean, variance):
     return lambda x: (x - mean) * scale
 
 
-
 def input_check(min_size, model_name):
     """The graph's :class:`~keras_sequencer.layers.ImageInputCheck`: where the height or
     width is free (``None`` when traced), an ``Assert`` that both are at least
