@@ -30,13 +30,17 @@ from keras_sequencer.datasets import load_digits  # noqa: E402
 from keras_sequencer.models import Sequencer2D  # noqa: E402
 
 # a small stand-in for quick runs (--model tiny)
-TINY = dict(layers=(1, 1, 1, 1), patch_sizes=(4, 2, 1, 1), embed_dims=(16, 24, 24, 24),
-            hidden_sizes=(4, 6, 6, 6), mlp_ratios=(3.0, 3.0, 3.0, 3.0))
+TINY = dict(
+    layers=(1, 1, 1, 1),
+    patch_sizes=(4, 2, 1, 1),
+    embed_dims=(16, 24, 24, 24),
+    hidden_sizes=(4, 6, 6, 6),
+    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
+)
 
 
 def build(model_name, implementation):
-    kwargs = dict(input_shape=(32, 32, 3), classes=10, classifier_activation=None,
-                  implementation=implementation)
+    kwargs = dict(input_shape=(32, 32, 3), classes=10, classifier_activation=None, implementation=implementation)
     if model_name == "tiny":
         return Sequencer2D(**TINY, **kwargs)
     return create_model(model_name, **kwargs)
@@ -71,12 +75,18 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy("float32")
     trained = build(args.model, "auto")
-    trained.compile(optimizer=keras.optimizers.AdamW(1e-3),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    trained.compile(
+        optimizer=keras.optimizers.AdamW(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     trained.fit(x, y, batch_size=args.batch, epochs=args.epochs, verbose=0)
     weights = trained.get_weights()
-    report = {"backend": keras.backend.backend(), "model": args.model, "epochs": args.epochs,
-              "validation_images": int(len(x_val)), "results": {}}
+    report = {
+        "backend": keras.backend.backend(),
+        "model": args.model,
+        "epochs": args.epochs,
+        "validation_images": int(len(x_val)),
+        "results": {},
+    }
     for implementation in args.implementations.split(","):
         logits = {}
         for policy in ("float32", "mixed_bfloat16"):

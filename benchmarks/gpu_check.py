@@ -33,8 +33,13 @@ from keras_sequencer.conversion import load_state_dict  # noqa: E402
 from keras_sequencer.datasets import load_digits  # noqa: E402
 from keras_sequencer.models import MODEL_CONFIGS  # noqa: E402
 
-TINY = dict(layers=(1, 1, 1, 1), patch_sizes=(7, 2, 1, 1), embed_dims=(16, 24, 24, 24),
-            hidden_sizes=(4, 6, 6, 6), mlp_ratios=(3.0, 3.0, 3.0, 3.0))
+TINY = dict(
+    layers=(1, 1, 1, 1),
+    patch_sizes=(7, 2, 1, 1),
+    embed_dims=(16, 24, 24, 24),
+    hidden_sizes=(4, 6, 6, 6),
+    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
+)
 BACKEND = keras.backend.backend()
 
 
@@ -64,8 +69,9 @@ def timm_in_subprocess(arch, images, on_gpu):
     with tempfile.TemporaryDirectory() as tmp:
         np.save(os.path.join(tmp, "images.npy"), images)
         env = dict(os.environ, KERAS_BACKEND="torch")
-        subprocess.run([sys.executable, __file__, "--timm", tmp, json.dumps(arch), str(int(on_gpu))],
-                       env=env, check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--timm", tmp, json.dumps(arch), str(int(on_gpu))], env=env, check=True
+        )
         saved = np.load(os.path.join(tmp, "timm.npz"))
         return saved["logits"], {k[6:]: saved[k] for k in saved.files if k.startswith("state.")}
 
@@ -76,13 +82,15 @@ def check_equal(arch, size, on_gpu):
     errors = {}
     for impl in ("default", "keras", "fused"):
         kwargs = {} if impl == "default" else {"implementation": impl}
-        model = Sequencer2D(**arch, input_shape=(size, size, 3), classes=10,
-                            classifier_activation=None, **kwargs)
+        model = Sequencer2D(**arch, input_shape=(size, size, 3), classes=10, classifier_activation=None, **kwargs)
         load_state_dict(model, state)
         errors[impl] = float(np.abs(model.predict_on_batch(images) - expected).max())
     scale = float(np.abs(expected).max())
-    return {"max_abs_error": errors, "timm_max_abs": scale,
-            "ok": all(e <= 1e-3 * max(scale, 1.0) for e in errors.values())}
+    return {
+        "max_abs_error": errors,
+        "timm_max_abs": scale,
+        "ok": all(e <= 1e-3 * max(scale, 1.0) for e in errors.values()),
+    }
 
 
 def check_cudnn(arch, size, on_gpu):
@@ -94,10 +102,8 @@ def check_cudnn(arch, size, on_gpu):
     if BACKEND == "jax":
         import jax
 
-        variables = [v.value for v in model.trainable_variables], [
-            v.value for v in model.non_trainable_variables]
-        hlo = jax.jit(lambda t, n, x: model.stateless_call(t, n, x)[0]).lower(
-            *variables, x).compile().as_text()
+        variables = [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]
+        hlo = jax.jit(lambda t, n, x: model.stateless_call(t, n, x)[0]).lower(*variables, x).compile().as_text()
         found = [name for name in ("cudnn_rnn",) if name in hlo.lower()]  # not the convs' cuDNN
     elif BACKEND == "torch":
         import torch
@@ -111,8 +117,11 @@ def check_cudnn(arch, size, on_gpu):
     else:
         import tensorflow as tf
 
-        graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-            tf.TensorSpec(x.shape, tf.float32)).graph.as_graph_def()
+        graph = (
+            tf.function(lambda x: model(x, training=False))
+            .get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
+            .graph.as_graph_def()
+        )
         ops = {node.op for node in graph.node}
         for function in graph.library.function:
             ops |= {node.op for node in function.node_def}
@@ -135,12 +144,16 @@ def check_fit(arch, size, on_gpu, batch):
         devices = len(found)
     with scope.scope() if scope else _nothing():
         model = Sequencer2D(**arch, input_shape=(size, size, 3), classes=10)
-        model.compile(optimizer=keras.optimizers.AdamW(1e-3),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.AdamW(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
     losses = model.fit(x, y, batch_size=batch, epochs=2, verbose=0).history["loss"]
-    return {"ok": bool(np.all(np.isfinite(losses))), "devices": devices, "loss": losses,
-            "strategy": type(scope).__name__ if scope else (
-                "DataParallel" if BACKEND == "jax" else "none (one device)")}
+    return {
+        "ok": bool(np.all(np.isfinite(losses))),
+        "devices": devices,
+        "loss": losses,
+        "strategy": type(scope).__name__ if scope else ("DataParallel" if BACKEND == "jax" else "none (one device)"),
+    }
 
 
 class _nothing:
@@ -157,8 +170,11 @@ def main():
         arch, size, batch = dict(MODEL_CONFIGS["sequencer2d_s"]), 224, 64
     else:
         arch, size, batch = TINY, 32, 8
-    report = {"backend": BACKEND, "device": "gpu" if on_gpu else "cpu",
-              "auto_resolves_to": kernels.resolve_implementation("auto")}
+    report = {
+        "backend": BACKEND,
+        "device": "gpu" if on_gpu else "cpu",
+        "auto_resolves_to": kernels.resolve_implementation("auto"),
+    }
     if not on_gpu:
         report["note"] = "no GPU visible: the checks ran on CPU on a tiny model"
     for name, check in (("equal", check_equal), ("cudnn", check_cudnn)):

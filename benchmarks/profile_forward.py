@@ -40,12 +40,24 @@ CATEGORIES = {
     "recurrent GEMM (bmm, baddbmm)": ("aten::bmm", "aten::baddbmm", "aten::baddbmm_"),
     "oneDNN LSTM": ("aten::mkldnn_rnn_layer",),
     "copies / layout": (
-        "aten::copy_", "aten::cat", "aten::clone", "aten::contiguous", "aten::flip",
+        "aten::copy_",
+        "aten::cat",
+        "aten::clone",
+        "aten::contiguous",
+        "aten::flip",
         "aten::index_select",
     ),
     "element-wise": (
-        "aten::add", "aten::mul", "aten::sigmoid", "aten::tanh", "aten::gelu",
-        "aten::addcmul", "aten::add_", "aten::mul_", "aten::sigmoid_", "aten::tanh_",
+        "aten::add",
+        "aten::mul",
+        "aten::sigmoid",
+        "aten::tanh",
+        "aten::gelu",
+        "aten::addcmul",
+        "aten::add_",
+        "aten::mul_",
+        "aten::sigmoid_",
+        "aten::tanh_",
     ),
     "normalization": ("aten::native_layer_norm",),
     "convolution": ("aten::mkldnn_convolution", "aten::_convolution"),
@@ -84,10 +96,7 @@ def lstm_projection_flops(model, batch, tokens_per_stage):
         if isinstance(module, torch.nn.LSTM):
             stage = int(name.split(".")[1])
             directions = 2 if module.bidirectional else 1
-            flops += (
-                2 * batch * tokens_per_stage[stage] * directions
-                * module.input_size * 4 * module.hidden_size
-            )
+            flops += 2 * batch * tokens_per_stage[stage] * directions * module.input_size * 4 * module.hidden_size
     return flops
 
 
@@ -134,8 +143,7 @@ def main(argv=None):
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--implementations", default="fused")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--autograd", action="store_true",
-                        help="profile with gradients on (the training forward pass)")
+    parser.add_argument("--autograd", action="store_true", help="profile with gradients on (the training forward pass)")
     args = parser.parse_args(argv)
 
     os.environ["KERAS_BACKEND"] = "torch"
@@ -158,13 +166,14 @@ def main(argv=None):
     rows = {name: breakdown(ops, wall) for name, (_, wall, ops) in results.items()}
 
     names = list(engines)
-    print(f"{args.model}, batch {args.batch}, {args.img_size}x{args.img_size}, fp32, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"gradients {'on' if args.autograd else 'off'}; ms per forward pass")
+    print(
+        f"{args.model}, batch {args.batch}, {args.img_size}x{args.img_size}, fp32, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"gradients {'on' if args.autograd else 'off'}; ms per forward pass"
+    )
     print("| | " + " | ".join(names) + " |")
     print("| --- |" + " ---: |" * len(names))
-    print("| wall, median of unprofiled calls | "
-          + " | ".join(f"{results[n][0] * 1e3:.0f}" for n in names) + " |")
+    print("| wall, median of unprofiled calls | " + " | ".join(f"{results[n][0] * 1e3:.0f}" for n in names) + " |")
     print("| wall, profiled call | " + " | ".join(f"{results[n][1] * 1e3:.0f}" for n in names) + " |")
     for label in rows[names[0]]:
         print(f"| {label} | " + " | ".join(f"{rows[n][label] * 1e3:.0f}" for n in names) + " |")
@@ -176,8 +185,7 @@ def main(argv=None):
         flops = sum(ops.get(op, (0, 0))[1] for op in DENSE_GEMM)
         rates[n] = flops / seconds if seconds else 0.0
         dense_flops[n] = flops
-        print(f"{n}: dense GEMMs {flops / 1e9:.1f} GFLOP in {seconds * 1e3:.0f} ms "
-              f"= {rates[n] / 1e9:.0f} GFLOP/s")
+        print(f"{n}: dense GEMMs {flops / 1e9:.1f} GFLOP in {seconds * 1e3:.0f} ms = {rates[n] / 1e9:.0f} GFLOP/s")
 
     strides = keras_sequencer.registry.MODEL_REGISTRY[args.model].arch["patch_sizes"]
     grid, tokens = args.img_size, []
@@ -191,10 +199,12 @@ def main(argv=None):
     best = max(rates.values())
     floor = fixed / best
     timm_wall = results["timm"][0]
-    print(f"dense + LSTM-input-projection + patch-embedding GEMMs: {fixed / 1e9:.1f} GFLOP; "
-          f"at the best rate measured ({best / 1e9:.0f} GFLOP/s) {floor * 1e3:.0f} ms, i.e. any fp32 "
-          f"implementation here is at most {timm_wall / floor:.2f}x timm "
-          f"({timm_wall * 1e3:.0f} ms) even if everything else cost nothing")
+    print(
+        f"dense + LSTM-input-projection + patch-embedding GEMMs: {fixed / 1e9:.1f} GFLOP; "
+        f"at the best rate measured ({best / 1e9:.0f} GFLOP/s) {floor * 1e3:.0f} ms, i.e. any fp32 "
+        f"implementation here is at most {timm_wall / floor:.2f}x timm "
+        f"({timm_wall * 1e3:.0f} ms) even if everything else cost nothing"
+    )
     return dict(breakdown=rows, dense_flops=dense_flops, fixed_flops=fixed, bound=timm_wall / floor)
 
 

@@ -107,8 +107,9 @@ def _keras_functions(args, backend, splits):
     import keras_sequencer
 
     images, labels = _batch(args)
-    model = keras_sequencer.create_model(args.model, input_shape=(args.img_size, args.img_size, 3),
-                                         classifier_activation=None)
+    model = keras_sequencer.create_model(
+        args.model, input_shape=(args.img_size, args.img_size, 3), classifier_activation=None
+    )
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -132,8 +133,9 @@ def _keras_functions(args, backend, splits):
             logits, _ = model.stateless_call(trainable, frozen, x, training=True)
             return loss_of(logits)
 
-        forward_fn, gradient_fn = (_compiled_with_split(f, (trainable, frozen), splits)
-                                   for f in (loss_fn, jax.grad(loss_fn)))
+        forward_fn, gradient_fn = (
+            _compiled_with_split(f, (trainable, frozen), splits) for f in (loss_fn, jax.grad(loss_fn))
+        )
         forward = lambda: forward_fn(trainable, frozen)  # noqa: E731
         forward_backward = lambda: gradient_fn(trainable, frozen)  # noqa: E731
         sync = jax.block_until_ready
@@ -178,8 +180,7 @@ def worker(args):
         timed["step"] = (splits.pop()[1], timed["step"][1])
     if splits:  # the ahead-of-time compilation counts in the first call
         timed["forward"] = (timed["forward"][0] + sum(splits[0]), timed["forward"][1])
-        timed["forward + backward"] = (timed["forward + backward"][0] + sum(splits[1]),
-                                       timed["forward + backward"][1])
+        timed["forward + backward"] = (timed["forward + backward"][0] + sum(splits[1]), timed["forward + backward"][1])
         timed["jax compilation (trace, lower, XLA compile) s"] = splits
     return timed
 
@@ -188,8 +189,20 @@ def _run(args, engine):
     env = dict(os.environ)
     if engine != "timm":
         env["KERAS_BACKEND"] = engine
-    command = [sys.executable, os.path.abspath(__file__), "--worker", engine, "--model", args.model,
-               "--batch", str(args.batch), "--img-size", str(args.img_size), "--repeats", str(args.repeats)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        engine,
+        "--model",
+        args.model,
+        "--batch",
+        str(args.batch),
+        "--img-size",
+        str(args.img_size),
+        "--repeats",
+        str(args.repeats),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
@@ -216,8 +229,11 @@ def table(results):
         row(f"first call: {name}", lambda r, n=name: 1e3 * r[n][0])
     if "timm" in ok:
         base = results["timm"]["step"][1]
-        lines.append("| step vs timm | " + " | ".join(
-            f"{base / results[e]['step'][1]:.2f}x" if e in ok else "—" for e in engines) + " |")
+        lines.append(
+            "| step vs timm | "
+            + " | ".join(f"{base / results[e]['step'][1]:.2f}x" if e in ok else "—" for e in engines)
+            + " |"
+        )
     for r in results.values():
         splits = r.get("jax compilation (trace, lower, XLA compile) s", [])
         for name, (trace, lower, compile_s) in zip(FUNCTIONS, splits):

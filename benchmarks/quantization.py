@@ -39,8 +39,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64, help="training batch size")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use at most this many training / validation images (smoke runs)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use at most this many training / validation images (smoke runs)"
+    )
     parser.add_argument("--batch-sizes", default="1,8", help="latency batch sizes")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per batch size")
     parser.add_argument("--seed", type=int, default=0)
@@ -118,12 +119,24 @@ def format_table(before, after, batch_sizes):
     """The markdown table: one row per quantity, float32 / int8 / change."""
     mb = 1024 * 1024
     rows = [
-        ("top-1 accuracy (digits val)", f"{before['accuracy']:.4f}", f"{after['accuracy']:.4f}",
-         f"{after['accuracy'] - before['accuracy']:+.4f}"),
-        (".keras size (MiB)", f"{before['keras_bytes'] / mb:.2f}", f"{after['keras_bytes'] / mb:.2f}",
-         f"{after['keras_bytes'] / before['keras_bytes']:.2f}x"),
-        (".weights.h5 size (MiB)", f"{before['weights_bytes'] / mb:.2f}",
-         f"{after['weights_bytes'] / mb:.2f}", f"{after['weights_bytes'] / before['weights_bytes']:.2f}x"),
+        (
+            "top-1 accuracy (digits val)",
+            f"{before['accuracy']:.4f}",
+            f"{after['accuracy']:.4f}",
+            f"{after['accuracy'] - before['accuracy']:+.4f}",
+        ),
+        (
+            ".keras size (MiB)",
+            f"{before['keras_bytes'] / mb:.2f}",
+            f"{after['keras_bytes'] / mb:.2f}",
+            f"{after['keras_bytes'] / before['keras_bytes']:.2f}x",
+        ),
+        (
+            ".weights.h5 size (MiB)",
+            f"{before['weights_bytes'] / mb:.2f}",
+            f"{after['weights_bytes'] / mb:.2f}",
+            f"{after['weights_bytes'] / before['weights_bytes']:.2f}x",
+        ),
     ]
     for batch in batch_sizes:
         b, a = before["latency_ms"][batch], after["latency_ms"][batch]
@@ -161,13 +174,17 @@ def main(argv=None):
     }
     for key in ("accuracy", "keras_bytes", "weights_bytes", "latency_ms"):
         summary[f"{key}_float32"], summary[f"{key}_int8"] = before[key], after[key]
-    print(f"\n{args.model} on {summary['backend']} ({args.implementation}), {args.epochs} epochs on digits,"
-          f" {len(y_val)} validation images")
+    print(
+        f"\n{args.model} on {summary['backend']} ({args.implementation}), {args.epochs} epochs on digits,"
+        f" {len(y_val)} validation images"
+    )
     print(format_table(before, after, args.batch_sizes))
-    print(f"\nlogit error |int8 - float32|: max {summary['max_logit_error']:.4f}, mean "
-          f"{summary['mean_logit_error']:.4f} (largest |logit| {summary['logit_scale']:.2f}); top-1 "
-          f"agreement {summary['top1_agreement']:.4f}; reloaded .keras max difference "
-          f"{summary['reload_max_difference']:.1e}")
+    print(
+        f"\nlogit error |int8 - float32|: max {summary['max_logit_error']:.4f}, mean "
+        f"{summary['mean_logit_error']:.4f} (largest |logit| {summary['logit_scale']:.2f}); top-1 "
+        f"agreement {summary['top1_agreement']:.4f}; reloaded .keras max difference "
+        f"{summary['reload_max_difference']:.1e}"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2, default=str)

@@ -76,13 +76,17 @@ ARCHS = {
     "small": dict(
         layers=(2, 2), patch_sizes=(4, 2), embed_dims=(64, 128), hidden_sizes=(16, 32), mlp_ratios=(3.0, 3.0)
     ),
-    "tiny": dict(
-        layers=(1, 1), patch_sizes=(7, 2), embed_dims=(16, 24), hidden_sizes=(4, 6), mlp_ratios=(2.0, 2.0)
-    ),
+    "tiny": dict(layers=(1, 1), patch_sizes=(7, 2), embed_dims=(16, 24), hidden_sizes=(4, 6), mlp_ratios=(2.0, 2.0)),
 }
 SETTINGS = dict(
-    batch_size=32, lr=1e-3, weight_decay=0.05, warmup_lr=1e-6, warmup_epochs=1, min_lr=1e-5,
-    smoothing=0.1, image_size=32,
+    batch_size=32,
+    lr=1e-3,
+    weight_decay=0.05,
+    warmup_lr=1e-6,
+    warmup_epochs=1,
+    min_lr=1e-5,
+    smoothing=0.1,
+    image_size=32,
 )
 
 
@@ -169,8 +173,13 @@ def run_timm(folder, recipe, seed, args):
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     size = SETTINGS["image_size"]
     train_tf = create_transform(
-        size, is_training=True, auto_augment=args.aa if recipe["aa"] else None,
-        re_prob=recipe["reprob"], re_mode="pixel", color_jitter=0.4, interpolation="random",
+        size,
+        is_training=True,
+        auto_augment=args.aa if recipe["aa"] else None,
+        re_prob=recipe["reprob"],
+        re_mode="pixel",
+        color_jitter=0.4,
+        interpolation="random",
     )
     eval_tf = create_transform(size, is_training=False, crop_pct=1.0, interpolation="bicubic")
     train_set = ImageFolder(os.path.join(folder, "train"), transform=train_tf)
@@ -186,13 +195,21 @@ def run_timm(folder, recipe, seed, args):
         model = timm.create_model(args.model, num_classes=10, drop_path_rate=args.drop_path)
     optimizer = create_optimizer_v2(model, "adamw", lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
     scheduler = CosineLRScheduler(
-        optimizer, t_initial=args.epochs, lr_min=SETTINGS["min_lr"],
-        warmup_lr_init=SETTINGS["warmup_lr"], warmup_t=min(SETTINGS["warmup_epochs"], args.epochs),
+        optimizer,
+        t_initial=args.epochs,
+        lr_min=SETTINGS["min_lr"],
+        warmup_lr_init=SETTINGS["warmup_lr"],
+        warmup_t=min(SETTINGS["warmup_epochs"], args.epochs),
     )
     mixing = recipe["mixup"] > 0 or recipe["cutmix"] > 0
     mixer = mixing and Mixup(
-        mixup_alpha=recipe["mixup"], cutmix_alpha=recipe["cutmix"], prob=1.0, switch_prob=0.5,
-        mode="batch", label_smoothing=SETTINGS["smoothing"], num_classes=10,
+        mixup_alpha=recipe["mixup"],
+        cutmix_alpha=recipe["cutmix"],
+        prob=1.0,
+        switch_prob=0.5,
+        mode="batch",
+        label_smoothing=SETTINGS["smoothing"],
+        num_classes=10,
     )
     loss_fn = SoftTargetCrossEntropy() if mixing else LabelSmoothingCrossEntropy(SETTINGS["smoothing"])
     curve = []
@@ -251,8 +268,11 @@ def summary_table(results, engines, pick=max, target=False):
         if target:
             pooled = float(np.sqrt(np.mean(np.square(stds)))) if paired else None
             met = paired and abs(difference) <= min(2.0, pooled) + 1e-4
-            cells += [f"{pooled:.1f}" if paired else "—", f"{np.sqrt(sum(errors)):.1f}" if paired else "—",
-                      ("met" if met else "not met") if paired else "—"]
+            cells += [
+                f"{pooled:.1f}" if paired else "—",
+                f"{np.sqrt(sum(errors)):.1f}" if paired else "—",
+                ("met" if met else "not met") if paired else "—",
+            ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -292,23 +312,31 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--engines", nargs="+", default=["timm", "keras-sequencer"],
-                        choices=["timm", "keras-sequencer"])
+    parser.add_argument(
+        "--engines", nargs="+", default=["timm", "keras-sequencer"], choices=["timm", "keras-sequencer"]
+    )
     parser.add_argument("--model", default="sequencer2d_s", help="a name registered in both timm and keras-sequencer")
-    parser.add_argument("--arch", choices=sorted(ARCHS), default=None,
-                        help="train this architecture (ARCHS) instead of --model")
+    parser.add_argument(
+        "--arch", choices=sorted(ARCHS), default=None, help="train this architecture (ARCHS) instead of --model"
+    )
     parser.add_argument("--threads", type=int, default=None, help="timm loop: torch threads (default: every core)")
-    parser.add_argument("--load", nargs="+", default=None, metavar="RESULTS_JSON",
-                        help="train nothing: report (table, curves.png) the results.json files of earlier runs "
-                             "together, e.g. one per engine run side by side")
+    parser.add_argument(
+        "--load",
+        nargs="+",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="train nothing: report (table, curves.png) the results.json files of earlier runs "
+        "together, e.g. one per engine run side by side",
+    )
     parser.add_argument("--aa", default="rand-m9-mstd0.5", help="RandAugment of recipes b and c (both engines)")
     parser.add_argument("--drop-path", type=float, default=0.0)
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
     parser.add_argument("--max-batches", type=int, default=None, help="timm loop: batches per epoch, at most")
     parser.add_argument("--output", default="benchmarks/results/recipe_equivalence")
-    parser.add_argument("--smoke", action="store_true",
-                        help="1 epoch, 1 seed, 64 training / 32 validation images, a tiny model")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 epoch, 1 seed, 64 training / 32 validation images, a tiny model"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs, args.seeds, args.arch = 1, args.seeds[:1], "tiny"
@@ -335,15 +363,24 @@ def report(results, output):
     last-epoch tables (engines in the order timm, keras-sequencer)."""
     engines = [e for e in ("timm", "keras-sequencer") if e in results]
     plot_curves(results, engines, os.path.join(output, "curves.png"))
-    return ("best validation top-1 over the epochs:\n\n" + summary_table(results, engines, target=True)
-            + "\n\nvalidation top-1 at the last epoch:\n\n" + summary_table(results, engines, lambda c: c[-1]))
+    return (
+        "best validation top-1 over the epochs:\n\n"
+        + summary_table(results, engines, target=True)
+        + "\n\nvalidation top-1 at the last epoch:\n\n"
+        + summary_table(results, engines, lambda c: c[-1])
+    )
 
 
 def provenance():
     """Where a run was made: the machine, the packages' versions, the commit and the date."""
     versions = {}
-    for package, distributions in (("keras", ["keras"]), ("jax", ["jax"]), ("torch", ["torch"]),
-                                   ("tensorflow", ["tensorflow", "tensorflow-cpu"]), ("timm", ["timm"])):
+    for package, distributions in (
+        ("keras", ["keras"]),
+        ("jax", ["jax"]),
+        ("torch", ["torch"]),
+        ("tensorflow", ["tensorflow", "tensorflow-cpu"]),
+        ("timm", ["timm"]),
+    ):
         for distribution in distributions:
             try:
                 versions[package] = importlib.metadata.version(distribution)
@@ -351,12 +388,20 @@ def provenance():
             except importlib.metadata.PackageNotFoundError:
                 pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"machine": machine_info(), "versions": versions, "commit": commit,
-            "date": datetime.date.today().isoformat()}
+    return {
+        "machine": machine_info(),
+        "versions": versions,
+        "commit": commit,
+        "date": datetime.date.today().isoformat(),
+    }
 
 
 def train(args):
@@ -375,8 +420,11 @@ def train(args):
                         run_dir = os.path.join(scratch, f"run_{key}_{seed}")
                         curve = run_keras(folder, RECIPES[key], seed, args, run_dir)
                     results.setdefault(engine, {}).setdefault(key, {})[str(seed)] = curve
-                    print(f"{engine:16s} recipe {key} seed {seed}: best val top-1 "
-                          f"{100 * max(curve):.1f} % ({len(curve)} epochs)", flush=True)
+                    print(
+                        f"{engine:16s} recipe {key} seed {seed}: best val top-1 "
+                        f"{100 * max(curve):.1f} % ({len(curve)} epochs)",
+                        flush=True,
+                    )
                     with open(results_path, "w") as f:
                         json.dump({"args": vars(args), **where, "results": results}, f, indent=1)
     return results
@@ -386,15 +434,19 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     if args.load:
-        results = {engine: {k: v for k, v in recipes.items() if k in args.recipes}
-                   for engine, recipes in load_results(args.load).items()}
+        results = {
+            engine: {k: v for k, v in recipes.items() if k in args.recipes}
+            for engine, recipes in load_results(args.load).items()
+        }
         print(f"results of {', '.join(args.load)}:\n")
     else:
         results = train(args)
         import keras
 
-        print(f"\n{args.arch or args.model}, seeds {args.seeds}, {args.epochs} epochs, "
-              f"keras backend {keras.backend.backend()}:\n")
+        print(
+            f"\n{args.arch or args.model}, seeds {args.seeds}, {args.epochs} epochs, "
+            f"keras backend {keras.backend.backend()}:\n"
+        )
     table = report(results, args.output)
     print(table)
     return results, table

@@ -45,13 +45,20 @@ def parse_args(argv=None):
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--backends", default="jax,tensorflow,torch")
-    parser.add_argument("--export-backend", default="tensorflow", choices=throughput.KERAS_BACKENDS,
-                        help="Keras backend the ONNX model is exported from")
+    parser.add_argument(
+        "--export-backend",
+        default="tensorflow",
+        choices=throughput.KERAS_BACKENDS,
+        help="Keras backend the ONNX model is exported from",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds per batch size (each engine a fresh process per round); "
-                        "medians over all rounds' timed calls")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds per batch size (each engine a fresh process per round); medians over all rounds' timed calls",
+    )
     parser.add_argument("--output", default=None, help="JSON path (default: a file under benchmarks/results/)")
     parser.add_argument("--onnx-worker", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -111,13 +118,31 @@ def onnx_worker(args, output):
 
 def run_onnx(args):
     """The ONNX engine's ``{batch: run}``, from its own subprocess (errors as runs)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=args.export_backend,
-               CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        KERAS_BACKEND=args.export_backend,
+        CUDA_VISIBLE_DEVICES="",
+        JAX_PLATFORMS="cpu",
+    )
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out_path = f.name
-    cmd = [sys.executable, os.path.abspath(__file__), "--onnx-worker", out_path, "--model", args.model,
-           "--img-size", str(args.img_size), "--batches", ",".join(map(str, args.batches)),
-           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--onnx-worker",
+        out_path,
+        "--model",
+        args.model,
+        "--img-size",
+        str(args.img_size),
+        "--batches",
+        ",".join(map(str, args.batches)),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         if proc.returncode != 0:
@@ -160,12 +185,32 @@ def main(argv=None):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             path = f.name
         try:
-            throughput.main([
-                "--model", args.model, "--batch", str(batch), "--img-size", str(args.img_size),
-                "--mode", "infer", "--backends", args.backends, "--reference", "timm",
-                "--implementation", "", "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-                "--rounds", str(args.rounds), "--output", path,
-            ])
+            throughput.main(
+                [
+                    "--model",
+                    args.model,
+                    "--batch",
+                    str(batch),
+                    "--img-size",
+                    str(args.img_size),
+                    "--mode",
+                    "infer",
+                    "--backends",
+                    args.backends,
+                    "--reference",
+                    "timm",
+                    "--implementation",
+                    "",
+                    "--warmup",
+                    str(args.warmup),
+                    "--repeats",
+                    str(args.repeats),
+                    "--rounds",
+                    str(args.rounds),
+                    "--output",
+                    path,
+                ]
+            )
             with open(path) as f:
                 report = json.load(f)
         finally:
@@ -175,15 +220,12 @@ def main(argv=None):
             rows.setdefault(row["label"], {})[batch] = row
     onnx_rounds = [run_onnx(args) for _ in range(args.rounds)]
     raw["onnx"] = onnx_rounds
-    rows[ONNX_LABEL] = {
-        b: throughput.summarize(ONNX_LABEL, [runs[b] for runs in onnx_rounds]) for b in args.batches
-    }
+    rows[ONNX_LABEL] = {b: throughput.summarize(ONNX_LABEL, [runs[b] for runs in onnx_rounds]) for b in args.batches}
     for round_index, onnx_runs in enumerate(onnx_rounds, 1):
         for batch in args.batches:
             run = onnx_runs[batch]
             status = run.get("error", "").splitlines()[-1:] or [
-                f"{batch / statistics.median(run['step_s']):.2f} img/s, "
-                f"max |onnx - keras| {run['max_difference']:.1e}"
+                f"{batch / statistics.median(run['step_s']):.2f} img/s, max |onnx - keras| {run['max_difference']:.1e}"
             ]
             print(f"  round {round_index} {ONNX_LABEL} batch {batch}: {status[0]}", flush=True)
     table = format_table(rows, args.batches)
@@ -193,12 +235,21 @@ def main(argv=None):
     path = args.output
     if path is None:
         os.makedirs(throughput.RESULTS_DIR, exist_ok=True)
-        path = os.path.join(throughput.RESULTS_DIR,
-                            f"serving_{args.model}_{args.img_size}_{time.strftime('%Y%m%d-%H%M%S')}.json")
+        path = os.path.join(
+            throughput.RESULTS_DIR, f"serving_{args.model}_{args.img_size}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+        )
     with open(path, "w") as f:
-        json.dump({"args": {k: v for k, v in vars(args).items() if k != "onnx_worker"},
-                   "machine": machine, "rows": {k: {str(b): r for b, r in v.items()} for k, v in rows.items()},
-                   "raw": raw, "table": table}, f, indent=1)
+        json.dump(
+            {
+                "args": {k: v for k, v in vars(args).items() if k != "onnx_worker"},
+                "machine": machine,
+                "rows": {k: {str(b): r for b, r in v.items()} for k, v in rows.items()},
+                "raw": raw,
+                "table": table,
+            },
+            f,
+            indent=1,
+        )
     print(f"wrote {path}")
     failed = [label for label, per_batch in rows.items() if any("error" in r for r in per_batch.values())]
     if failed:

@@ -119,7 +119,10 @@ def _run_timm(args):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     compile_s, times = _time_steps(step, sync, args)
-    extra = {"torch_threads": torch.get_num_threads(), "versions": {"torch": torch.__version__, "timm": timm.__version__}}
+    extra = {
+        "torch_threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "timm": timm.__version__},
+    }
     if device.type == "cuda":
         extra["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return compile_s, times, extra
@@ -259,8 +262,9 @@ def machine_info():
         with open("/proc/cpuinfo") as f:
             fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
         fields = {k.strip(): v.strip() for k, v in fields.items()}
-        info.update(cpu=fields.get("model name", info["cpu"]), family=fields.get("cpu family"),
-                    model=fields.get("model"))
+        info.update(
+            cpu=fields.get("model name", info["cpu"]), family=fields.get("cpu family"), model=fields.get("model")
+        )
         flags = fields.get("flags", "").split()
         info["flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
     except OSError:
@@ -340,8 +344,8 @@ def judge(case, ratios, first_calls):
             misses.append(f"< {every}x")
         if first_calls.get(engine, 0.0) > FIRST_CALL_LIMIT_S:
             misses.append(f"first call > {FIRST_CALL_LIMIT_S:.0f} s")
-        verdicts[engine] = "MISS (" + ", ".join(misses) + ")" if misses else (
-            "PASS" if every is not None else "PASS (first call)"
+        verdicts[engine] = (
+            "MISS (" + ", ".join(misses) + ")" if misses else ("PASS" if every is not None else "PASS (first call)")
         )
     best_verdict = ""
     if best is not None:
@@ -395,8 +399,10 @@ def run_targets(args):
     ``--rounds`` interleaved rounds each. Prints the table; writes the JSON;
     returns 1 if an engine failed."""
     machine = machine_info()
-    print(f"# targets: {args.model} {args.img_size}px, {machine['cpu']} x{machine['nproc']}, "
-          f"load {machine['loadavg']}", flush=True)
+    print(
+        f"# targets: {args.model} {args.img_size}px, {machine['cpu']} x{machine['nproc']}, load {machine['loadavg']}",
+        flush=True,
+    )
     results, raw = {}, {}
     for case, title, batch, mode, precision in CASES:
         case_args = argparse.Namespace(**vars(args))
@@ -424,8 +430,17 @@ def run_targets(args):
         os.makedirs(RESULTS_DIR, exist_ok=True)
         path = os.path.join(RESULTS_DIR, f"{args.model}_targets_{time.strftime('%Y%m%d-%H%M%S')}.json")
     with open(path, "w") as f:
-        json.dump({"args": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
-                   "machine": machine, "rows": results, "runs": raw, "table": table}, f, indent=1)
+        json.dump(
+            {
+                "args": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
+                "machine": machine,
+                "rows": results,
+                "runs": raw,
+                "table": table,
+            },
+            f,
+            indent=1,
+        )
     print(f"wrote {path} (load average at end {machine['loadavg_end']})")
     failed = [row["label"] for rows in results.values() for row in rows if "error" in row]
     return 1 if failed else 0
@@ -450,7 +465,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds over all engines")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument(
-        "--precision", choices=("fp32", "mixed", "bf16"), default="fp32",
+        "--precision",
+        choices=("fp32", "mixed", "bf16"),
+        default="fp32",
         help="mixed: mixed_float16 / autocast float16; bf16: mixed_bfloat16 / autocast bfloat16",
     )
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto")
@@ -458,7 +475,8 @@ def main(argv=None):
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-output", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--targets", action="store_true",
+        "--targets",
+        action="store_true",
         help="run the target suite (TARGETS): default construction vs timm, inference "
         "batch --batch and 1, training step, bf16 inference; prints PASS/MISS per target",
     )
@@ -472,8 +490,11 @@ def main(argv=None):
     engines = _engines(args)
     runs = {label: [] for label, _, _ in engines}
     machine = machine_info()
-    print(f"# {args.model} batch {args.batch} {args.img_size}px {args.mode} {args.device} {args.precision}; "
-          f"{machine['cpu']} x{machine['nproc']}, load {machine['loadavg']}", flush=True)
+    print(
+        f"# {args.model} batch {args.batch} {args.img_size}px {args.mode} {args.device} {args.precision}; "
+        f"{machine['cpu']} x{machine['nproc']}, load {machine['loadavg']}",
+        flush=True,
+    )
     for round_index in range(args.rounds):
         for label, engine, impl in engines:
             result = _run_worker(args, engine, impl)

@@ -35,12 +35,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=recipe["epochs"])
     parser.add_argument("--batch-size", type=int, default=recipe["batch_size"], help="per device")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument(
-        "--data-dir", default=None, help="TensorFlow Datasets data dir (holds or receives cifar10/)"
-    )
-    parser.add_argument(
-        "--weights", default="imagenet", help="'imagenet', 'none' (random init) or a weights path"
-    )
+    parser.add_argument("--data-dir", default=None, help="TensorFlow Datasets data dir (holds or receives cifar10/)")
+    parser.add_argument("--weights", default="imagenet", help="'imagenet', 'none' (random init) or a weights path")
     parser.add_argument("--output-dir", default="output/cifar10_finetune")
     parser.add_argument(
         "--warmup-epochs",
@@ -57,9 +53,7 @@ def build_config(args):
     shortened to it, with a notice)."""
     warmup_epochs = args.warmup_epochs
     if warmup_epochs is None:
-        warmup_epochs = training.capped_warmup(
-            training.TRANSFER_RECIPE["warmup_epochs"], args.epochs, prog=PROG
-        )
+        warmup_epochs = training.capped_warmup(training.TRANSFER_RECIPE["warmup_epochs"], args.epochs, prog=PROG)
     return training.TrainConfig(
         **{
             **training.TRANSFER_RECIPE,

@@ -48,18 +48,19 @@ TITLES = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=("cifar10", "digits"), default="cifar10")
-    parser.add_argument("--classes", default="0,1,2,3",
-                        help="the class ids kept (CIFAR-10: 0 airplane, 1 automobile, 2 bird, 3 cat)")
-    parser.add_argument("--models", default="small,medium,vanilla",
-                        help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument(
+        "--classes", default="0,1,2,3", help="the class ids kept (CIFAR-10: 0 airplane, 1 automobile, 2 bird, 3 cat)"
+    )
+    parser.add_argument(
+        "--models", default="small,medium,vanilla", help=f"comma-separated subset of {','.join(MODELS)}"
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use at most this many training / validation images (quick runs)")
     parser.add_argument(
-        "--data-dir", default=None, help="TensorFlow Datasets data dir (holds or receives cifar10/)"
+        "--limit", type=int, default=None, help="use at most this many training / validation images (quick runs)"
     )
+    parser.add_argument("--data-dir", default=None, help="TensorFlow Datasets data dir (holds or receives cifar10/)")
     parser.add_argument("--output-dir", default="cifar10_from_scratch")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -103,8 +104,7 @@ def load_data(args):
         builder = data_lib.tfds_builder("cifar10", args.data_dir)  # one line if offline
         splits = [builder.as_dataset(split=s, as_supervised=True) for s in ("train", "test")]
         (x_train, y_train), (x_val, y_val) = [_to_numpy(split) for split in tfds.as_numpy(splits)]
-    return (_keep(x_train, y_train, args.classes, args.limit),
-            _keep(x_val, y_val, args.classes, args.limit))
+    return (_keep(x_train, y_train, args.classes, args.limit), _keep(x_val, y_val, args.classes, args.limit))
 
 
 def train(key, args, data):
@@ -114,17 +114,16 @@ def train(key, args, data):
 
     (x_train, y_train), (x_val, y_val) = data
     keras.utils.set_random_seed(args.seed)
-    model = keras_sequencer.create_model(
-        MODELS[key], classes=len(args.classes), input_shape=x_train.shape[1:]
-    )
+    model = keras_sequencer.create_model(MODELS[key], classes=len(args.classes), input_shape=x_train.shape[1:])
     model.compile(
         optimizer=keras.optimizers.AdamW(args.learning_rate, weight_decay=0.05),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     start = time.time()
-    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=args.epochs,
-                        batch_size=args.batch_size, verbose=2)
+    history = model.fit(
+        x_train, y_train, validation_data=(x_val, y_val), epochs=args.epochs, batch_size=args.batch_size, verbose=2
+    )
     loss, accuracy = model.evaluate(x_val, y_val, batch_size=args.batch_size, verbose=0)
     return dict(
         model=MODELS[key],
@@ -151,10 +150,15 @@ def save_curves(results, output_dir):
         for result in results:
             history = result["history"]
             epochs = np.arange(1, len(history[metric]) + 1)
-            line, = ax.plot(epochs, history[metric], marker="o",
-                            label=f"{result['title']} (train)")
-            ax.plot(epochs, history[f"val_{metric}"], "--", marker="s", color=line.get_color(),
-                    label=f"{result['title']} (validation)")
+            (line,) = ax.plot(epochs, history[metric], marker="o", label=f"{result['title']} (train)")
+            ax.plot(
+                epochs,
+                history[f"val_{metric}"],
+                "--",
+                marker="s",
+                color=line.get_color(),
+                label=f"{result['title']} (validation)",
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend(fontsize="small")
@@ -168,8 +172,7 @@ def save_curves(results, output_dir):
 
 def format_table(results):
     rows = ["| Model | Params | Average loss | Accuracy |", "| --- | ---: | ---: | ---: |"]
-    rows += [f"| {r['title']} | {r['params']:,} | {r['loss']:.4f} | {100 * r['accuracy']:.2f}% |"
-             for r in results]
+    rows += [f"| {r['title']} | {r['params']:,} | {r['loss']:.4f} | {100 * r['accuracy']:.2f}% |" for r in results]
     return "\n".join(rows)
 
 
@@ -180,9 +183,7 @@ def check_packages(args):
         optional.require("sklearn", "--dataset digits (scikit-learn's bundled digits)")
     else:
         optional.require("tensorflow_datasets", "--dataset cifar10 (TensorFlow Datasets)")
-    return optional.available(
-        "matplotlib", skipped=f"the curves {os.path.join(args.output_dir, '*.png')}"
-    )
+    return optional.available("matplotlib", skipped=f"the curves {os.path.join(args.output_dir, '*.png')}")
 
 
 def main(argv=None):
@@ -193,8 +194,10 @@ def main(argv=None):
     (x_train, y_train), (x_val, _) = data
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError(f"No images of classes {args.classes} in the {args.dataset} splits.")
-    print(f"{args.dataset}: classes {args.classes}, {len(x_train)} train / {len(x_val)} "
-          f"validation images of {x_train.shape[1:]}")
+    print(
+        f"{args.dataset}: classes {args.classes}, {len(x_train)} train / {len(x_val)} "
+        f"validation images of {x_train.shape[1:]}"
+    )
     results = [train(key, args, data) for key in args.models]
     os.makedirs(args.output_dir, exist_ok=True)
     table = format_table(results)

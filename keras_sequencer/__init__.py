@@ -18,14 +18,14 @@ except backend_setup.BackendNotFoundError as error:
         raise SystemExit(1) from None
     raise
 
-from keras_sequencer import runtime  # noqa: E402
+from keras_sequencer import runtime
 
 runtime.configure_backend()  # before TensorFlow first compiles with XLA
 
-from keras_sequencer import layers  # noqa: E402
-from keras_sequencer.features import feature_extractor  # noqa: E402
-from keras_sequencer.imagenet import decode_predictions  # noqa: E402
-from keras_sequencer.models import (  # noqa: E402
+from keras_sequencer import layers, schedules  # schedules: training checkpoints load
+from keras_sequencer.features import feature_extractor
+from keras_sequencer.imagenet import decode_predictions
+from keras_sequencer.models import (
     MODEL_CONFIGS,
     Sequencer2D,
     Sequencer2DL,
@@ -34,8 +34,27 @@ from keras_sequencer.models import (  # noqa: E402
     SequencerModel,
     VanillaSequencer,
 )
-from keras_sequencer.preprocessing import load_image, preprocess_input  # noqa: E402
-from keras_sequencer.registry import MODEL_REGISTRY, create_model, list_models  # noqa: E402
-from keras_sequencer import schedules  # noqa: E402, F401  (loads training checkpoints)
+from keras_sequencer.preprocessing import load_image, preprocess_input
+from keras_sequencer.registry import MODEL_REGISTRY, create_model, list_models
 
-__version__ = "0.1.0"
+# The package's version: the one place it is written (pyproject.toml reads it from here).
+__version__ = "0.2.0"
+
+__all__ = [
+    "MODEL_CONFIGS",
+    "MODEL_REGISTRY",
+    "Sequencer2D",
+    "Sequencer2DL",
+    "Sequencer2DM",
+    "Sequencer2DS",
+    "SequencerModel",
+    "VanillaSequencer",
+    "create_model",
+    "decode_predictions",
+    "feature_extractor",
+    "layers",
+    "list_models",
+    "load_image",
+    "preprocess_input",
+    "schedules",
+]

@@ -60,8 +60,7 @@ def reading_errors(path, kind):
         raise error_type(f"Could not read {kind} {path}: {error}") from error
     except Exception as error:
         raise ValueError(
-            f"Could not read {kind} {path} (damaged or not a {kind} file?): "
-            f"{type(error).__name__}: {error}"
+            f"Could not read {kind} {path} (damaged or not a {kind} file?): {type(error).__name__}: {error}"
         ) from error
 
 
@@ -91,9 +90,7 @@ def read_checkpoint(path):
             ) from error
         with reading_errors(path, "PyTorch checkpoint"):
             return normalize_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    raise ValueError(
-        f"Unknown checkpoint format {path!r}; expected one of {CHECKPOINT_SUFFIXES}."
-    )
+    raise ValueError(f"Unknown checkpoint format {path!r}; expected one of {CHECKPOINT_SUFFIXES}.")
 
 
 def _to_numpy(value):
@@ -118,7 +115,7 @@ def normalize_state_dict(state_dict):
     out = {}
     for key, value in state_dict.items():
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if original_layout:
             key = re.sub(
                 r"^blocks\.([0-9]+)\.([0-9]+)\.down",
@@ -199,9 +196,7 @@ def _rnn(rnn_layer, rnn_type, prefix, suffix):
 def _directions(rnn, rnn_type, prefix):
     """One (possibly Bidirectional) RNN -> torch ``{prefix}.*_l0[_reverse]``."""
     if isinstance(rnn, keras.layers.Bidirectional):
-        return _rnn(rnn.forward_layer, rnn_type, prefix, "") + _rnn(
-            rnn.backward_layer, rnn_type, prefix, "_reverse"
-        )
+        return _rnn(rnn.forward_layer, rnn_type, prefix, "") + _rnn(rnn.backward_layer, rnn_type, prefix, "_reverse")
     return _rnn(rnn, rnn_type, prefix, "")
 
 
@@ -283,9 +278,7 @@ def load_state_dict(model, state_dict, skip_head=None):
         assignments = [a for a in assignments if not a[1][0].startswith("head.")]
     needed = {key for _, keys, _ in assignments for key in keys}
     missing = needed - state_dict.keys()
-    unexpected = {
-        k for k in state_dict.keys() - needed if not (skip_head and k.startswith("head."))
-    }
+    unexpected = {k for k in state_dict.keys() - needed if not (skip_head and k.startswith("head."))}
     errors = []
     if missing:
         errors.append(f"missing tensors: {_list(missing)}")
@@ -303,13 +296,11 @@ def load_state_dict(model, state_dict, skip_head=None):
             values.append(value)
     if errors:
         raise ValueError(
-            f"Checkpoint does not match model {model.name!r} (another variant or "
-            "architecture?): " + "; ".join(errors)
+            f"Checkpoint does not match model {model.name!r} (another variant or architecture?): " + "; ".join(errors)
         )
     assigned = {id(v) for v, _, _ in assignments}
     unassigned = [
-        w.path for w in model.weights if id(w) not in assigned
-        and not (skip_head and w.path.startswith("head/"))
+        w.path for w in model.weights if id(w) not in assigned and not (skip_head and w.path.startswith("head/"))
     ]
     if unassigned:
         raise ValueError(f"Model weights with no checkpoint tensor: {_list(unassigned)}")

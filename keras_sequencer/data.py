@@ -103,9 +103,7 @@ def scan_split_with_decoders(split_dir):
         entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not entry.name.startswith(".")
     )
     if not class_names:
-        raise ValueError(
-            f"{split_dir} has no class folders; expected {split_dir}/<class_name>/<image files>."
-        )
+        raise ValueError(f"{split_dir} has no class folders; expected {split_dir}/<class_name>/<image files>.")
     paths, labels, decoders = [], [], []
     for label, name in enumerate(class_names):
         class_dir = os.path.join(split_dir, name)
@@ -116,9 +114,7 @@ def scan_split_with_decoders(split_dir):
             if file.lower().endswith(IMAGE_EXTENSIONS)
         )
         if not files:
-            raise ValueError(
-                f"{class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)} files)."
-            )
+            raise ValueError(f"{class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)} files).")
         decoders.extend(image_decoder(path) for path in files)
         paths.extend(files)
         labels.extend([label] * len(files))
@@ -212,9 +208,7 @@ def find_undecodable(paths):
         except ValueError:
             decoders.append("none")
     decoded = (
-        tf.data.Dataset.from_tensor_slices(
-            (tf.constant(paths, tf.string), tf.constant(decoders, tf.string))
-        )
+        tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), tf.constant(decoders, tf.string)))
         .enumerate()
         .filter(lambda index, item: tf.not_equal(item[1], "none"))
         .map(

@@ -238,8 +238,7 @@ def _tensorflow(devices):
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
         keras_patches.install_tf_multi_worker_scalar_mean()
         return Distribution(
-            f"tf.distribute.MultiWorkerMirroredStrategy: {workers} workers, "
-            f"{strategy.num_replicas_in_sync} replicas",
+            f"tf.distribute.MultiWorkerMirroredStrategy: {workers} workers, {strategy.num_replicas_in_sync} replicas",
             strategy.num_replicas_in_sync,
             strategy,
             workers,
@@ -250,8 +249,7 @@ def _tensorflow(devices):
     if len(devices) > 1:
         strategy = tf.distribute.MirroredStrategy(list(devices))
         return Distribution(
-            f"tf.distribute.MirroredStrategy over {len(devices)} devices "
-            f"({', '.join(devices)})",
+            f"tf.distribute.MirroredStrategy over {len(devices)} devices ({', '.join(devices)})",
             strategy.num_replicas_in_sync,
             strategy,
         )
@@ -309,13 +307,17 @@ def _jax_initialize():
     # passes, so the watchdog ends it first, with the message
     if process_id == 0:  # the coordinator: waits for the others to register
         message = (
-            f"only some of the {num_processes} JAX processes joined the coordinator at "
-            f"{coordinator} (this process) within {timeout:g} s. Check that every process "
-            f"is started with KERAS_DISTRIBUTION_JOB_ADDRESSES={coordinator}, "
-            f"KERAS_DISTRIBUTION_NUM_PROCESSES={num_processes} and its own "
-            f"KERAS_DISTRIBUTION_PROCESS_ID, that this port is reachable from their "
-            f"machines (firewall), or raise {TIMEOUT_VARIABLE}."
-        ).replace("{", "{{").replace("}", "}}")
+            (
+                f"only some of the {num_processes} JAX processes joined the coordinator at "
+                f"{coordinator} (this process) within {timeout:g} s. Check that every process "
+                f"is started with KERAS_DISTRIBUTION_JOB_ADDRESSES={coordinator}, "
+                f"KERAS_DISTRIBUTION_NUM_PROCESSES={num_processes} and its own "
+                f"KERAS_DISTRIBUTION_PROCESS_ID, that this port is reachable from their "
+                f"machines (firewall), or raise {TIMEOUT_VARIABLE}."
+            )
+            .replace("{", "{{")
+            .replace("}", "}}")
+        )
     else:
         message = unreachable_message(timeout, what)
     with bounded_join(timeout, [coordinator], message):
@@ -335,8 +337,10 @@ def _single_device(devices):
             f"Data-parallel training over several devices is not supported by Keras' "
             f"{backend} backend; use KERAS_BACKEND=jax or tensorflow."
         )
-    if os.environ.get("TF_CONFIG") and tf_config_workers()[0] > 1 or any(
-        name in os.environ for name in JAX_PROCESS_VARIABLES
+    if (
+        os.environ.get("TF_CONFIG")
+        and tf_config_workers()[0] > 1
+        or any(name in os.environ for name in JAX_PROCESS_VARIABLES)
     ):
         raise ValueError(
             f"Multi-machine training is not supported by Keras' {backend} backend "

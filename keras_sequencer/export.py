@@ -26,9 +26,7 @@ model takes.
 import importlib.util
 import logging
 import os
-import tempfile
 
-import keras
 import numpy as np
 
 FORMATS = ("tf_saved_model", "onnx", "litert")
@@ -68,8 +66,7 @@ def check_format(format):
     """Returns ``format`` if it is one of :data:`FORMATS`, else raises a one-line ``ValueError``."""
     if format not in FORMATS:
         raise ValueError(
-            f"Unsupported export format {format!r}; Sequencer models export to "
-            f"{', '.join(repr(f) for f in FORMATS)}."
+            f"Unsupported export format {format!r}; Sequencer models export to {', '.join(repr(f) for f in FORMATS)}."
         )
     return format
 
@@ -99,9 +96,7 @@ def export_input_shape(model, input_shape=None):
         given = tuple(None if s is None else int(s) for s in given)
         for own_size, size in zip(own, given):
             if own_size is not None and own_size != size:
-                raise ValueError(
-                    f"{model.name} takes {own[0]}x{own[1]} images; got input_shape {tuple(input_shape)}."
-                )
+                raise ValueError(f"{model.name} takes {own[0]}x{own[1]} images; got input_shape {tuple(input_shape)}.")
         spatial = given
     elif None in own:
         from keras_sequencer.variants import get_variant
@@ -126,7 +121,9 @@ def export_input_shape(model, input_shape=None):
     return tuple(full)
 
 
-def export_model(model, filepath, format="tf_saved_model", verbose=None, input_signature=None, input_shape=None, **kwargs):
+def export_model(
+    model, filepath, format="tf_saved_model", verbose=None, input_signature=None, input_shape=None, **kwargs
+):
     """Writes ``model`` to ``filepath`` as ``format`` (:data:`FORMATS`); returns ``filepath``.
 
     Args:
@@ -184,8 +181,10 @@ def describe_shape(shape):
 
 def signature_shape(input_signature):
     """The per-image shape of an ``input_signature`` (spec or shape, or a list of one)."""
-    if isinstance(input_signature, (list, tuple)) and input_signature and not isinstance(
-        input_signature[0], (int, type(None))
+    if (
+        isinstance(input_signature, (list, tuple))
+        and input_signature
+        and not isinstance(input_signature[0], (int, type(None)))
     ):
         if len(input_signature) != 1:
             raise ValueError("input_signature: Sequencer models take one input.")
@@ -321,9 +320,7 @@ def save_litert(store, function, filepath):
     plain interpreter, no Flex delegate), the batch axis dynamic."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [function.get_concrete_function()], store
-    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], store)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
         flatbuffer = converter.convert()
@@ -353,9 +350,7 @@ def load_exported(filepath, format):
         import tensorflow as tf
 
         serve = tf.saved_model.load(filepath).signatures["serving_default"]
-        return lambda images: serve(
-            **{INPUT_NAME: tf.constant(np.asarray(images, "float32"))}
-        )[OUTPUT_NAME].numpy()
+        return lambda images: serve(**{INPUT_NAME: tf.constant(np.asarray(images, "float32"))})[OUTPUT_NAME].numpy()
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=filepath)
@@ -380,11 +375,7 @@ def run_exported(filepath, format, images):
 def artefact_size(filepath):
     """Bytes of an exported file, or of every file under a SavedModel directory."""
     if os.path.isdir(filepath):
-        return sum(
-            os.path.getsize(os.path.join(root, name))
-            for root, _, names in os.walk(filepath)
-            for name in names
-        )
+        return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(filepath) for name in names)
     return os.path.getsize(filepath)
 
 
@@ -406,4 +397,3 @@ def max_difference(model, filepath, format, images):
     if actual.shape != expected.shape:
         raise ValueError(f"the exported output has shape {actual.shape}, the model's {expected.shape}.")
     return float(np.max(np.abs(actual - expected)))
-

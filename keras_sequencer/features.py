@@ -26,9 +26,7 @@ def stage_output_names(model):
             if order >= last.get(stage, (-2, None))[0]:
                 last[stage] = (order, layer.name)
     if not last or sorted(last) != list(range(len(last))):
-        raise ValueError(
-            f"Model {model.name!r} has no stages_{{i}}_blocks_{{j}} layers: not a Sequencer2D."
-        )
+        raise ValueError(f"Model {model.name!r} has no stages_{{i}}_blocks_{{j}} layers: not a Sequencer2D.")
     return [last[i][1] for i in range(len(last))]
 
 
@@ -64,8 +62,7 @@ def feature_extractor(model, out_indices=DEFAULT_OUT_INDICES, **kwargs):
     for index in out_indices:
         if not isinstance(index, numbers.Integral) or not -len(stages) <= index < len(stages):
             raise ValueError(
-                f"out_indices must be stage indices in [{-len(stages)}, {len(stages) - 1}]; "
-                f"got {out_indices}."
+                f"out_indices must be stage indices in [{-len(stages)}, {len(stages) - 1}]; got {out_indices}."
             )
         names.append(stages[int(index) % len(stages)])
     outputs = [model.get_layer(name).output for name in names]

@@ -13,7 +13,7 @@ import numpy as np
 CLASSES_FILE = os.path.join(os.path.dirname(__file__), "imagenet_classes.txt")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imagenet_classes():
     """The 1000 ImageNet-1k classes in index order, as ``(wnid, names)`` tuples."""
     with open(CLASSES_FILE, encoding="utf-8") as f:

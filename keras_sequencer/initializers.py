@@ -97,9 +97,7 @@ def apply_original_initialization(model, seed=None):
     for variable in variables:
         cell = variable.path.rsplit("/", 1)[0]
         variable_seed = None if rng is None else int(rng.integers(2**30))
-        initializer = original_initializer(
-            variable.path, variable.shape, units.get(cell), variable_seed
-        )
+        initializer = original_initializer(variable.path, variable.shape, units.get(cell), variable_seed)
         if initializer is None:
             continue
         value = keras.ops.convert_to_numpy(initializer(variable.shape, dtype="float32"))

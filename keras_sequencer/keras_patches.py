@@ -125,9 +125,7 @@ def install_tf_multi_worker_scalar_mean():
         return False
 
     def reduce_per_replica(values, strategy, reduction):
-        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(
-            strategy
-        ):
+        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(strategy):
             return original(values, strategy, reduction)
 
         def mean(value):

@@ -11,8 +11,8 @@ import keras
 from keras import ops
 
 from keras_sequencer.kernels import backend_kernels, resolved_implementation
-from keras_sequencer.quantization import QuantizedSublayers
 from keras_sequencer.kernels.generic import fused_lstm  # noqa: F401 (public since 0.1)
+from keras_sequencer.quantization import QuantizedSublayers
 
 PACKAGE = "keras_sequencer"
 
@@ -79,9 +79,7 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"Unrecognized implementation {implementation!r}; expected one of {IMPLEMENTATIONS}."
-            )
+            raise ValueError(f"Unrecognized implementation {implementation!r}; expected one of {IMPLEMENTATIONS}.")
         if implementation == "fused" and rnn_type != "lstm":
             raise ValueError(
                 f"implementation='fused' supports only rnn_type='lstm', got rnn_type={rnn_type!r}; "
@@ -90,9 +88,7 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
         if union not in UNIONS:
             raise ValueError(f"Unrecognized union {union!r}; expected one of {UNIONS}.")
         if rnn_type not in RNN_TYPES:
-            raise ValueError(
-                f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}."
-            )
+            raise ValueError(f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}.")
         self.hidden_size = int(hidden_size)
         self.bidirectional = bool(bidirectional)
         self.union = union
@@ -174,11 +170,7 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
         """:meth:`mix` by the backend's fused kernel (``bilstm2d``), over the
         same LSTM cells: the vertical RNN along axis 1 (columns), the
         horizontal one along axis 2 (rows)."""
-        rnns = [
-            (axis, self._cells(rnn))
-            for axis, rnn in ((1, self.rnn_v), (2, self.rnn_h))
-            if rnn is not None
-        ]
+        rnns = [(axis, self._cells(rnn)) for axis, rnn in ((1, self.rnn_v), (2, self.rnn_h)) if rnn is not None]
         kernels = backend_kernels()
         if self.union == "cat" or len(rnns) == 1:
             return kernels.bilstm2d(x, rnns, concat=True)
@@ -351,9 +343,7 @@ class PatchEmbedding(keras.layers.Conv2D):
     def __init__(self, filters, patch_size, **kwargs):
         for key in ("kernel_size", "strides", "padding"):
             kwargs.pop(key, None)
-        super().__init__(
-            filters, kernel_size=patch_size, strides=patch_size, padding="valid", **kwargs
-        )
+        super().__init__(filters, kernel_size=patch_size, strides=patch_size, padding="valid", **kwargs)
         self.patch_size = int(patch_size)
 
     def call(self, x):
@@ -441,9 +431,7 @@ class BiLSTM1D(QuantizedSublayers, keras.layers.Layer):
     def __init__(self, hidden_size, bidirectional=True, with_fc=False, rnn_type="lstm", **kwargs):
         super().__init__(**kwargs)
         if rnn_type not in RNN_TYPES:
-            raise ValueError(
-                f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}."
-            )
+            raise ValueError(f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}.")
         self.hidden_size = int(hidden_size)
         self.bidirectional = bool(bidirectional)
         self.with_fc = bool(with_fc)
@@ -593,8 +581,6 @@ def make_rnn(rnn_type, units, bidirectional, name):
         return rnn_class(units, return_sequences=True, name=name)
     forward = rnn_class(units, return_sequences=True)
     backward = rnn_class(units, return_sequences=True, go_backwards=True)
-    rnn = keras.layers.Bidirectional(
-        forward, backward_layer=backward, merge_mode="concat", name=name
-    )
+    rnn = keras.layers.Bidirectional(forward, backward_layer=backward, merge_mode="concat", name=name)
     object.__setattr__(rnn, "_forward_template", forward)  # untracked, keeps its id unique
     return rnn

@@ -78,9 +78,7 @@ class SequencerModel(keras.Model):
         (``input_shape=(height, width)`` fixes the size of a model that has none)."""
         from keras_sequencer.export import export_model
 
-        return export_model(
-            self, filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs
-        )
+        return export_model(self, filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -235,13 +233,9 @@ def Sequencer2D(
         ("mlp_ratios", mlp_ratios),
     ):
         if len(values) != num_stages:
-            raise ValueError(
-                f"{arg_name} has {len(values)} entries but layers has {num_stages}."
-            )
+            raise ValueError(f"{arg_name} has {len(values)} entries but layers has {num_stages}.")
     if token_mixer not in TOKEN_MIXERS:
-        raise ValueError(
-            f"token_mixer must be one of {tuple(TOKEN_MIXERS)}; got {token_mixer!r}."
-        )
+        raise ValueError(f"token_mixer must be one of {tuple(TOKEN_MIXERS)}; got {token_mixer!r}.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
     total_stride = math.prod(patch_sizes)
@@ -288,7 +282,9 @@ def Sequencer2D(
     for i in range(num_stages):
         if i > 0:
             x = PatchEmbedding(
-                embed_dims[i], patch_sizes[i], data_format=CHANNELS_LAST,
+                embed_dims[i],
+                patch_sizes[i],
+                data_format=CHANNELS_LAST,
                 name=f"stages_{i}_downsample",
             )(x)
         for j in range(layers[i]):

@@ -46,8 +46,7 @@ def require(module, purpose):
     error = _import_error(module)
     if error is not None:
         raise MissingPackageError(
-            f"{purpose} needs the {module} package ({error}); install it with: "
-            f"{install_hint(module)}."
+            f"{purpose} needs the {module} package ({error}); install it with: {install_hint(module)}."
         ) from None
     return importlib.import_module(module)
 

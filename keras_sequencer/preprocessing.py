@@ -78,9 +78,7 @@ def preprocess_input(images):
         images = np.asarray(images)
         shape = images.shape
     if len(shape) == 0 or shape[-1] != 3:
-        raise ValueError(
-            f"preprocess_input expects RGB images with channels last (..., 3); got shape {tuple(shape)}."
-        )
+        raise ValueError(f"preprocess_input expects RGB images with channels last (..., 3); got shape {tuple(shape)}.")
     return normalize(images)
 
 

@@ -60,9 +60,7 @@ logger = logging.getLogger(__name__)
 # variant -> its PublishedWeights as a dict (repo, commit, sha256, original_url,
 # top1, top5), for every variant with published weights: a read-only view of
 # keras_sequencer.variants.VARIANTS.
-PRETRAINED = TableView(
-    "PRETRAINED", lambda v: dataclasses.asdict(v.weights) if v.pretrained else None
-)
+PRETRAINED = TableView("PRETRAINED", lambda v: dataclasses.asdict(v.weights) if v.pretrained else None)
 
 
 def published_weights(variant):
@@ -331,15 +329,13 @@ def _download_checkpoint(variant, checkpoint):
         if sha256 is not None and digest != sha256:
             raise ValueError(
                 f"The checkpoint downloaded from {url} has SHA-256 {digest}, not the published "
-                f"{sha256} (truncated or altered); it was deleted. Try again. "
-                + _offline_help(variant)
+                f"{sha256} (truncated or altered); it was deleted. Try again. " + _offline_help(variant)
             )
         with _cache_writes():
             os.replace(temp, checkpoint)
     except DownloadError as error:
         raise DownloadError(
-            f"Could not download the {variant} ImageNet weights from {url} ({error}). "
-            + _offline_help(variant)
+            f"Could not download the {variant} ImageNet weights from {url} ({error}). " + _offline_help(variant)
         ) from error
     finally:
         _remove(temp)

@@ -132,9 +132,7 @@ def convert_checkpoint(checkpoint_path, output_path, model_name=None):
         get_variant(model_name)  # an unknown name fails before the checkpoint is read
     state_dict = conversion.read_checkpoint(checkpoint_path)
     classes = conversion.head_classes(state_dict)
-    options = dict(
-        include_top=classes is not None, classes=classes or 1000, classifier_activation=None
-    )
+    options = dict(include_top=classes is not None, classes=classes or 1000, classifier_activation=None)
     if model_name is None:
         model = Sequencer2D(**conversion.infer_arch(state_dict), name="sequencer2d", **options)
     else:

@@ -83,7 +83,7 @@ def jax_inference_compiler_options(environ, backend, platform):
     return dict(JAX_INFERENCE_COMPILER_OPTIONS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_accepts(options):
     """Whether this jaxlib compiles with ``options`` (``tuple`` of items): a
     newer XLA may drop an experimental option, and then the model must still

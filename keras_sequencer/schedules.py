@@ -26,8 +26,7 @@ class TimmCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
     warmup ends, as in timm.
     """
 
-    def __init__(self, lr, min_lr, epochs, warmup_lr, warmup_epochs, steps_per_epoch,
-                 on_updates=False):
+    def __init__(self, lr, min_lr, epochs, warmup_lr, warmup_epochs, steps_per_epoch, on_updates=False):
         self.lr, self.min_lr, self.warmup_lr = float(lr), float(min_lr), float(warmup_lr)
         self.epochs, self.warmup_epochs = int(epochs), int(warmup_epochs)
         self.steps_per_epoch, self.on_updates = int(steps_per_epoch), bool(on_updates)
@@ -46,7 +45,11 @@ class TimmCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return dict(
-            lr=self.lr, min_lr=self.min_lr, epochs=self.epochs, warmup_lr=self.warmup_lr,
-            warmup_epochs=self.warmup_epochs, steps_per_epoch=self.steps_per_epoch,
+            lr=self.lr,
+            min_lr=self.min_lr,
+            epochs=self.epochs,
+            warmup_lr=self.warmup_lr,
+            warmup_epochs=self.warmup_epochs,
+            steps_per_epoch=self.steps_per_epoch,
             on_updates=self.on_updates,
         )

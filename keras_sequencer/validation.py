@@ -81,9 +81,7 @@ def validate(model, data_dir, batch_size=16, image_size=224, crop_pct=0.875, sam
     classes = model.outputs[0].shape[-1]
     largest = max(label for _, label in samples)
     if largest >= classes:
-        raise ValueError(
-            f"{data_dir!r} has classes up to index {largest} but the model has {classes} outputs."
-        )
+        raise ValueError(f"{data_dir!r} has classes up to index {largest} but the model has {classes} outputs.")
     top1 = top5 = evaluated = 0
     unreadable = []
     full_batch_ran = False

@@ -171,30 +171,45 @@ def _table(*variants):
 
 VARIANTS = _table(
     # main (timm / okojoalg, published weights)
-    Variant("sequencer2d_s", "sequencer2d", _S, weights=PublishedWeights(
-        repo="timm/sequencer2d_s.in1k",
-        commit="dfd8e6955f97c4fe7b18ed439dcac56f33f6acac",
-        sha256="ef70ff18ff4f615c53009fde2ffe2f00e47376858d6da329fca2017baaffa946",
-        original_url=f"{_RELEASE}/sequencer2d_s.pth",
-        top1=82.34,
-        top5=96.03,
-    )),
-    Variant("sequencer2d_m", "sequencer2d", _M, weights=PublishedWeights(
-        repo="timm/sequencer2d_m.in1k",
-        commit="391329ebe646393e88be9499eaa7b79af1c92f11",
-        sha256=None,
-        original_url=f"{_RELEASE}/sequencer2d_m.pth",
-        top1=82.84,
-        top5=96.28,
-    )),
-    Variant("sequencer2d_l", "sequencer2d", _L, weights=PublishedWeights(
-        repo="timm/sequencer2d_l.in1k",
-        commit="f0f041c30b6ae2c2d991b45e107f3a4a22839b15",
-        sha256="4104172887d330aec2e0ab09705e09962fa2a77a475a7792e36e0d6065f231a2",
-        original_url=f"{_RELEASE}/sequencer2d_l.pth",
-        top1=83.41,
-        top5=96.50,
-    )),
+    Variant(
+        "sequencer2d_s",
+        "sequencer2d",
+        _S,
+        weights=PublishedWeights(
+            repo="timm/sequencer2d_s.in1k",
+            commit="dfd8e6955f97c4fe7b18ed439dcac56f33f6acac",
+            sha256="ef70ff18ff4f615c53009fde2ffe2f00e47376858d6da329fca2017baaffa946",
+            original_url=f"{_RELEASE}/sequencer2d_s.pth",
+            top1=82.34,
+            top5=96.03,
+        ),
+    ),
+    Variant(
+        "sequencer2d_m",
+        "sequencer2d",
+        _M,
+        weights=PublishedWeights(
+            repo="timm/sequencer2d_m.in1k",
+            commit="391329ebe646393e88be9499eaa7b79af1c92f11",
+            sha256=None,
+            original_url=f"{_RELEASE}/sequencer2d_m.pth",
+            top1=82.84,
+            top5=96.28,
+        ),
+    ),
+    Variant(
+        "sequencer2d_l",
+        "sequencer2d",
+        _L,
+        weights=PublishedWeights(
+            repo="timm/sequencer2d_l.in1k",
+            commit="f0f041c30b6ae2c2d991b45e107f3a4a22839b15",
+            sha256="4104172887d330aec2e0ab09705e09962fa2a77a475a7792e36e0d6065f231a2",
+            original_url=f"{_RELEASE}/sequencer2d_l.pth",
+            top1=83.41,
+            top5=96.50,
+        ),
+    ),
     # high resolution
     Variant("sequencer2d_s_392", "sequencer2d", _S, input_size=392, fixed_input_size=True),
     Variant("sequencer2d_m_392", "sequencer2d", _M, input_size=392, fixed_input_size=True),
@@ -204,9 +219,7 @@ VARIANTS = _table(
     Variant("sequencer2d_s_add", "sequencer2d", dict(_S, union="add")),
     Variant("sequencer2d_s_h2x", "sequencer2d", dict(_S, **_H2X)),
     Variant("sequencer2d_s_without_fc", "sequencer2d", dict(_S, with_fc=False)),
-    Variant(
-        "sequencer2d_vertical", "sequencer2d", dict(_S, **_H2X, union="vertical", with_fc=False)
-    ),
+    Variant("sequencer2d_vertical", "sequencer2d", dict(_S, **_H2X, union="vertical", with_fc=False)),
     Variant(
         "sequencer2d_s_horizontal",
         "sequencer2d",
@@ -227,20 +240,27 @@ VARIANTS = _table(
         "vanilla",
         dict(_V_S, patch_sizes=(7, 2, 1, 1), embed_dims=(192, 384, 384, 384), **_H2X),
     ),
-    Variant(
-        "v_sequencer_s_pe", "vanilla", dict(_V_S, position_embedding=True), fixed_input_size=True
-    ),
+    Variant("v_sequencer_s_pe", "vanilla", dict(_V_S, position_embedding=True), fixed_input_size=True),
     # CIFAR-10 re-implementation (32x32)
     Variant(
-        "sequencer2d_cifar_small", "sequencer2d", _CIFAR_SMALL, input_size=32,
+        "sequencer2d_cifar_small",
+        "sequencer2d",
+        _CIFAR_SMALL,
+        input_size=32,
         defaults=_CIFAR_DEFAULTS,
     ),
     Variant(
-        "sequencer2d_cifar_medium", "sequencer2d", _CIFAR_MEDIUM, input_size=32,
+        "sequencer2d_cifar_medium",
+        "sequencer2d",
+        _CIFAR_MEDIUM,
+        input_size=32,
         defaults=_CIFAR_DEFAULTS,
     ),
     Variant(
-        "vanilla_bilstm_cifar", "vanilla", _CIFAR_VANILLA, input_size=32,
+        "vanilla_bilstm_cifar",
+        "vanilla",
+        _CIFAR_VANILLA,
+        input_size=32,
         defaults=_CIFAR_DEFAULTS,
     ),
 )

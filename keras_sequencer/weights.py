@@ -61,8 +61,7 @@ def load_weights(model, weights, arch, build):
             load_keras_weights(model, path, arch, build)
     else:
         raise ValueError(
-            f"Unknown weights file {path!r}; expected a .weights.h5, "
-            f"{', '.join(conversion.CHECKPOINT_SUFFIXES)} file."
+            f"Unknown weights file {path!r}; expected a .weights.h5, {', '.join(conversion.CHECKPOINT_SUFFIXES)} file."
         )
     return model
 
@@ -129,10 +128,7 @@ def _h5_datasets(path):
 
     found = {}
     with h5py.File(path, "r") as f:
-        f.visititems(
-            lambda name, obj: found.__setitem__(name, obj.shape)
-            if isinstance(obj, h5py.Dataset) else None
-        )
+        f.visititems(lambda name, obj: found.__setitem__(name, obj.shape) if isinstance(obj, h5py.Dataset) else None)
     return found
 
 
@@ -156,7 +152,8 @@ def _check_layout(model, datasets, path):
     unexpected = sorted(datasets.keys() - expected.keys())
     mis_shaped = sorted(
         f"{k} {datasets[k]} (model: {expected[k]})"
-        for k in expected.keys() & datasets.keys() if expected[k] != datasets[k]
+        for k in expected.keys() & datasets.keys()
+        if expected[k] != datasets[k]
     )
     problems = [
         f"{label}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
@@ -168,9 +165,7 @@ def _check_layout(model, datasets, path):
         if names
     ]
     if problems:
-        raise ValueError(
-            f"{path} does not match model {model.name!r} (another variant?): " + "; ".join(problems)
-        )
+        raise ValueError(f"{path} does not match model {model.name!r} (another variant?): " + "; ".join(problems))
 
 
 def load_keras_weights(model, path, arch, build):

@@ -28,9 +28,7 @@ if keras.backend.backend() == "jax":
 
     import jax  # noqa: E402
 
-    jax.config.update(
-        "jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "keras-sequencer-jax-cache")
-    )
+    jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "keras-sequencer-jax-cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -53,9 +53,7 @@ def load_script(path):
 
 
 def random_images(batch, height, width, channels=3, seed=0):
-    return np.random.RandomState(seed).uniform(-1, 1, (batch, height, width, channels)).astype(
-        "float32"
-    )
+    return np.random.RandomState(seed).uniform(-1, 1, (batch, height, width, channels)).astype("float32")
 
 
 def to_numpy(x):
@@ -129,7 +127,11 @@ def run_script_without(script, argv, hidden_module):
         f"runpy.run_path('examples/{script}', run_name='__main__')"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=dict(os.environ, PYTHONPATH=REPO),
     )
     errors = [line for line in proc.stderr.splitlines() if line.startswith(f"{script}: error:")]

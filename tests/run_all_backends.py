@@ -104,8 +104,16 @@ def run_backend(backend, argv):
         os.remove(junit_path(backend))  # a run that dies early must not report an older run's times
     start = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-ra", "--durations=25", f"--basetemp={basetemp}",
-         f"--junitxml={junit_path(backend)}", *argv],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-ra",
+            "--durations=25",
+            f"--basetemp={basetemp}",
+            f"--junitxml={junit_path(backend)}",
+            *argv,
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -39,9 +39,7 @@ def test_rows_take_medians_over_all_rounds_and_ratios_to_the_reference():
         ],
     )
     assert (reference["step_s_median"], reference["compile_s_median"], reference["peak_rss_mb"]) == (2.0, 3.0, 30.0)
-    ours = throughput.summarize(
-        "torch:fused", [{"step_s": [0.5, 4.0, 0.5], "compile_s": 1.0, "peak_rss_mb": 20.0}]
-    )
+    ours = throughput.summarize("torch:fused", [{"step_s": [0.5, 4.0, 0.5], "compile_s": 1.0, "peak_rss_mb": 20.0}])
     failed = throughput.summarize("jax:fused", [{"error": "exit 1: Traceback\nValueError: boom"}])
     assert failed == {"label": "jax:fused", "error": "exit 1: Traceback\nValueError: boom"}
     table = throughput.format_table([reference, ours, failed], batch=8, reference="timm").splitlines()
@@ -117,8 +115,10 @@ def test_targets_table_ratios_and_verdicts():
 
 @requires_timm
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "torch",
-                    reason="the script's mechanics (its engines are subprocesses): run once, on torch")
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="the script's mechanics (its engines are subprocesses): run once, on torch",
+)
 def test_a_targets_run_builds_the_default_model_and_prints_the_verdicts(tmp_path, capsys, monkeypatch):
     # two of the four cases (latency and bf16), tiny images: the mechanics, not the numbers
     monkeypatch.setattr(throughput, "CASES", tuple(c for c in throughput.CASES if c[0] in ("infer_1", "bf16_infer_b")))
@@ -128,7 +128,7 @@ def test_a_targets_run_builds_the_default_model_and_prints_the_verdicts(tmp_path
     printed = capsys.readouterr().out
     report = json.loads(output.read_text())
     assert set(report["rows"]) == {"infer_1", "bf16_infer_b"}
-    for case, runs in report["runs"].items():
+    for runs in report["runs"].values():
         assert set(runs) == {"timm", backend}
         (ours,) = runs[backend]
         assert ours["implementation"] == "default" and ours["resolved"] == ["fused"]
@@ -138,8 +138,10 @@ def test_a_targets_run_builds_the_default_model_and_prints_the_verdicts(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "torch",
-                    reason="the script's mechanics (its engines are subprocesses): run once, on torch")
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="the script's mechanics (its engines are subprocesses): run once, on torch",
+)
 def test_gpu_check_falls_back_to_cpu_and_says_so():
     import subprocess
     import sys
@@ -149,8 +151,13 @@ def test_gpu_check_falls_back_to_cpu_and_says_so():
     backend = keras.backend.backend()
     env = dict(os.environ, GPU_CHECK_BACKENDS=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
     proc = subprocess.run(
-        ["bash", "benchmarks/gpu_check.sh", sys.executable], cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
+        ["bash", "benchmarks/gpu_check.sh", sys.executable],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "# no GPU visible: running the checks on CPU at tiny size" in proc.stdout
@@ -169,12 +176,26 @@ serving = load_script("benchmarks/serving.py")
 
 @requires_timm
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "torch",
-                    reason="the script's mechanics (its engines are subprocesses): run once, on torch")
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="the script's mechanics (its engines are subprocesses): run once, on torch",
+)
 def test_serving_runs_timm_the_backend_and_onnxruntime_side_by_side(tmp_path, capsys):
     backend, output = keras.backend.backend(), tmp_path / "serving.json"
-    argv = ["--backends", backend, "--img-size", "32", "--batches", "1,2", "--warmup", "0", "--repeats", "1",
-            "--rounds", "2"]
+    argv = [
+        "--backends",
+        backend,
+        "--img-size",
+        "32",
+        "--batches",
+        "1,2",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--rounds",
+        "2",
+    ]
     code = serving.main(argv + ["--output", str(output)])
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -208,14 +229,20 @@ profile_train = load_script("benchmarks/profile_train.py")
 def test_training_phases_are_differences_of_the_nested_functions():
     results = {
         "timm": {"forward": [2.0, 1.0], "forward + backward": [3.0, 3.0], "step": [4.0, 4.0]},
-        "jax": {"forward": [9.0, 0.5], "forward + backward": [50.0, 1.5], "step": [60.0, 2.0],
-                "jax compilation (trace, lower, XLA compile) s": [[1.0, 0.5, 7.0], [2.0, 1.0, 40.0]]},
+        "jax": {
+            "forward": [9.0, 0.5],
+            "forward + backward": [50.0, 1.5],
+            "step": [60.0, 2.0],
+            "jax compilation (trace, lower, XLA compile) s": [[1.0, 0.5, 7.0], [2.0, 1.0, 40.0]],
+        },
         "torch": {"error": "exit 1: ValueError: boom"},
     }
     lines = profile_train.table(results).splitlines()
     rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ")}
     assert rows["phase: backward"] == "| phase: backward | 2000 | 1000 | exit 1: ValueError: boom |"
-    assert rows["phase: update (optimizer + step overhead)"].startswith("| phase: update (optimizer + step overhead) | 1000 | 500 |")
+    assert rows["phase: update (optimizer + step overhead)"].startswith(
+        "| phase: update (optimizer + step overhead) | 1000 | 500 |"
+    )
     assert rows["first call: step"].startswith("| first call: step | 4000 | 60000 |")
     assert rows["step vs timm"] == "| step vs timm | 1.00x | 2.00x | — |"
     assert "jax, forward + backward: trace 2.0 s, lower 1.0 s, XLA compile 40.0 s" in lines
@@ -223,8 +250,10 @@ def test_training_phases_are_differences_of_the_nested_functions():
 
 @requires_timm
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "torch",
-                    reason="the script's mechanics (its engines are subprocesses): run once, on torch")
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="the script's mechanics (its engines are subprocesses): run once, on torch",
+)
 def test_profile_train_times_timm_and_the_backend_by_phase(capsys):
     results = profile_train.main(["--engines", "timm,torch", "--batch", "2", "--img-size", "32", "--repeats", "1"])
     assert set(results) == {"timm", "torch"}

@@ -70,11 +70,11 @@ def mutate(data, rng):
     length = rng.choice((1, 4, 8, 64))
     junk = bytes(rng.randrange(256) for _ in range(length))
     if kind == "overwrite":
-        out[start:start + length] = junk[: max(0, n - start)]
+        out[start : start + length] = junk[: max(0, n - start)]
         return f"overwrite {length} bytes at {start}", bytes(out[:n])
     if kind == "insert":
         return f"insert {length} bytes at {start}", bytes(out[:start] + junk + out[start:])
-    return f"delete {length} bytes at {start}", bytes(out[:start] + out[start + length:])
+    return f"delete {length} bytes at {start}", bytes(out[:start] + out[start + length :])
 
 
 # -------------------------------------------------------------- child process --
@@ -86,8 +86,9 @@ def _h5_values(source):
     found = {}
     with h5py.File(source, "r") as f:
         f.visititems(
-            lambda name, obj: found.__setitem__(name, np.asarray(obj[()], "float32"))
-            if isinstance(obj, h5py.Dataset) else None
+            lambda name, obj: (
+                found.__setitem__(name, np.asarray(obj[()], "float32")) if isinstance(obj, h5py.Dataset) else None
+            )
         )
     return found
 
@@ -136,7 +137,6 @@ class Fuzzer:
 
     def _timm_state(self, rng):
         """Random tensors under every timm key the tiny model needs, shaped as timm's."""
-        np = self.np
         torch_shapes = {}
         for variable, keys, _ in self.conversion.weight_map(self.model):
             shape = tuple(variable.shape)
@@ -201,8 +201,9 @@ class Fuzzer:
                 import torch
 
                 raw = torch.load(path, map_location="cpu", weights_only=True)
-            raw = {k: self.np.asarray(v.float().numpy() if hasattr(v, "detach") else v, "float32")
-                   for k, v in raw.items()}
+            raw = {
+                k: self.np.asarray(v.float().numpy() if hasattr(v, "detach") else v, "float32") for k, v in raw.items()
+            }
             if not _same(raw, loaded):
                 return False
             self.conversion.load_state_dict(self.reference, raw)
@@ -231,8 +232,7 @@ def child(folder, seed, cases_per_format, log_path):
                 log.write(json.dumps({"start": f"{fmt}: {what}"}) + "\n")
                 log.flush()
                 outcome, problem = fuzzer.check(fmt, path)
-                record = {"case": f"{fmt}: {what}", "format": fmt, "outcome": outcome,
-                          "problem": problem}
+                record = {"case": f"{fmt}: {what}", "format": fmt, "outcome": outcome, "problem": problem}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 os.remove(path)
@@ -245,14 +245,17 @@ def run_cases(tmp_path, seed, cases_per_format, timeout):
     try:
         result = subprocess.run(
             [sys.executable, __file__, str(tmp_path), str(seed), str(cases_per_format), str(log_path)],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         ended = f"exit status {result.returncode}: {result.stderr[-2000:]}"
         returncode = result.returncode
     except subprocess.TimeoutExpired:
         ended, returncode = f"no end within {timeout} s (hang?)", None
-    records = [json.loads(line) for line in log_path.read_text().splitlines()] \
-        if log_path.exists() else []
+    records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     done = [r for r in records if "case" in r]
     problems = [f"{r['case']}: {r['problem']}" for r in done if r["problem"]]
     assert not problems, f"{len(problems)} of {len(done)} cases misbehave:\n" + "\n".join(problems)

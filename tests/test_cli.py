@@ -19,8 +19,9 @@ NAME = "sequencer2d_cli_tiny"
 
 
 def _register_tiny(monkeypatch):
-    tiny = dataclasses.replace(variants.VARIANTS["sequencer2d_s"], name=NAME, arch=dict(TINY_ARCH),
-                               input_size=28, weights=None)
+    tiny = dataclasses.replace(
+        variants.VARIANTS["sequencer2d_s"], name=NAME, arch=dict(TINY_ARCH), input_size=28, weights=None
+    )
     monkeypatch.setitem(variants.VARIANTS, NAME, tiny)
 
 
@@ -86,26 +87,44 @@ def _error_lines(err):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["predict", "{img}", "--weights", "/nonexistent/x.weights.h5"],
-         "keras-sequencer predict: error: --weights /nonexistent/x.weights.h5: no such file"),
-        (["predict", "{img}", "--weights", "{tmp}"],
-         "keras-sequencer predict: error: --weights {tmp}: is a directory, expected a file"),
-        (["predict", "{img}", "--model", "sequencer2d_xs"],
-         "keras-sequencer predict: error: --model sequencer2d_xs: Unknown model 'sequencer2d_xs'. Did you mean"),
-        (["predict", "{img}", "--model", "sequencer2d_s_392"],
-         "keras-sequencer predict: error: --model sequencer2d_s_392 has no published ImageNet weights"),
+        (
+            ["predict", "{img}", "--weights", "/nonexistent/x.weights.h5"],
+            "keras-sequencer predict: error: --weights /nonexistent/x.weights.h5: no such file",
+        ),
+        (
+            ["predict", "{img}", "--weights", "{tmp}"],
+            "keras-sequencer predict: error: --weights {tmp}: is a directory, expected a file",
+        ),
+        (
+            ["predict", "{img}", "--model", "sequencer2d_xs"],
+            "keras-sequencer predict: error: --model sequencer2d_xs: Unknown model 'sequencer2d_xs'. Did you mean",
+        ),
+        (
+            ["predict", "{img}", "--model", "sequencer2d_s_392"],
+            "keras-sequencer predict: error: --model sequencer2d_s_392 has no published ImageNet weights",
+        ),
         (["predict", "{img}", "--top", "0"], "keras-sequencer predict: error: --top must be at least 1"),
         (["validate", "{tmp}/missing"], "keras-sequencer validate: error: DATA_DIR {tmp}/missing: no such directory"),
-        (["validate", "{tmp}", "--weights", "/nonexistent.pth"],
-         "keras-sequencer validate: error: --weights /nonexistent.pth: no such file"),
-        (["validate", "{tmp}", "--input-size", "1", "32", "32"],
-         "keras-sequencer validate: error: --input-size must have 3 channels (RGB); got 1."),
-        (["convert", "{tmp}/missing.pth", "{tmp}/out.weights.h5"],
-         "keras-sequencer convert: error: {tmp}/missing.pth: no such file"),
-        (["convert", "{img}", "{tmp}/out.weights.h5"],
-         "keras-sequencer convert: error: {img}: expected a .safetensors, .pth, .pt, .bin checkpoint"),
-        (["convert", "{ckpt}", "{tmp}/out.h5"],
-         "keras-sequencer convert: error: OUTPUT {tmp}/out.h5: must end in .weights.h5"),
+        (
+            ["validate", "{tmp}", "--weights", "/nonexistent.pth"],
+            "keras-sequencer validate: error: --weights /nonexistent.pth: no such file",
+        ),
+        (
+            ["validate", "{tmp}", "--input-size", "1", "32", "32"],
+            "keras-sequencer validate: error: --input-size must have 3 channels (RGB); got 1.",
+        ),
+        (
+            ["convert", "{tmp}/missing.pth", "{tmp}/out.weights.h5"],
+            "keras-sequencer convert: error: {tmp}/missing.pth: no such file",
+        ),
+        (
+            ["convert", "{img}", "{tmp}/out.weights.h5"],
+            "keras-sequencer convert: error: {img}: expected a .safetensors, .pth, .pt, .bin checkpoint",
+        ),
+        (
+            ["convert", "{ckpt}", "{tmp}/out.h5"],
+            "keras-sequencer convert: error: OUTPUT {tmp}/out.h5: must end in .weights.h5",
+        ),
     ],
 )
 def test_errors_are_one_line_before_any_model_is_built(tmp_path, capsys, no_model, argv, message):
@@ -122,8 +141,10 @@ def test_errors_are_one_line_before_any_model_is_built(tmp_path, capsys, no_mode
 
 def test_debug_shows_the_error_itself(tmp_path, no_model):
     (img,) = _images(str(tmp_path), ["cat.jpg"])
-    for argv in (["--debug", "predict", img, "--weights", "/x.weights.h5"],
-                 ["predict", img, "--weights", "/x.weights.h5", "--debug"]):
+    for argv in (
+        ["--debug", "predict", img, "--weights", "/x.weights.h5"],
+        ["predict", img, "--weights", "/x.weights.h5", "--debug"],
+    ):
         with pytest.raises(CLIError, match="--weights /x.weights.h5: no such file"):
             cli.main(argv)
 
@@ -176,8 +197,24 @@ def test_predict_classifies_every_readable_file_and_names_the_others(tmp_path, c
     Image.open(good[2]).convert("L").save(good[2])  # grayscale: read as RGB, not an error
     not_image, truncated, empty = _bad_files(str(tmp_path))
     missing = str(tmp_path / "missing.jpg")
-    argv = ["predict", good[0], not_image, truncated, good[1], empty, missing, good[2],
-            "--model", NAME, "--weights", tiny_weights, "--top", "2", "-b", "2"]
+    argv = [
+        "predict",
+        good[0],
+        not_image,
+        truncated,
+        good[1],
+        empty,
+        missing,
+        good[2],
+        "--model",
+        NAME,
+        "--weights",
+        tiny_weights,
+        "--top",
+        "2",
+        "-b",
+        "2",
+    ]
     assert cli.main(argv) == 1
     captured = capsys.readouterr()
     out = captured.out.splitlines()
@@ -218,8 +255,18 @@ def test_validate_leaves_out_unreadable_files(tmp_path, capsys, tiny_weights):
         _images(str(tmp_path / "data" / "val" / wnid), ["a.JPEG", "b.png"])
     not_image, truncated, empty = _bad_files(str(tmp_path / "data" / "val" / "n01440764"))
     results_file = str(tmp_path / "results.json")
-    argv = ["validate", str(tmp_path / "data"), "--model", NAME, "--weights", tiny_weights, "-b", "3",
-            "--results-file", results_file]
+    argv = [
+        "validate",
+        str(tmp_path / "data"),
+        "--model",
+        NAME,
+        "--weights",
+        tiny_weights,
+        "-b",
+        "3",
+        "--results-file",
+        results_file,
+    ]
     assert cli.main(argv) == 1
     captured = capsys.readouterr()
     assert "(4 images," in captured.out

@@ -54,9 +54,7 @@ def test_weights_argument_reads_an_old_file(expected):
     """``weights=path`` of the builder (the converter's file format) still reads
     an old file, for the same head and for a new head (backbone only)."""
     path = os.path.join(FIXTURES, "sequencer2d_tiny.weights.h5")
-    same = keras_sequencer.Sequencer2D(
-        **make_fixtures.TINY, classes=5, name="sequencer2d_tiny", weights=path
-    )
+    same = keras_sequencer.Sequencer2D(**make_fixtures.TINY, classes=5, name="sequencer2d_tiny", weights=path)
     x = make_fixtures.sample_input()
     np.testing.assert_allclose(same.predict(x, verbose=0), expected["sequencer2d_tiny"], atol=1e-6)
     with pytest.warns(UserWarning, match="classes"):
@@ -71,15 +69,37 @@ def test_weights_argument_reads_an_old_file(expected):
 # The public API of release 0.1.0: the package's names and its layers module.
 PUBLIC_NAMES = {
     "keras_sequencer": [
-        "MODEL_CONFIGS", "MODEL_REGISTRY", "Sequencer2D", "Sequencer2DL", "Sequencer2DM",
-        "Sequencer2DS", "SequencerModel", "VanillaSequencer", "create_model",
-        "decode_predictions", "feature_extractor", "layers", "list_models", "load_image",
+        "MODEL_CONFIGS",
+        "MODEL_REGISTRY",
+        "Sequencer2D",
+        "Sequencer2DL",
+        "Sequencer2DM",
+        "Sequencer2DS",
+        "SequencerModel",
+        "VanillaSequencer",
+        "create_model",
+        "decode_predictions",
+        "feature_extractor",
+        "layers",
+        "list_models",
+        "load_image",
         "preprocess_input",
     ],
     "keras_sequencer.layers": [
-        "BiLSTM1D", "BiLSTM2D", "DropPath", "IMPLEMENTATIONS", "ImageInputCheck", "PACKAGE",
-        "PatchEmbedding", "PositionEmbedding", "RNN_TYPES", "Sequencer2DBlock", "UNIONS",
-        "VanillaSequencerBlock", "fused_lstm", "make_rnn",
+        "BiLSTM1D",
+        "BiLSTM2D",
+        "DropPath",
+        "IMPLEMENTATIONS",
+        "ImageInputCheck",
+        "PACKAGE",
+        "PatchEmbedding",
+        "PositionEmbedding",
+        "RNN_TYPES",
+        "Sequencer2DBlock",
+        "UNIONS",
+        "VanillaSequencerBlock",
+        "fused_lstm",
+        "make_rnn",
     ],
     "keras_sequencer.models": ["IMAGENET_MEAN", "IMAGENET_STD", "MODEL_CONFIGS"],
     "keras_sequencer.registry": ["MODEL_REGISTRY", "create_model", "get_spec", "list_models"],

@@ -27,9 +27,7 @@ VARIANTS = {
     "cat": dict(TINY_ARCH),
     "add_unidirectional": dict(TINY_ARCH, union="add", bidirectional=False),
     "vertical": dict(TINY_ARCH, union="vertical"),
-    "horizontal_no_fc": dict(
-        TINY_ARCH, union="horizontal", with_fc=False, embed_dims=(8, 12, 12, 12)
-    ),
+    "horizontal_no_fc": dict(TINY_ARCH, union="horizontal", with_fc=False, embed_dims=(8, 12, 12, 12)),
     "cat_no_fc": dict(TINY_ARCH, with_fc=False, embed_dims=(16, 24, 24, 24)),
 }
 

@@ -51,7 +51,11 @@ def train(distribution, probe):
 def run_script(body, env=None, timeout=300):
     script = TRAIN_WITH_PROBE + textwrap.dedent(body)
     proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=dict(os.environ, PYTHONPATH=REPO, **(env or {})),
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -261,11 +265,16 @@ def test_two_processes_train_to_identical_weights(tmp_path):
     .initialize + DataParallel) train together and end with identical weights."""
     procs = []
     for env in worker_environments():
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(tmp_path)], cwd=REPO,
-            env=dict(os.environ, PYTHONPATH=REPO, **env),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(tmp_path)],
+                cwd=REPO,
+                env=dict(os.environ, PYTHONPATH=REPO, **env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = []
     try:
         for proc in procs:

@@ -24,16 +24,14 @@ import time
 import keras
 import numpy as np
 import pytest
-
-from keras_sequencer.training import backup
 from test_data import make_image_folder
 from test_distribute import free_ports, worker_environments
 
+from keras_sequencer.training import backup
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
-multi_process = pytest.mark.skipif(
-    BACKEND == "torch", reason="Keras' torch backend has no multi-process training"
-)
+multi_process = pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch backend has no multi-process training")
 
 # keras-sequencer train with a tiny "sequencer2d_s"; SIGKILLs itself after the
 # second batch of epoch KILL_EPOCH (0-based; -1: never) and writes the final
@@ -74,8 +72,12 @@ def start(args, env, log):
     """A worker process in its own process group, output to ``log``."""
     with open(log, "w") as out:
         return subprocess.Popen(
-            [sys.executable, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONPATH=REPO, **env), start_new_session=True,
+            [sys.executable, *args],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONPATH=REPO, **env),
+            start_new_session=True,
         )
 
 
@@ -108,16 +110,23 @@ def test_killed_worker_resumes_with_both_workers_identical(tmp_path):
     make_image_folder(str(tmp_path / "data"), per_class=16, size=(20, 20))
     out = tmp_path / "out"
     # 32 images, 4 per device x 2 workers -> 4 steps per epoch, 3 epochs
-    argv = ["train", str(tmp_path / "data"), *(
-        "--model sequencer2d_s -b 4 -j 1 --epochs 3 --warmup-epochs 1 --cooldown-epochs 0 --img-size 16 "
-        f"--lr 1e-3 --mixup 0 --cutmix 0 --reprob 0 --output {out}"
-    ).split()]
+    argv = [
+        "train",
+        str(tmp_path / "data"),
+        *(
+            "--model sequencer2d_s -b 4 -j 1 --epochs 3 --warmup-epochs 1 --cooldown-epochs 0 --img-size 16 "
+            f"--lr 1e-3 --mixup 0 --cutmix 0 --reprob 0 --output {out}"
+        ).split(),
+    ]
     envs = worker_environments()
 
     def run_workers(kill_epochs, attempt):
         return [
-            start(["-c", DRIVER, str(kill), str(tmp_path / f"report{i}"), *argv], env,
-                  tmp_path / f"worker{i}-{attempt}.log")
+            start(
+                ["-c", DRIVER, str(kill), str(tmp_path / f"report{i}"), *argv],
+                env,
+                tmp_path / f"worker{i}-{attempt}.log",
+            )
             for i, (kill, env) in enumerate(zip(kill_epochs, envs))
         ]
 
@@ -175,8 +184,18 @@ def test_unreachable_peer_fails_in_bounded_time_with_one_line(tmp_path):
     make_image_folder(str(tmp_path / "data"), per_class=2, size=(20, 20))
     env, peer = lonely_worker_environment()
     env["KERAS_SEQUENCER_DIST_TIMEOUT"] = "5"
-    args = ["-m", "keras_sequencer.cli", "train", str(tmp_path / "data"), "--model",
-            "sequencer2d_s", "--img-size", "16", "--output", str(tmp_path / "out")]
+    args = [
+        "-m",
+        "keras_sequencer.cli",
+        "train",
+        str(tmp_path / "data"),
+        "--model",
+        "sequencer2d_s",
+        "--img-size",
+        "16",
+        "--output",
+        str(tmp_path / "out"),
+    ]
     begun = time.monotonic()
     proc = start(args, env, tmp_path / "worker.log")
     try:

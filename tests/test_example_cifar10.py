@@ -28,12 +28,24 @@ def test_cifar10_example_on_mock_data(tmp_path, monkeypatch):
     # ~16 of the 40 mock images fall in the 4 classes; 8 of them make exactly one
     # batch, so each model compiles its train / test step for one batch shape only.
     with tfds.testing.mock_data(num_examples=40):
-        results = example.main([
-            "--epochs", "1", "--batch-size", "8", "--limit", "8", "--output-dir", str(out),
-            "--data-dir", str(tmp_path / "tfds"),
-        ])
+        results = example.main(
+            [
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--limit",
+                "8",
+                "--output-dir",
+                str(out),
+                "--data-dir",
+                str(tmp_path / "tfds"),
+            ]
+        )
     assert [r["model"] for r in results] == [
-        "sequencer2d_cifar_small", "sequencer2d_cifar_medium", "vanilla_bilstm_cifar"
+        "sequencer2d_cifar_small",
+        "sequencer2d_cifar_medium",
+        "vanilla_bilstm_cifar",
     ]
     for result in results:
         assert np.isfinite(result["loss"]) and 0.0 <= result["accuracy"] <= 1.0
@@ -65,7 +77,10 @@ def test_digits_without_scikit_learn_fails_before_any_work(tmp_path, monkeypatch
 
     monkeypatch.setitem(sys.modules, "sklearn", None)  # as if not installed
     out = tmp_path / "out"
-    with pytest.raises(optional.MissingPackageError, match=r'scikit-learn.*keras-sequencer\[train\]|keras-sequencer\[train\].*scikit-learn'):
+    with pytest.raises(
+        optional.MissingPackageError,
+        match=r"scikit-learn.*keras-sequencer\[train\]|keras-sequencer\[train\].*scikit-learn",
+    ):
         _example().main(["--dataset", "digits", "--output-dir", str(out)])
     assert not out.exists()
 

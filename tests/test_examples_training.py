@@ -17,8 +17,22 @@ def test_cifar10_finetune_one_epoch_on_mock_data(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "create_model", create_model_with_tiny_s)  # a tiny "S"
     monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: True)  # mock data: no download
     example = load_script("examples/cifar10_finetune.py")
-    argv = ["--epochs", "1", "--batch-size", "8", "--image-size", "16", "--weights", "none",
-            "--warmup-epochs", "0", "--output-dir", str(tmp_path), "--data-dir", str(tmp_path / "tfds")]
+    argv = [
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "16",
+        "--weights",
+        "none",
+        "--warmup-epochs",
+        "0",
+        "--output-dir",
+        str(tmp_path),
+        "--data-dir",
+        str(tmp_path / "tfds"),
+    ]
     with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
         assert example.main(argv) == 0
     with open(tmp_path / "history.csv", newline="") as f:

@@ -31,9 +31,7 @@ pytestmark = pytest.mark.skipif(
 # Two stages, one block each: every kind of layer the exports translate, in
 # seconds. At SIZE (non-square) the grids are 4x6 and 2x3, so the columns and
 # rows run as separate recurrences; square inputs batch them into one.
-MICRO = dict(
-    layers=(1, 1), patch_sizes=(4, 2), embed_dims=(8, 8), hidden_sizes=(4, 4), mlp_ratios=(2.0, 2.0)
-)
+MICRO = dict(layers=(1, 1), patch_sizes=(4, 2), embed_dims=(8, 8), hidden_sizes=(4, 4), mlp_ratios=(2.0, 2.0))
 SIZE = (16, 24)
 TOLERANCE = 1e-4
 # The int8 model quantizes each Dense input row at run time (scale max|x| / 127). A value
@@ -52,6 +50,8 @@ def assert_matches(name, actual, desired, atol=TOLERANCE):
         return
     per_image = np.abs(np.asarray(actual) - np.asarray(desired)).reshape(len(desired), -1).max(-1)
     assert np.mean(per_image <= atol) >= 0.5 and per_image.max() <= INT8_TOLERANCE, per_image
+
+
 SUFFIX = {"onnx": ".onnx", "litert": ".tflite", "tf_saved_model": ""}
 
 
@@ -62,9 +62,7 @@ def micro_model(**kwargs):
 
 
 def images(shape, batch, seed=0, scale=1.0):
-    return (np.random.default_rng(seed).normal(0, 1, (batch,) + tuple(shape)) * scale).astype(
-        "float32"
-    )
+    return (np.random.default_rng(seed).normal(0, 1, (batch,) + tuple(shape)) * scale).astype("float32")
 
 
 def expected(model, x):
@@ -148,18 +146,34 @@ def int8_model():
 ARCHITECTURES = {
     "int8": (int8_model, SIZE),
     "features_fused_square": (lambda: micro_model(include_top=False, implementation="fused"), (16, 16)),
-    "avg_pool_preprocessing": (
-        lambda: micro_model(include_top=False, pooling="avg", include_preprocessing=True), SIZE),
+    "avg_pool_preprocessing": (lambda: micro_model(include_top=False, pooling="avg", include_preprocessing=True), SIZE),
     "gru_add": (lambda: micro_model(rnn_type="gru", union="add"), (16, 16)),
     "rnn_vertical": (
-        lambda: Sequencer2D(**dict(MICRO, hidden_sizes=(4, 4)), rnn_type="rnn", union="vertical",
-                            with_fc=False, classes=3, classifier_activation="softmax"), SIZE),
+        lambda: Sequencer2D(
+            **dict(MICRO, hidden_sizes=(4, 4)),
+            rnn_type="rnn",
+            union="vertical",
+            with_fc=False,
+            classes=3,
+            classifier_activation="softmax",
+        ),
+        SIZE,
+    ),
     "unidirectional_horizontal_max": (
-        lambda: micro_model(bidirectional=False, union="horizontal", include_top=False,
-                            pooling="max"), SIZE),
+        lambda: micro_model(bidirectional=False, union="horizontal", include_top=False, pooling="max"),
+        SIZE,
+    ),
     "vanilla_position_embedding": (
-        lambda: VanillaSequencer(**MICRO, input_shape=(16, 24, 3), position_embedding=True,
-                                 stem_norm=True, classes=4, classifier_activation=None), SIZE),
+        lambda: VanillaSequencer(
+            **MICRO,
+            input_shape=(16, 24, 3),
+            position_embedding=True,
+            stem_norm=True,
+            classes=4,
+            classifier_activation=None,
+        ),
+        SIZE,
+    ),
 }
 
 
@@ -201,10 +215,12 @@ def test_free_size_export_matches_predict_at_every_size(classifier, tmp_path, fm
 
 FREE_ARCHITECTURES = {
     "gru_add": lambda: micro_model(rnn_type="gru", union="add"),
-    "rnn_vertical": lambda: Sequencer2D(**MICRO, rnn_type="rnn", union="vertical", with_fc=False,
-                                        classes=3, classifier_activation="softmax"),
+    "rnn_vertical": lambda: Sequencer2D(
+        **MICRO, rnn_type="rnn", union="vertical", with_fc=False, classes=3, classifier_activation="softmax"
+    ),
     "unidirectional_horizontal_max": lambda: micro_model(
-        bidirectional=False, union="horizontal", include_top=False, pooling="max"),
+        bidirectional=False, union="horizontal", include_top=False, pooling="max"
+    ),
     "vanilla": lambda: VanillaSequencer(**MICRO, classes=4, classifier_activation=None),
     "int8": int8_model,
 }
@@ -262,8 +278,22 @@ def micro_weights(monkeypatch, tmp_path):
 
 def test_cli_export_reports_path_size_and_difference(tmp_path, capsys, micro_weights):
     output = str(tmp_path / "micro.tflite")
-    argv = ["export", NAME, "--weights", micro_weights, "--classes", "7", "--format", "litert",
-            "--output", output, "--include-preprocessing", "--input-size", "16", "24"]
+    argv = [
+        "export",
+        NAME,
+        "--weights",
+        micro_weights,
+        "--classes",
+        "7",
+        "--format",
+        "litert",
+        "--output",
+        output,
+        "--include-preprocessing",
+        "--input-size",
+        "16",
+        "24",
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert f"wrote litert to {output} (" in out and "kB)" in out
@@ -273,8 +303,7 @@ def test_cli_export_reports_path_size_and_difference(tmp_path, capsys, micro_wei
     # the artefact normalises raw pixels itself, as the Keras model with preprocessing
     model = registry.create_model(NAME, weights=micro_weights, classes=7, include_preprocessing=True)
     x = np.random.default_rng(1).uniform(0, 255, (2, 16, 24, 3)).astype("float32")
-    np.testing.assert_allclose(export.run_exported(output, "litert", x), expected(model, x),
-                               atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(export.run_exported(output, "litert", x), expected(model, x), atol=TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -289,8 +318,7 @@ def test_cli_export_reports_path_size_and_difference(tmp_path, capsys, micro_wei
         (["{tmp}/m.keras", "--include-preprocessing"], "--include-preprocessing applies to a model name"),
     ],
 )
-def test_cli_errors_are_one_line_before_a_model_is_built(tmp_path, capsys, monkeypatch, micro_weights,
-                                                          argv, message):
+def test_cli_errors_are_one_line_before_a_model_is_built(tmp_path, capsys, monkeypatch, micro_weights, argv, message):
     def fail(*args, **kwargs):
         raise AssertionError("a model was built before the inputs were checked")
 
@@ -308,8 +336,20 @@ def test_cli_errors_are_one_line_before_a_model_is_built(tmp_path, capsys, monke
 
 def test_cli_exports_a_free_size_and_checks_it_at_the_registered_size(tmp_path, capsys, micro_weights):
     output = str(tmp_path / "free.onnx")
-    argv = ["export", NAME, "--weights", micro_weights, "--classes", "7", "--format", "onnx",
-            "--output", output, "--input-size", "any"]
+    argv = [
+        "export",
+        NAME,
+        "--weights",
+        micro_weights,
+        "--classes",
+        "7",
+        "--format",
+        "onnx",
+        "--output",
+        output,
+        "--input-size",
+        "any",
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "input (batch, any, any, 3) float32" in out and "on a batch of 2 at 16x16: " in out
@@ -317,14 +357,24 @@ def test_cli_exports_a_free_size_and_checks_it_at_the_registered_size(tmp_path, 
     assert difference < TOLERANCE
     model = registry.create_model(NAME, weights=micro_weights, classes=7)
     x = images((24, 40, 3), 2)
-    np.testing.assert_allclose(export.run_exported(output, "onnx", x), expected(model, x),
-                               atol=TOLERANCE, rtol=0)
-    litert = ["export", NAME, "--weights", micro_weights, "--format", "litert",
-              "--output", str(tmp_path / "m.tflite"), "--input-size", "any"]
+    np.testing.assert_allclose(export.run_exported(output, "onnx", x), expected(model, x), atol=TOLERANCE, rtol=0)
+    litert = [
+        "export",
+        NAME,
+        "--weights",
+        micro_weights,
+        "--format",
+        "litert",
+        "--output",
+        str(tmp_path / "m.tflite"),
+        "--input-size",
+        "any",
+    ]
     assert cli.main(litert) == 1
     err = capsys.readouterr().err.strip()
-    assert err == ("keras-sequencer export: error: --input-size any: litert artefacts take a "
-                   "fixed size; give N or HEIGHT WIDTH")
+    assert err == (
+        "keras-sequencer export: error: --input-size any: litert artefacts take a fixed size; give N or HEIGHT WIDTH"
+    )
 
 
 def test_missing_converter_is_one_line(tmp_path):
@@ -336,8 +386,10 @@ def test_missing_converter_is_one_line(tmp_path):
     finally:
         sys.path.remove(here)
     script = tmp_path / "check.py"
-    script.write_text(HIDE + textwrap.dedent(
-        f"""
+    script.write_text(
+        HIDE
+        + textwrap.dedent(
+            f"""
         from keras_sequencer.models import Sequencer2D
         from keras_sequencer import cli
         model = Sequencer2D(**{MICRO!r}, classes=2, implementation="keras")
@@ -348,10 +400,12 @@ def test_missing_converter_is_one_line(tmp_path):
         open("m.keras", "wb").close()  # the package is checked before the file is read
         print("CLI:", cli.main(["export", "m.keras", "--format", "onnx", "--output", "m.onnx"]))
         """
-    ))
+        )
+    )
     environ = dict(os.environ, HIDE_MODULES="tf2onnx", PYTHONPATH=os.path.dirname(here))
-    result = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), env=environ,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=str(tmp_path), env=environ, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     hint = 'pip install "keras-sequencer[export]" (or pip install tf2onnx)'
     assert f"API: export to onnx needs tf2onnx, which is not installed: {hint}" in result.stdout
@@ -373,5 +427,4 @@ def test_sequencer2d_s_export_matches_predict(tmp_path):
     path = str(tmp_path / f"s{SUFFIX[fmt]}")
     model.export(path, format=fmt)
     x = images((224, 224, 3), 2)
-    np.testing.assert_allclose(export.run_exported(path, fmt, x), expected(model, x),
-                               atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(export.run_exported(path, fmt, x), expected(model, x), atol=TOLERANCE, rtol=0)

@@ -1,9 +1,9 @@
 """Stage features (timm features_only / forward_intermediates) and pooled embeddings."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from keras_sequencer import Sequencer2D, Sequencer2DS, feature_extractor
 from keras_sequencer.conversion import load_state_dict
 from tests.helpers import TINY_ARCH, random_images, requires_timm, timm_forward, timm_model, to_numpy
@@ -33,6 +33,7 @@ def test_stage_features_and_embeddings_match_timm():
     assert [o.shape for o in outputs] == [(2, 6, 8, 16), (2, 3, 4, 24), (2, 3, 4, 24), (2, 3, 4, 24)]
     for actual, wanted in zip(outputs, expected):
         np.testing.assert_allclose(actual, wanted, atol=ATOL)
+
     # The default is timm's out_indices (0, 1, 2); outputs come in the order asked for.
     def same(model, indices):  # identity: KerasTensor's == is symbolic
         return len(model.outputs) == len(indices) and all(

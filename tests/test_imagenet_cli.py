@@ -131,8 +131,22 @@ def test_validate_on_a_folder_with_known_accuracy(tiny, tmp_path, capsys, amp):
     top1, top5 = _known_folder(str(tmp_path / "data"), torch_model, wnids, 28, [0, 0, 0, 2, 2, 400])
     assert (top1, top5) == (50.0, pytest.approx(500 / 6))
     results_file = str(tmp_path / "results.json")
-    argv = ["validate", str(tmp_path / "data"), "--model", NAME, "--weights", weights, "-b", "4",  # 4 + 2 (padded)
-            "--input-size", "3", "28", "28", "--results-file", results_file]
+    argv = [
+        "validate",
+        str(tmp_path / "data"),
+        "--model",
+        NAME,
+        "--weights",
+        weights,
+        "-b",
+        "4",  # 4 + 2 (padded)
+        "--input-size",
+        "3",
+        "28",
+        "28",
+        "--results-file",
+        results_file,
+    ]
     assert cli.main(argv + (["--amp"] if amp else [])) == 0
     with open(results_file) as f:
         results = json.load(f)
@@ -157,8 +171,27 @@ def test_validate_plain_class_folders_use_sorted_order(tiny, tmp_path):
     samples, class_names = image_folder(data_dir)
     assert class_names == sorted(os.listdir(data_dir))
     results_file = str(tmp_path / "r.json")
-    assert cli.main(["validate", data_dir, "--model", NAME, "--weights", weights, "--num-classes", "3",
-                     "--input-size", "3", "28", "28", "--results-file", results_file]) == 0
+    assert (
+        cli.main(
+            [
+                "validate",
+                data_dir,
+                "--model",
+                NAME,
+                "--weights",
+                weights,
+                "--num-classes",
+                "3",
+                "--input-size",
+                "3",
+                "28",
+                "28",
+                "--results-file",
+                results_file,
+            ]
+        )
+        == 0
+    )
     with open(results_file) as f:
         results = json.load(f)
     assert results["top1"] == pytest.approx(top1)
@@ -174,7 +207,20 @@ def test_validate_rejects_bad_input(tiny, tmp_path):
         image_folder(str(tmp_path))
     # --debug: the error itself instead of its one-line report (tests/test_cli.py)
     with pytest.raises(ValueError, match="3 channels"):
-        cli.main(["--debug", "validate", str(tmp_path), "--model", NAME, "--weights", weights,
-                  "--input-size", "1", "56", "56"])
+        cli.main(
+            [
+                "--debug",
+                "validate",
+                str(tmp_path),
+                "--model",
+                NAME,
+                "--weights",
+                weights,
+                "--input-size",
+                "1",
+                "56",
+                "56",
+            ]
+        )
     with pytest.raises(ValueError, match="Unknown model"):
         cli.main(["--debug", "predict", "x.png", "--model", "sequencer2d_xl", "--weights", weights])

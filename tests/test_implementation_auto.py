@@ -111,9 +111,7 @@ def test_auto_runs_the_path_it_names(monkeypatch):
 
 def test_a_saved_auto_model_reloads_equal_and_keeps_auto():
     saved_as = "auto"  # files saved with "keras"/"fused": tests/test_compat.py
-    model = Sequencer2D(
-        **TINY_ARCH, input_shape=(28, 28, 3), classes=3, implementation=saved_as
-    )
+    model = Sequencer2D(**TINY_ARCH, input_shape=(28, 28, 3), classes=3, implementation=saved_as)
     images = random_images(2, 28, 28)
     expected = run_model(model, images)
     reloaded = save_and_reload(model)
@@ -133,16 +131,17 @@ def test_mixed_bfloat16_runs_and_stays_close_to_float32():
     default) also trains."""
     images = random_images(4, 28, 28)
     labels = np.arange(4) % 3
-    reference = Sequencer2D(
-        **TINY_ARCH, input_shape=(28, 28, 3), classes=3, classifier_activation=None
-    )
+    reference = Sequencer2D(**TINY_ARCH, input_shape=(28, 28, 3), classes=3, classifier_activation=None)
     expected = run_model(reference, images)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         for implementation in ("keras", "fused"):
             model = Sequencer2D(
-                **TINY_ARCH, input_shape=(28, 28, 3), classes=3, classifier_activation=None,
+                **TINY_ARCH,
+                input_shape=(28, 28, 3),
+                classes=3,
+                classifier_activation=None,
                 implementation=implementation,
             )
             model.set_weights(reference.get_weights())

@@ -112,9 +112,7 @@ def test_tf_reduce_per_replica_signature_and_callers():
         "strategy",
         "reduction",
     ]
-    assert list(inspect.signature(trainer._collective_all_reduce_multi_worker).parameters) == [
-        "strategy"
-    ]
+    assert list(inspect.signature(trainer._collective_all_reduce_multi_worker).parameters) == ["strategy"]
     # train and test steps reduce their logs through the module-level name (what is patched)
     source = inspect.getsource(trainer.TensorFlowTrainer._make_function)
     assert re.search(r"(?<![.\w])reduce_per_replica\(\s*outputs,[^)]*reduction=\"auto\"", source)

@@ -37,9 +37,7 @@ def _api_signatures(name):
         elif isinstance(node, ast.ImportFrom) and node.module == "keras_sequencer.kernels.generic":
             for alias in node.names:
                 found[alias.asname or alias.name] = generic_defs[alias.name]
-    return {
-        fn: ast.dump(found[fn].args) if fn in found else None for fn in generic.KERNEL_API
-    }
+    return {fn: ast.dump(found[fn].args) if fn in found else None for fn in generic.KERNEL_API}
 
 
 def test_dispatch_returns_the_running_backends_module():
@@ -47,9 +45,7 @@ def test_dispatch_returns_the_running_backends_module():
     assert module.__name__ == f"keras_sequencer.kernels.{keras.backend.backend()}"
     assert backend_kernels() is module
     for fn in generic.KERNEL_API:
-        assert inspect.signature(getattr(module, fn)) == inspect.signature(
-            getattr(generic, fn)
-        ), fn
+        assert inspect.signature(getattr(module, fn)) == inspect.signature(getattr(generic, fn)), fn
 
 
 @pytest.mark.parametrize("name", BACKEND_MODULES)
@@ -72,10 +68,7 @@ def test_layers_do_not_ask_for_the_backend():
     assert calls == []
     assert "backend()" not in open(layers.__file__).read().replace("backend_kernels()", "")
     imported = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     } | {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported.isdisjoint({"jax", "tensorflow", "torch"})
 
@@ -88,9 +81,7 @@ def test_no_private_names_imported_between_layers_and_kernels():
     for path in paths:
         for node in ast.walk(_tree(path)):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras_sequencer"):
-                private += [
-                    f"{os.path.basename(path)}: {a.name}" for a in node.names if a.name.startswith("_")
-                ]
+                private += [f"{os.path.basename(path)}: {a.name}" for a in node.names if a.name.startswith("_")]
         assert sum(1 for _ in open(path)) <= 600, path
     assert private == []
 

@@ -244,10 +244,7 @@ def test_fused_block_on_torch_skips_sublayer_call_overhead(policy, monkeypatch):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        blocks = [
-            layers.Sequencer2DBlock(4, drop_path_rate=0.1, implementation=impl)
-            for impl in ("keras", "fused")
-        ]
+        blocks = [layers.Sequencer2DBlock(4, drop_path_rate=0.1, implementation=impl) for impl in ("keras", "fused")]
         x = random_images(2, 3, 4, 8)
         for block in blocks:
             block.build(x.shape)
@@ -294,8 +291,7 @@ def test_fused_block_adds_its_residuals_inside_the_gemms(training, drop_path_rat
     import torch
 
     blocks = [
-        layers.Sequencer2DBlock(4, drop_path_rate=drop_path_rate, implementation=impl)
-        for impl in ("keras", "fused")
+        layers.Sequencer2DBlock(4, drop_path_rate=drop_path_rate, implementation=impl) for impl in ("keras", "fused")
     ]
     x = torch.from_numpy(random_images(2, 3, 4, 8))
     for block in blocks:
@@ -305,6 +301,4 @@ def test_fused_block_adds_its_residuals_inside_the_gemms(training, drop_path_rat
         got = blocks[1](x, training=training)
     assert [e.name for e in profile.events()].count("aten::addmm_") == in_place_gemms
     if not (training and drop_path_rate):  # (DropPath draws its own mask per call)
-        np.testing.assert_allclose(
-            to_numpy(got), to_numpy(blocks[0](x, training=training)), atol=1e-5, rtol=0
-        )
+        np.testing.assert_allclose(to_numpy(got), to_numpy(blocks[0](x, training=training)), atol=1e-5, rtol=0)

@@ -73,8 +73,11 @@ def test_missing_keras_backend_is_one_line():
 
 
 def test_first_installed_backend_when_none_is_chosen(tmp_path):
-    for installed, expected in [({"tensorflow", "jax", "torch"}, "tensorflow"), ({"jax", "torch"}, "jax"),
-                                ({"torch"}, "torch")]:
+    for installed, expected in [
+        ({"tensorflow", "jax", "torch"}, "tensorflow"),
+        ({"jax", "torch"}, "jax"),
+        ({"torch"}, "torch"),
+    ]:
         environ = {"KERAS_HOME": str(tmp_path / "empty")}
         assert choose_backend(environ, installed=installed.__contains__, keras_imported=False) == expected
         assert environ["KERAS_BACKEND"] == expected
@@ -159,12 +162,28 @@ def test_command_without_a_backend_prints_one_line(tmp_path, keras_backend):
 def test_public_names():
     import keras_sequencer
 
-    for name in ("layers", "Sequencer2D", "Sequencer2DS", "Sequencer2DM", "Sequencer2DL", "VanillaSequencer",
-                 "SequencerModel", "MODEL_CONFIGS", "MODEL_REGISTRY", "create_model", "list_models",
-                 "feature_extractor", "decode_predictions", "load_image", "preprocess_input", "__version__"):
+    for name in (
+        "layers",
+        "Sequencer2D",
+        "Sequencer2DS",
+        "Sequencer2DM",
+        "Sequencer2DL",
+        "VanillaSequencer",
+        "SequencerModel",
+        "MODEL_CONFIGS",
+        "MODEL_REGISTRY",
+        "create_model",
+        "list_models",
+        "feature_extractor",
+        "decode_predictions",
+        "load_image",
+        "preprocess_input",
+        "__version__",
+    ):
         assert hasattr(keras_sequencer, name), name
     from keras_sequencer.models import IMAGENET_MEAN, IMAGENET_STD
-    from keras_sequencer.preprocessing import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD
+    from keras_sequencer.preprocessing import IMAGENET_MEAN as MEAN
+    from keras_sequencer.preprocessing import IMAGENET_STD as STD
 
     assert (IMAGENET_MEAN, IMAGENET_STD) == (MEAN, STD)
 
@@ -221,8 +240,9 @@ def test_run_all_backends_runs_the_installed_subset(tmp_path):
     keep = INSTALLED[-1]
     hidden = [b for b in backend_setup.PREFERENCE if b != keep]
     test = os.path.join(REPO, "tests", "test_package.py") + "::test_keras_backend_is_used_as_set"
-    code = RUNNER.format(argv=[test, "-q", "-p", "no:cacheprovider"],
-                         path=os.path.join(REPO, "tests", "run_all_backends.py"))
+    code = RUNNER.format(
+        argv=[test, "-q", "-p", "no:cacheprovider"], path=os.path.join(REPO, "tests", "run_all_backends.py")
+    )
     # The runner's --basetemp lives under the temp folder; point that at a fresh
     # one, or it could be a parent of tmp_path (the torch pass of the runner itself).
     (tmp_path / "tmp").mkdir()
@@ -241,7 +261,7 @@ def test_predict_with_only_one_backend_installed(tmp_path):
     (KERAS_BACKEND unset): nothing on the way imports a backend it does not need."""
     keep = INSTALLED[-1]
     hidden = [b for b in backend_setup.PREFERENCE if b != keep]
-    code = f"""
+    code = """
         import dataclasses
         import numpy as np
         from PIL import Image

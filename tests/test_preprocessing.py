@@ -1,9 +1,9 @@
 """preprocess_input / load_image against timm's eval transform, include_preprocessing, decode_predictions."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from keras_sequencer import Sequencer2D, decode_predictions, load_image, preprocess_input
 from keras_sequencer.imagenet import imagenet_classes
 from tests.helpers import TINY_ARCH, requires_timm, to_numpy
@@ -24,8 +24,13 @@ def _timm_eval(image, input_size=(3, 224, 224), crop_pct=0.875):
     from timm.data import create_transform, resolve_data_config
 
     config = resolve_data_config(
-        dict(input_size=input_size, crop_pct=crop_pct, interpolation="bicubic",
-             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        dict(
+            input_size=input_size,
+            crop_pct=crop_pct,
+            interpolation="bicubic",
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+        )
     )
     assert config["crop_pct"] == crop_pct and config["interpolation"] == "bicubic"
     return create_transform(**config, is_training=False)(image).permute(1, 2, 0).numpy()
@@ -68,7 +73,9 @@ def test_preprocess_input_numpy_and_tensor():
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(out, (raw / 255.0 - mean) / std, atol=1e-6)
     np.testing.assert_allclose(to_numpy(preprocess_input(keras.ops.convert_to_tensor(raw))), out, atol=1e-6)
-    np.testing.assert_allclose(preprocess_input(raw.astype("uint8")), preprocess_input(raw.astype("uint8").astype("float32")))
+    np.testing.assert_allclose(
+        preprocess_input(raw.astype("uint8")), preprocess_input(raw.astype("uint8").astype("float32"))
+    )
     with pytest.raises(ValueError, match=r"channels last \(\.\.\., 3\)"):
         preprocess_input(np.zeros((1, 3, 8, 8)))
 
@@ -182,7 +189,9 @@ def test_normalize_is_the_one_normalisation():
     expected = (raw / 255.0 - np.array(preprocessing.IMAGENET_MEAN)) / np.array(preprocessing.IMAGENET_STD)
     np.testing.assert_allclose(preprocessing.normalize(raw), expected, atol=1e-6)
     np.testing.assert_allclose(
-        (raw - np.array(preprocessing.IMAGENET_MEAN_255)) / np.array(preprocessing.IMAGENET_STD_255), expected, atol=1e-6
+        (raw - np.array(preprocessing.IMAGENET_MEAN_255)) / np.array(preprocessing.IMAGENET_STD_255),
+        expected,
+        atol=1e-6,
     )
     tensor = preprocessing.normalize(keras.ops.convert_to_tensor(raw))
     np.testing.assert_allclose(to_numpy(tensor), expected, atol=1e-6)
@@ -211,8 +220,15 @@ def test_image_extensions_cover_every_reader():
 @requires_timm
 @pytest.mark.parametrize(
     "mode, suffix, size",
-    [("L", ".png", (70, 50)), ("RGBA", ".png", (70, 50)), ("CMYK", ".jpg", (70, 50)), ("P", ".gif", (70, 50)),
-     ("RGB", ".webp", (70, 50)), ("RGB", ".png", (1, 1)), ("LA", ".png", (50, 70))],
+    [
+        ("L", ".png", (70, 50)),
+        ("RGBA", ".png", (70, 50)),
+        ("CMYK", ".jpg", (70, 50)),
+        ("P", ".gif", (70, 50)),
+        ("RGB", ".webp", (70, 50)),
+        ("RGB", ".png", (1, 1)),
+        ("LA", ".png", (50, 70)),
+    ],
 )
 def test_image_modes_and_formats_load_as_timm_reads_them(tmp_path, mode, suffix, size):
     """Every mode Pillow opens gives what timm's loader (``convert("RGB")``) and

@@ -120,10 +120,19 @@ def register(monkeypatch, tmp_path):
         monkeypatch.setitem(
             variants.VARIANTS,
             VARIANT,
-            variants.Variant(VARIANT, "sequencer2d", TINY_ARCH, weights=variants.PublishedWeights(
-                repo=f"test/{VARIANT}.in1k", commit=COMMIT, sha256=sha256,
-                original_url="https://example.invalid/tiny.pth", top1=None, top5=None,
-            )),
+            variants.Variant(
+                VARIANT,
+                "sequencer2d",
+                TINY_ARCH,
+                weights=variants.PublishedWeights(
+                    repo=f"test/{VARIANT}.in1k",
+                    commit=COMMIT,
+                    sha256=sha256,
+                    original_url="https://example.invalid/tiny.pth",
+                    top1=None,
+                    top5=None,
+                ),
+            ),
         )
         monkeypatch.setenv(pretrained.BASE_URL_ENV, base_url)
         monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))

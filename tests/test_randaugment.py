@@ -48,6 +48,7 @@ def digit_images():
 
 # -- the --aa grammar ---------------------------------------------------------
 
+
 @requires_timm
 @pytest.mark.parametrize(
     "aa",
@@ -77,8 +78,18 @@ def test_policy_matches_timm_rand_augment_transform(aa):
 
 @pytest.mark.parametrize(
     "aa",
-    ["original", "augmix-m5", "rand-m9-w0", "rand-tweights", "rand-m9.5", "rand-n0", "rand-p2",
-     "rand-inc", "rand-mstd-1", "rand-m9-foo"],
+    [
+        "original",
+        "augmix-m5",
+        "rand-m9-w0",
+        "rand-tweights",
+        "rand-m9.5",
+        "rand-n0",
+        "rand-p2",
+        "rand-inc",
+        "rand-mstd-1",
+        "rand-m9-foo",
+    ],
 )
 def test_unsupported_aa_is_one_line_value_error_naming_the_flag(aa):
     with pytest.raises(ValueError, match="--aa") as error:
@@ -91,6 +102,7 @@ def test_no_augmentation():
 
 
 # -- each op against timm ------------------------------------------------------
+
 
 def timm_argument(name, magnitude, negate, hparams):
     """timm's LEVEL_TO_ARG with its random sign forced (-v if random() > 0.5)."""
@@ -148,13 +160,12 @@ def test_geometric_ops_move_pixels_as_pillow_on_a_square_image():
     ours = randaugment.apply_op("TranslateXRel", image, 0.25).numpy()  # 5 pixels left
     np.testing.assert_array_equal(ours[:, :15], image[:, 5:])
     np.testing.assert_array_equal(ours[:, 15:], np.broadcast_to(FILL, (20, 5, 3)))
-    expected = timm_aa.translate_x_rel(
-        Image.fromarray(image), 0.25, fillcolor=FILL, resample=Image.BILINEAR
-    )
+    expected = timm_aa.translate_x_rel(Image.fromarray(image), 0.25, fillcolor=FILL, resample=Image.BILINEAR)
     np.testing.assert_array_equal(ours, np.asarray(expected))
 
 
 # -- the random draws ----------------------------------------------------------
+
 
 def draws(aa, count=3000):
     policy = parse_auto_augment(aa)
@@ -192,6 +203,7 @@ def test_same_seed_same_image():
 
 
 # -- the whole policy in tf.data ----------------------------------------------
+
 
 @pytest.mark.slow
 def test_policy_in_tf_data_feeds_a_model_on_this_backend():

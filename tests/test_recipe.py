@@ -19,6 +19,7 @@ timm_erasing = pytest.importorskip("timm.data.random_erasing")
 timm_transforms = pytest.importorskip("timm.data.transforms")
 
 from helpers import TINY_ARCH, load_script, random_images, to_numpy  # noqa: E402
+
 from keras_sequencer import cli, data, training  # noqa: E402
 from keras_sequencer.initializers import apply_original_initialization  # noqa: E402
 from keras_sequencer.models import Sequencer2D, drop_path_schedule  # noqa: E402
@@ -79,8 +80,10 @@ def test_crop_box_equals_timm_get_params_on_the_same_draws(height, width, monkey
         sequence = []
         for a, r in zip(areas, logs):  # the draws timm makes: attempts up to the first fit
             sequence += [a, r]
-            fits = round(math.sqrt(a * height * width * math.exp(r))) <= width and round(
-                math.sqrt(a * height * width / math.exp(r))) <= height
+            fits = (
+                round(math.sqrt(a * height * width * math.exp(r))) <= width
+                and round(math.sqrt(a * height * width / math.exp(r))) <= height
+            )
             if fits:
                 sequence += list(offsets)
                 break
@@ -238,8 +241,7 @@ def test_elem_mode_equals_timm_per_image(monkeypatch):
 def test_mix_draws_follow_timm_distributions():
     tf.random.set_seed(3)
     sample = tf.function(lambda _: mix.sample_mix_params(4, 0.8, 1.0, prob=1.0, switch_prob=0.5)[:2])
-    lams, cuts = (to_numpy(t) for t in tf.map_fn(
-        sample, tf.range(400), fn_output_signature=(tf.float32, tf.bool)))
+    lams, cuts = (to_numpy(t) for t in tf.map_fn(sample, tf.range(400), fn_output_signature=(tf.float32, tf.bool)))
     assert (lams == lams[:, :1]).all() and (cuts == cuts[:, :1]).all()  # one draw per batch
     lam, cut = lams[:, 0], cuts[:, 0]
     assert 0.4 < cut.mean() < 0.6
@@ -273,14 +275,19 @@ def test_learning_rate_schedule_matches_timms_cosine_scheduler(on_updates):
     ``t_initial`` and ``warmup_t`` in updates)."""
     cosine_lr = pytest.importorskip("timm.scheduler.cosine_lr")
     epochs, warmup, cooldown, steps = 6, 2, 2, 3
-    config = types.SimpleNamespace(lr=2e-3, min_lr=1e-5, warmup_lr=1e-6, epochs=epochs,
-                                   warmup_epochs=warmup, sched_on_updates=on_updates)
+    config = types.SimpleNamespace(
+        lr=2e-3, min_lr=1e-5, warmup_lr=1e-6, epochs=epochs, warmup_epochs=warmup, sched_on_updates=on_updates
+    )
     ours = training.learning_rate_schedule(config, steps_per_epoch=steps)
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
     scale = steps if on_updates else 1
     scheduler = cosine_lr.CosineLRScheduler(
-        optimizer, t_initial=epochs * scale, lr_min=config.min_lr, warmup_lr_init=config.warmup_lr,
-        warmup_t=warmup * scale, t_in_epochs=not on_updates,
+        optimizer,
+        t_initial=epochs * scale,
+        lr_min=config.min_lr,
+        warmup_lr_init=config.warmup_lr,
+        warmup_t=warmup * scale,
+        t_in_epochs=not on_updates,
     )
     theirs, update = [], 0
     for epoch in range(epochs + cooldown):
@@ -317,7 +324,10 @@ def test_original_initialisation_matches_timm_statistics():
     bias = ours[next(p for p in rnn if p.endswith("/bias"))]
     bound = 1 / math.sqrt(32)
     assert np.abs(kernel).max() <= bound and kernel.std() == pytest.approx(bound / math.sqrt(3), rel=0.1)
-    torch_bias = theirs["stages.0.blocks.0.rnn_tokens.rnn_v.bias_ih_l0"] + theirs["stages.0.blocks.0.rnn_tokens.rnn_v.bias_hh_l0"]
+    torch_bias = (
+        theirs["stages.0.blocks.0.rnn_tokens.rnn_v.bias_ih_l0"]
+        + theirs["stages.0.blocks.0.rnn_tokens.rnn_v.bias_hh_l0"]
+    )
     assert bias.std() == pytest.approx(torch_bias.std(), rel=0.25)
     mlp_bias = ours["stages_0_blocks_0/mlp_fc1/bias"]
     assert 0 < np.abs(mlp_bias).max() < 1e-5
@@ -350,18 +360,46 @@ def test_drop_path_rates_follow_the_original_linear_schedule():
 
 # ---------------------------------------------------------------- flags and pipeline
 def test_recipe_flags_reach_the_config():
-    args = cli.build_parser().parse_args([
-        "train", "/data", "--mixup", "0.8", "--cutmix", "1.0", "--mixup-prob", "0.5",
-        "--mixup-switch-prob", "0.3", "--mixup-mode", "elem", "--reprob", "0.25", "--remode", "rand",
-        "--recount", "2", "--color-jitter", "0.3", "--drop-path", "0.1", "--init", "keras",
-        "--train-interpolation", "bicubic",
-    ])
+    args = cli.build_parser().parse_args(
+        [
+            "train",
+            "/data",
+            "--mixup",
+            "0.8",
+            "--cutmix",
+            "1.0",
+            "--mixup-prob",
+            "0.5",
+            "--mixup-switch-prob",
+            "0.3",
+            "--mixup-mode",
+            "elem",
+            "--reprob",
+            "0.25",
+            "--remode",
+            "rand",
+            "--recount",
+            "2",
+            "--color-jitter",
+            "0.3",
+            "--drop-path",
+            "0.1",
+            "--init",
+            "keras",
+            "--train-interpolation",
+            "bicubic",
+        ]
+    )
     config = training.config_from_args(args)
     assert (config.mixup_prob, config.mixup_switch_prob, config.mixup_mode) == (0.5, 0.3, "elem")
     assert (config.reprob, config.remode, config.recount, config.color_jitter) == (0.25, "rand", 2, 0.3)
     assert (config.drop_path, config.init, config.train_interpolation) == (0.1, "keras", "bicubic")
-    for bad, message in (({"mixup_mode": "pair"}, "mixup_mode"), ({"recount": 0}, "recount"),
-                         ({"mixup_prob": 2.0}, "mixup_prob"), ({"color_jitter": -1.0}, "color_jitter")):
+    for bad, message in (
+        ({"mixup_mode": "pair"}, "mixup_mode"),
+        ({"recount": 0}, "recount"),
+        ({"mixup_prob": 2.0}, "mixup_prob"),
+        ({"color_jitter": -1.0}, "color_jitter"),
+    ):
         with pytest.raises(ValueError, match=message):
             training.TrainConfig(**bad)
 
@@ -370,7 +408,9 @@ def test_pipeline_jitters_without_aa_and_mixes_even_batches():
     images = np.full((8, 20, 20, 3), 100, np.uint8)
     images[:, :, :, 0] = 200
     splits = data.from_arrays((images, np.arange(8) % 4), (images, np.arange(8) % 4))
-    plain = dict(model="t", arch=TINY_ARCH, image_size=(16, 16), workers=1, hflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    plain = dict(
+        model="t", arch=TINY_ARCH, image_size=(16, 16), workers=1, hflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0)
+    )
     x, _ = next(iter(training.train_pipeline(splits.train, training.TrainConfig(**plain), 4, 8)))
     assert np.ptp(to_numpy(x).mean((1, 2, 3))) > 1e-2  # colour jitter on by default
     steady = training.TrainConfig(**plain, color_jitter=0.0)
@@ -385,8 +425,7 @@ def _recipe_benchmark():
 
 
 @pytest.mark.slow  # one tiny epoch on each engine: Keras fit and timm's loop
-@pytest.mark.skipif(keras.backend.backend() != "torch",
-                    reason="the benchmark script's mechanics: run once, on torch")
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the benchmark script's mechanics: run once, on torch")
 def test_recipe_equivalence_benchmark_smoke_run(tmp_path):
     benchmark = _recipe_benchmark()
     results, table = benchmark.main(["--smoke", "--recipes", "c", "--output", str(tmp_path)])
@@ -404,11 +443,17 @@ def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):
 
     benchmark = _recipe_benchmark()
     runs = {
-        "timm": {"a": {"0": [0.1, 0.5, 0.4], "1": [0.2, 0.3, 0.6]}, "b": {"0": [0.5], "1": [0.6]},
-                 "c": {"0": [0.27], "1": [0.35]}},
-        "keras-sequencer": {"a": {"0": [0.3, 0.7, 0.7], "1": [0.2, 0.5, 0.5]}, "b": {"0": [0.52], "1": [0.6]},
-                            # float32 values, as Keras's history stores them: 29.0 % in all
-                            "c": {"0": [float(np.float32(0.29))], "1": [float(np.float32(0.29))]}},
+        "timm": {
+            "a": {"0": [0.1, 0.5, 0.4], "1": [0.2, 0.3, 0.6]},
+            "b": {"0": [0.5], "1": [0.6]},
+            "c": {"0": [0.27], "1": [0.35]},
+        },
+        "keras-sequencer": {
+            "a": {"0": [0.3, 0.7, 0.7], "1": [0.2, 0.5, 0.5]},
+            "b": {"0": [0.52], "1": [0.6]},
+            # float32 values, as Keras's history stores them: 29.0 % in all
+            "c": {"0": [float(np.float32(0.29))], "1": [float(np.float32(0.29))]},
+        },
     }
     paths = []
     for engine, results in runs.items():
@@ -433,7 +478,6 @@ def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):
     assert "(c)" in only_c and "(a)" not in only_c
 
 
-
 def test_results_md_recipe_tables_are_computed_from_the_committed_runs():
     """The recipe tables in benchmarks/RESULTS.md are what the benchmark's report computes
     from the raw runs kept in benchmarks/recipe_runs/ (one results.json per engine and
@@ -452,8 +496,10 @@ def test_results_md_recipe_tables_are_computed_from_the_committed_runs():
         assert run["machine"]["cpu"] and run["commit"] and run["versions"]["keras"], path
     results = benchmark.load_results(paths)
     engines = ["timm", "keras-sequencer"]
-    tables = (benchmark.summary_table(results, engines, target=True),
-              benchmark.summary_table(results, engines, lambda curve: curve[-1]))
+    tables = (
+        benchmark.summary_table(results, engines, target=True),
+        benchmark.summary_table(results, engines, lambda curve: curve[-1]),
+    )
     with open(os.path.join(root, "RESULTS.md")) as f:
         text = f.read()
     rows = [row for table in tables for row in table.splitlines()[2:]]

@@ -76,10 +76,7 @@ def torch_only_biases(arch):
         rnns = 1
     else:
         rnns = 2 if arch.get("union", "cat") in ("cat", "add") else 1
-    return sum(
-        n * rnns * directions * per_direction * h
-        for n, h in zip(arch["layers"], arch["hidden_sizes"])
-    )
+    return sum(n * rnns * directions * per_direction * h for n, h in zip(arch["layers"], arch["hidden_sizes"]))
 
 
 def official_arch(name):
@@ -95,9 +92,7 @@ def test_registry_names():
     assert names == sorted(names)
     assert set(REQUIRED) <= set(names)
     assert set(names) == set(OFFICIAL_PARAMS)
-    assert keras_sequencer.list_models(pretrained=True) == [
-        "sequencer2d_l", "sequencer2d_m", "sequencer2d_s"
-    ]
+    assert keras_sequencer.list_models(pretrained=True) == ["sequencer2d_l", "sequencer2d_m", "sequencer2d_s"]
 
 
 def test_official_configs():
@@ -137,10 +132,17 @@ def test_cifar_defaults():
     assert small.input_shape == (None, None, None, 3) and small.output_shape == (None, 10)
     layer_names = [layer.name for layer in small.layers]
     # stem -> LayerNorm -> 4 blocks -> patch merging -> 3 blocks -> pointwise linear -> pool
-    assert layer_names[layer_names.index("stem"):] == [
-        "stem", "stem_norm", *(f"stages_0_blocks_{j}" for j in range(4)),
-        "stages_1_downsample", *(f"stages_1_blocks_{j}" for j in range(3)),
-        "stages_2_downsample", "norm", "avg_pool", "head_dropout", "head",
+    assert layer_names[layer_names.index("stem") :] == [
+        "stem",
+        "stem_norm",
+        *(f"stages_0_blocks_{j}" for j in range(4)),
+        "stages_1_downsample",
+        *(f"stages_1_blocks_{j}" for j in range(3)),
+        "stages_2_downsample",
+        "norm",
+        "avg_pool",
+        "head_dropout",
+        "head",
     ]
     assert small.get_layer("stages_2_downsample").patch_size == 1
 
@@ -156,11 +158,24 @@ def _torch_references():
 
     def rnn2d(rnn_class):
         class Rnn2d(RNN2dBase):
-            def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
-                         bidirectional=True, union="cat", with_fc=True, **kwargs):
+            def __init__(
+                self,
+                input_size,
+                hidden_size,
+                num_layers=1,
+                bias=True,
+                bidirectional=True,
+                union="cat",
+                with_fc=True,
+                **kwargs,
+            ):
                 super().__init__(input_size, hidden_size, num_layers, bias, bidirectional, union, with_fc)
                 make = lambda: rnn_class(  # noqa: E731
-                    input_size, hidden_size, num_layers, batch_first=True, bias=bias,
+                    input_size,
+                    hidden_size,
+                    num_layers,
+                    batch_first=True,
+                    bias=bias,
                     bidirectional=bidirectional,
                 )
                 if self.with_vertical:
@@ -175,8 +190,7 @@ def _torch_references():
 
         def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=True, **kwargs):
             super().__init__()
-            self.rnn = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True,
-                               bidirectional=bidirectional)
+            self.rnn = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional)
 
         def forward(self, x):
             B, H, W, C = x.shape
@@ -188,17 +202,19 @@ def _torch_references():
 
         def __init__(self, grid, **kwargs):
             super().__init__(**kwargs)
-            self.absolute_pos_embed = nn.Parameter(
-                0.02 * torch.randn(1, grid[0], grid[1], kwargs["embed_dims"][0])
-            )
+            self.absolute_pos_embed = nn.Parameter(0.02 * torch.randn(1, grid[0], grid[1], kwargs["embed_dims"][0]))
 
         def forward_features(self, x):
             x = self.stem(x) + self.absolute_pos_embed
             return self.norm(self.stages(x))
 
     return dict(
-        lstm=LSTM2d, gru=rnn2d(nn.GRU), rnn=rnn2d(nn.RNN), lstm1d=LSTM1d,
-        Sequencer2d=Sequencer2d, VanillaSequencerPE=VanillaSequencerPE,
+        lstm=LSTM2d,
+        gru=rnn2d(nn.GRU),
+        rnn=rnn2d(nn.RNN),
+        lstm1d=LSTM1d,
+        Sequencer2d=Sequencer2d,
+        VanillaSequencerPE=VanillaSequencerPE,
     )
 
 
@@ -238,18 +254,24 @@ def test_official_parameter_counts():
 # Tiny versions of the variants for numerical parity with torch (every option the
 # registry uses: cells, unions, fc, direction, 1-D mixer, position embedding,
 # stem norm and blockless "pointwise linear" stages).
-_TINY = dict(layers=(1, 1, 1), patch_sizes=(7, 2, 1), embed_dims=(8, 12, 12),
-             hidden_sizes=(2, 3, 3), mlp_ratios=(2.0, 2.0, 2.0))
+_TINY = dict(
+    layers=(1, 1, 1), patch_sizes=(7, 2, 1), embed_dims=(8, 12, 12), hidden_sizes=(2, 3, 3), mlp_ratios=(2.0, 2.0, 2.0)
+)
 PARITY_CASES = {
     "gru_add": dict(_TINY, rnn_type="gru", union="add"),
     "rnn_unidirectional": dict(_TINY, rnn_type="rnn", bidirectional=False),
     "without_fc": dict(_TINY, with_fc=False),
     "vertical": dict(_TINY, hidden_sizes=(4, 6, 6), union="vertical", with_fc=False),
     "horizontal": dict(_TINY, hidden_sizes=(4, 6, 6), union="horizontal", with_fc=False),
-    "vanilla_pe": dict(_TINY, hidden_sizes=(4, 6, 6), token_mixer="1d", with_fc=False,
-                       position_embedding=True),
-    "cifar": dict(layers=(1, 1, 0), patch_sizes=(4, 2, 1), embed_dims=(8, 12, 12),
-                  hidden_sizes=(2, 3, 3), mlp_ratios=(2.0, 2.0, 2.0), stem_norm=True),
+    "vanilla_pe": dict(_TINY, hidden_sizes=(4, 6, 6), token_mixer="1d", with_fc=False, position_embedding=True),
+    "cifar": dict(
+        layers=(1, 1, 0),
+        patch_sizes=(4, 2, 1),
+        embed_dims=(8, 12, 12),
+        hidden_sizes=(2, 3, 3),
+        mlp_ratios=(2.0, 2.0, 2.0),
+        stem_norm=True,
+    ),
 }
 
 
@@ -270,9 +292,7 @@ def test_parity_with_torch_reference(case):
         for pname, param in reference.named_parameters():
             if "norm" in pname or pname.startswith("head"):
                 param.add_(0.2 * torch.randn(param.shape))
-    model = keras_sequencer.Sequencer2D(
-        **arch, classes=5, classifier_activation=None, input_shape=(size, size, 3)
-    )
+    model = keras_sequencer.Sequencer2D(**arch, classes=5, classifier_activation=None, input_shape=(size, size, 3))
     load_state_dict(model, state_dict_numpy(reference))
     images = random_images(2, size, size)
     expected = timm_forward(reference, images)
@@ -317,7 +337,8 @@ def check_forward_train_and_reload(model, images, labels, classes, eagerly=False
 
     before = [to_numpy(w).copy() for w in model.trainable_weights]
     model.compile(
-        optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="sparse_categorical_crossentropy",
         run_eagerly=eagerly,
     )
     with op_by_op():
@@ -374,8 +395,7 @@ _SLOW = {"sequencer2d_l_d4_3x", "sequencer2d_cifar_medium"}
 
 @pytest.mark.parametrize(
     "names",
-    [pytest.param(g, marks=pytest.mark.slow) if _SLOW & set(g) else g
-     for g in _distinct_test_models()],
+    [pytest.param(g, marks=pytest.mark.slow) if _SLOW & set(g) else g for g in _distinct_test_models()],
     ids="+".join,
 )
 def test_every_registered_architecture_narrowed(names):
@@ -397,8 +417,10 @@ def same_network_at_small_input(name):
     spec = registry.MODEL_REGISTRY[name]
     for other in keras_sequencer.list_models():
         o = registry.MODEL_REGISTRY[other]
-        if other != name and not o.fixed_input_size and (o.builder, o.arch, o.defaults) == (
-            spec.builder, spec.arch, spec.defaults
+        if (
+            other != name
+            and not o.fixed_input_size
+            and (o.builder, o.arch, o.defaults) == (spec.builder, spec.arch, spec.defaults)
         ):
             return other
     return None
@@ -406,9 +428,7 @@ def same_network_at_small_input(name):
 
 def test_fixed_size_twins():
     twins = {n: same_network_at_small_input(n) for n in keras_sequencer.list_models()}
-    assert {n: t for n, t in twins.items() if t} == {
-        f"sequencer2d_{s}_392": f"sequencer2d_{s}" for s in "sml"
-    }
+    assert {n: t for n, t in twins.items() if t} == {f"sequencer2d_{s}_392": f"sequencer2d_{s}" for s in "sml"}
 
 
 def registered_at_small_input(name):
@@ -468,9 +488,7 @@ def test_every_registered_model_runs(name):
 def test_fixed_size_names_default_to_their_input_size(name, monkeypatch):
     spec = registry.MODEL_REGISTRY[name]
     calls = []
-    monkeypatch.setitem(
-        registry.BUILDERS, variants.get_variant(name).family, lambda **kw: calls.append(kw)
-    )
+    monkeypatch.setitem(registry.BUILDERS, variants.get_variant(name).family, lambda **kw: calls.append(kw))
     keras_sequencer.create_model(name)
     keras_sequencer.create_model(name, input_shape=(28, 28, 3))
     assert [kw["input_shape"] for kw in calls] == [(spec.input_size, spec.input_size, 3), (28, 28, 3)]

@@ -106,9 +106,7 @@ def _probe(backend, **env):
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="a TensorFlow subprocess; run once, on tensorflow"
-)
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow subprocess; run once, on tensorflow")
 def test_import_sets_xla_flags_for_tensorflow_unless_opted_out():
     default = _probe("tensorflow")
     assert default["applied"] == {"xla_flags": True, "mallopt": False, "jax_inference_options": False}

@@ -63,7 +63,7 @@ def test_stepping_plan_groups_and_inverse():
     assert sorted(order.tolist()) == list(range(2 * 3 * 5 * 4))
     assert torch.equal(order[inverse], torch.arange(order.numel()))
     # square: all four step together; the backward column LSTM starts at the last row
-    (members, steps, n, index), = stepping_plan(1, 2, 2, ALL_FOUR, torch.device("cpu"))[0]
+    ((members, steps, n, index),) = stepping_plan(1, 2, 2, ALL_FOUR, torch.device("cpu"))[0]
     assert (members, steps, n) == ((0, 1, 2, 3), 2, 2)
     first_step = index.view(2, 4, 2)[0]
     # rows are token * 4 + r, tokens (h, w) -> 2h + w
@@ -72,9 +72,7 @@ def test_stepping_plan_groups_and_inverse():
 
 def test_gradcheck_against_finite_differences():
     projections, recurrent, plan = _inputs((1, 2, 3), ALL_FOUR, 2, torch.float64)
-    assert torch.autograd.gradcheck(
-        lambda p, r: BiLSTM2DRecurrence.apply(p, r, plan), (projections, recurrent)
-    )
+    assert torch.autograd.gradcheck(lambda p, r: BiLSTM2DRecurrence.apply(p, r, plan), (projections, recurrent))
 
 
 @pytest.mark.parametrize(
@@ -117,9 +115,7 @@ def test_gradient_of_projections_only():
     projections, recurrent, plan = _inputs((2, 3, 3), ALL_FOUR, 2, torch.float32)
     recurrent = recurrent.detach()
     (got,) = torch.autograd.grad(BiLSTM2DRecurrence.apply(projections, recurrent, plan).sum(), (projections,))
-    (expected,) = torch.autograd.grad(
-        reference(projections, recurrent, (2, 3, 3), ALL_FOUR).sum(), (projections,)
-    )
+    (expected,) = torch.autograd.grad(reference(projections, recurrent, (2, 3, 3), ALL_FOUR).sum(), (projections,))
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
 
 

@@ -40,11 +40,9 @@ def parse_train(flags):
 
 def test_official_commands_parse_to_the_recipe():
     _, scratch = parse_train(SEED_COMMANDS[0])
-    assert (scratch.model, scratch.batch_size, scratch.workers, scratch.epochs) == (
-        "sequencer2d_s", 256, 8, 300)
+    assert (scratch.model, scratch.batch_size, scratch.workers, scratch.epochs) == ("sequencer2d_s", 256, 8, 300)
     assert scratch.image_size == (224, 224) and scratch.amp and scratch.weights is None
-    assert (scratch.lr, scratch.weight_decay, scratch.warmup_lr, scratch.warmup_epochs) == (
-        2e-3, 0.05, 1e-6, 20)
+    assert (scratch.lr, scratch.weight_decay, scratch.warmup_lr, scratch.warmup_epochs) == (2e-3, 0.05, 1e-6, 20)
     assert (scratch.reprob, scratch.remode, scratch.mixup, scratch.cutmix) == (0.25, "pixel", 0.8, 1.0)
     _, high_res = parse_train(SEED_COMMANDS[1])
     assert high_res.image_size == (392, 392) and high_res.crop_pct == 1.0
@@ -103,17 +101,25 @@ def test_learning_rate_schedule_changes_per_epoch_warms_up_and_cools_down():
     cosine = lambda t: 1e-5 + (1e-2 - 1e-5) * 0.5 * (1 + math.cos(math.pi * t))  # noqa: E731
     warm = 1e-4 + (1e-2 - 1e-4) / 2
     # epoch e = steps 5e .. 5e+4 share one rate; the cosine counts from epoch 0
-    expected = {0: 1e-4, 4: 1e-4, 5: warm, 9: warm, 10: cosine(0.2), 14: cosine(0.2),
-                25: cosine(0.5), 49: cosine(0.9), 50: 1e-5, 70: 1e-5}
+    expected = {
+        0: 1e-4,
+        4: 1e-4,
+        5: warm,
+        9: warm,
+        10: cosine(0.2),
+        14: cosine(0.2),
+        25: cosine(0.5),
+        49: cosine(0.9),
+        50: 1e-5,
+        70: 1e-5,
+    }
     for step, value in expected.items():
         assert rate(schedule, step) == pytest.approx(value, rel=1e-4), step
     per_update = training.learning_rate_schedule(
-        tiny_config("unused", lr=1e-2, warmup_lr=1e-4, min_lr=1e-5, warmup_epochs=2, epochs=10,
-                    sched_on_updates=True),
+        tiny_config("unused", lr=1e-2, warmup_lr=1e-4, min_lr=1e-5, warmup_epochs=2, epochs=10, sched_on_updates=True),
         steps_per_epoch=5,
     )
-    expected = {0: 1e-4, 3: 1e-4 + 3 * (1e-2 - 1e-4) / 10, 10: cosine(0.2), 11: cosine(0.22),
-                25: cosine(0.5), 50: 1e-5}
+    expected = {0: 1e-4, 3: 1e-4 + 3 * (1e-2 - 1e-4) / 10, 10: cosine(0.2), 11: cosine(0.22), 25: cosine(0.5), 50: 1e-5}
     for step, value in expected.items():
         assert rate(per_update, step) == pytest.approx(value, rel=1e-4), step
     no_warmup = training.learning_rate_schedule(tiny_config("unused", lr=1e-2, warmup_epochs=0), 5)
@@ -136,8 +142,13 @@ def test_a_checkpoint_with_the_schedule_loads_with_only_the_package_imported(tmp
         "s = m.optimizer._learning_rate\n"
         "print(type(s).__name__, int(m.optimizer.iterations), float(keras.ops.convert_to_numpy(s(12))))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "best.keras")],
-                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "best.keras")],
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     name, iterations, rate = proc.stdout.split()[-3:]
     assert (name, int(iterations)) == ("TimmCosineSchedule", 1)
@@ -153,9 +164,7 @@ def test_weight_decay_skips_biases_and_norms():
     optimizer = training.build_optimizer(config, model, steps_per_epoch=10)
     before = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
     # Zero gradients: Adam's step is 0, so only the decoupled decay changes weights.
-    optimizer.apply_gradients(
-        [(keras.ops.zeros(v.shape), v) for v in model.trainable_variables]
-    )
+    optimizer.apply_gradients([(keras.ops.zeros(v.shape), v) for v in model.trainable_variables])
     decayed = kept = 0
     for old, variable in zip(before, model.trainable_variables):
         new = keras.ops.convert_to_numpy(variable)
@@ -281,16 +290,24 @@ def test_train_command_resumes_a_killed_run(tmp_path, monkeypatch, capsys):
 
     make_image_folder(str(tmp_path / "data"), per_class=8, size=(20, 20))
     out = tmp_path / "out"
-    argv = ["train", str(tmp_path / "data"), *(
-        f"--model sequencer2d_s -b 4 -j 1 --opt adamw --epochs 3 --sched cosine --img-size 16 "
-        f"--drop-path 0.1 --lr 1e-3 --weight-decay 0.05 --remode pixel --reprob 0.25 "
-        f"--smoothing 0.1 --mixup 0.8 --cutmix 1.0 --warmup-lr 1e-6 --warmup-epochs 1 "
-        f"--cooldown-epochs 0 --clip-grad 1 --output {out}"
-    ).split()]
+    argv = [
+        "train",
+        str(tmp_path / "data"),
+        *(
+            f"--model sequencer2d_s -b 4 -j 1 --opt adamw --epochs 3 --sched cosine --img-size 16 "
+            f"--drop-path 0.1 --lr 1e-3 --weight-decay 0.05 --remode pixel --reprob 0.25 "
+            f"--smoothing 0.1 --mixup 0.8 --cutmix 1.0 --warmup-lr 1e-6 --warmup-epochs 1 "
+            f"--cooldown-epochs 0 --clip-grad 1 --output {out}"
+        ).split(),
+    ]
     driver = os.path.join(REPO, "tests", "train_helpers.py")
     proc = subprocess.run(
-        [sys.executable, driver, "1", *argv], env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO,
-        timeout=300, capture_output=True, text=True,
+        [sys.executable, driver, "1", *argv],
+        env=dict(os.environ, PYTHONPATH=REPO),
+        cwd=REPO,
+        timeout=300,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILLed in the middle of epoch 2
     assert read_csv_epochs(out / "history.csv") == [0]
@@ -350,10 +367,26 @@ def test_learns_digits_from_scratch(tmp_path):
     # (same weights, exact parity, tests/test_speed_paths.py) keeps this run short there.
     arch = dict(DIGITS_ARCH, implementation="fused") if keras.backend.backend() == "torch" else DIGITS_ARCH
     config = training.TrainConfig(
-        model="digits", arch=arch, image_size=(32, 32), crop_pct=1.0, batch_size=32,
-        workers=2, epochs=12, lr=4e-3, warmup_lr=1e-4, warmup_epochs=1, cooldown_epochs=0,
-        sched_on_updates=True, weight_decay=0.05, smoothing=0.1, hflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0),
-        color_jitter=0.0, output=str(tmp_path), verbose=0,
+        model="digits",
+        arch=arch,
+        image_size=(32, 32),
+        crop_pct=1.0,
+        batch_size=32,
+        workers=2,
+        epochs=12,
+        lr=4e-3,
+        warmup_lr=1e-4,
+        warmup_epochs=1,
+        cooldown_epochs=0,
+        sched_on_updates=True,
+        weight_decay=0.05,
+        smoothing=0.1,
+        hflip=0.0,
+        scale=(1.0, 1.0),
+        ratio=(1.0, 1.0),
+        color_jitter=0.0,
+        output=str(tmp_path),
+        verbose=0,
     )
     start = time.time()
     model, _ = training.fit(config, splits)
@@ -382,10 +415,26 @@ def test_train_command_trains_any_registered_model(tmp_path, capsys):
 
     make_image_folder(str(tmp_path / "data"), per_class=4, size=(36, 36))
     out = tmp_path / "out"
-    code = cli.main([
-        "train", str(tmp_path / "data"), "--model", "vanilla_bilstm_cifar", "--image-size", "32",
-        "--epochs", "1", "--cooldown-epochs", "0", "-b", "4", "-j", "1", "--output", str(out),
-    ])
+    code = cli.main(
+        [
+            "train",
+            str(tmp_path / "data"),
+            "--model",
+            "vanilla_bilstm_cifar",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--cooldown-epochs",
+            "0",
+            "-b",
+            "4",
+            "-j",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     assert "warmup shortened to the run's 1 epoch(s)" in captured.out
@@ -409,7 +458,9 @@ def test_train_flags_default_to_the_models_input_size_and_cap_the_warmup(capsys)
 
 
 def test_config_and_build_model_take_registered_names():
-    with pytest.raises(ValueError, match="Unknown model 'sequencer2d_cifar_smal'. Did you mean sequencer2d_cifar_small"):
+    with pytest.raises(
+        ValueError, match="Unknown model 'sequencer2d_cifar_smal'. Did you mean sequencer2d_cifar_small"
+    ):
         training.TrainConfig(model="sequencer2d_cifar_smal")
     config = training.TrainConfig(model="sequencer2d_cifar_small", image_size=(32, 32), drop_path=0.1)
     model = training.build_model(config, 7)
@@ -432,9 +483,9 @@ def test_without_matplotlib_the_curves_are_skipped_and_training_finishes(tmp_pat
     assert 'pip install "keras-sequencer[train]"' in warnings[0]
 
 
-@pytest.mark.parametrize("module, needed_for", [
-    ("tensorflow_datasets", "--dataset tfds/cifar10"), ("tensorflow", "any run")
-])
+@pytest.mark.parametrize(
+    "module, needed_for", [("tensorflow_datasets", "--dataset tfds/cifar10"), ("tensorflow", "any run")]
+)
 def test_missing_package_fails_before_any_work_with_one_line(tmp_path, monkeypatch, capsys, module, needed_for):
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     out = tmp_path / "out"

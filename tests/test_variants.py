@@ -34,9 +34,11 @@ def test_table_rows():
     for name, v in variants.VARIANTS.items():
         assert v.name == name
         assert v.family in variants.FAMILIES
-        assert not set(v.arch) - set(variants.ARCH_DEFAULTS[v.family]) - {
-            "layers", "patch_sizes", "embed_dims", "hidden_sizes"
-        }, name
+        assert (
+            not set(v.arch)
+            - set(variants.ARCH_DEFAULTS[v.family])
+            - {"layers", "patch_sizes", "embed_dims", "hidden_sizes"}
+        ), name
         assert len({len(v.arch[k]) for k in ("layers", "patch_sizes", "embed_dims", "hidden_sizes")}) == 1
         assert v.input_size % total_stride(v) == 0, name
         assert v.full_arch == {**variants.ARCH_DEFAULTS[v.family], **v.arch}
@@ -71,17 +73,13 @@ def test_arch_defaults_are_the_builders_defaults():
 
 def test_published_weights():
     published = [n for n in NAMES if variants.VARIANTS[n].weights is not None]
-    assert published == variants.list_models(pretrained=True) == [
-        "sequencer2d_l", "sequencer2d_m", "sequencer2d_s"
-    ]
+    assert published == variants.list_models(pretrained=True) == ["sequencer2d_l", "sequencer2d_m", "sequencer2d_s"]
     for name in published:
         w = variants.VARIANTS[name].weights
         assert w.repo == f"timm/{name}.in1k"
         assert re.fullmatch(r"[0-9a-f]{40}", w.commit)
         assert w.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", w.sha256)
-        assert w.original_url == (
-            f"https://github.com/okojoalg/sequencer/releases/download/weights/{name}.pth"
-        )
+        assert w.original_url == (f"https://github.com/okojoalg/sequencer/releases/download/weights/{name}.pth")
         assert 80 < w.top1 < w.top5 < 100
     top1 = [variants.VARIANTS[n].weights.top1 for n in ("sequencer2d_s", "sequencer2d_m", "sequencer2d_l")]
     assert top1 == sorted(top1)
@@ -119,9 +117,7 @@ def test_unknown_names_suggest_close_ones():
 
 def test_derived_views_equal_the_table():
     table = variants.VARIANTS
-    assert dict(models.MODEL_CONFIGS) == {
-        n: dict(v.arch) for n, v in table.items() if v.weights is not None
-    }
+    assert dict(models.MODEL_CONFIGS) == {n: dict(v.arch) for n, v in table.items() if v.weights is not None}
     assert keras_sequencer.MODEL_CONFIGS is models.MODEL_CONFIGS
     assert dict(pretrained.PRETRAINED) == {
         n: dataclasses.asdict(v.weights) for n, v in table.items() if v.weights is not None
@@ -132,17 +128,24 @@ def test_derived_views_equal_the_table():
         v = table[name]
         assert spec.builder is registry.BUILDERS[v.family]
         assert (spec.arch, spec.input_size, spec.fixed_input_size, spec.defaults, spec.pretrained) == (
-            dict(v.arch), v.input_size, v.fixed_input_size, dict(v.defaults), v.weights is not None
+            dict(v.arch),
+            v.input_size,
+            v.fixed_input_size,
+            dict(v.defaults),
+            v.weights is not None,
         )
         assert registry.get_spec(name) == spec
     assert registry.BUILDERS == {
-        "sequencer2d": keras_sequencer.Sequencer2D, "vanilla": keras_sequencer.VanillaSequencer
+        "sequencer2d": keras_sequencer.Sequencer2D,
+        "vanilla": keras_sequencer.VanillaSequencer,
     }
 
 
 def test_views_follow_the_table_and_refuse_writes(monkeypatch):
     tiny = variants.Variant(
-        "sequencer2d_tiny", "sequencer2d", TINY_ARCH,
+        "sequencer2d_tiny",
+        "sequencer2d",
+        TINY_ARCH,
         weights=variants.PublishedWeights(repo="test/tiny", commit="0" * 40),
     )
     monkeypatch.setitem(variants.VARIANTS, tiny.name, tiny)
@@ -204,9 +207,7 @@ def test_feature_extractor_looks_names_up_in_the_table(recorder):
     for name in NAMES:
         extractor = keras_sequencer.feature_extractor(name, out_indices=(0,), input_shape=(28, 28, 3))
         assert extractor.output_shape[-1] == TINY_ARCH["embed_dims"][0]
-    assert recorder.calls == [
-        _expected_call(name, include_top=False, input_shape=(28, 28, 3)) for name in NAMES
-    ]
+    assert recorder.calls == [_expected_call(name, include_top=False, input_shape=(28, 28, 3)) for name in NAMES]
 
 
 @requires_timm
@@ -232,8 +233,9 @@ def test_every_lookup_rejects_unknown_names_alike(tmp_path):
         lambda: keras_sequencer.feature_extractor("sequencer2d_xs"),
         lambda: registry.get_spec("sequencer2d_xs"),
         # the name is checked before the checkpoint is read
-        lambda: registry.convert_checkpoint(tmp_path / "missing.safetensors", tmp_path / "o.weights.h5",
-                                            model_name="sequencer2d_xs"),
+        lambda: registry.convert_checkpoint(
+            tmp_path / "missing.safetensors", tmp_path / "o.weights.h5", model_name="sequencer2d_xs"
+        ),
     ]
     for lookup in lookups:
         with pytest.raises(ValueError) as info:

@@ -71,7 +71,9 @@ if spec.get("barrier"):
         time.sleep(0.01)
 """
 
-LIGHT_CHILD = _PRELUDE + r"""
+LIGHT_CHILD = (
+    _PRELUDE
+    + r"""
 
 def convert(checkpoint, output):
     with open(checkpoint, "rb") as src:
@@ -88,8 +90,11 @@ def convert(checkpoint, output):
 with open(pretrained.imagenet_weights_path(spec["variant"], convert), "rb") as f:
     print("weights-sha256", hashlib.sha256(f.read()).hexdigest())
 """
+)
 
-MODEL_CHILD = _PRELUDE + r"""
+MODEL_CHILD = (
+    _PRELUDE
+    + r"""
 from keras_sequencer import Sequencer2D, weights
 
 if spec.get("stall_conversion"):
@@ -107,6 +112,7 @@ model = Sequencer2D(**spec["arch"], weights="imagenet", classifier_activation=No
 digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
 print("weights-sha256", digest)
 """
+)
 
 
 def _spec(sha256, light=True, **extra):
@@ -115,7 +121,9 @@ def _spec(sha256, light=True, **extra):
         variant=VARIANT,
         arch={k: list(v) for k, v in TINY_ARCH.items()},
         weights=dict(
-            repo=f"test/{VARIANT}.in1k", commit=COMMIT, sha256=sha256,
+            repo=f"test/{VARIANT}.in1k",
+            commit=COMMIT,
+            sha256=sha256,
             original_url="https://example.invalid/tiny.pth",
         ),
         **extra,
@@ -158,8 +166,7 @@ def _wait_for(condition, what, process=None, timeout=CHILD_TIMEOUT):
     deadline = time.monotonic() + timeout
     while not condition():
         if process is not None and process.poll() is not None:
-            pytest.fail(f"the child exited ({process.returncode}) before {what}: "
-                        f"{process.communicate()[1][-3000:]}")
+            pytest.fail(f"the child exited ({process.returncode}) before {what}: {process.communicate()[1][-3000:]}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
@@ -197,8 +204,7 @@ def test_four_processes_at_once_download_once(checkpoint, server, register, chil
 
 
 @pytest.mark.slow  # four processes importing the backend and building a model
-def test_four_models_at_once_download_once(checkpoint, server, register, reference_weights,
-                                           children, tmp_path):
+def test_four_models_at_once_download_once(checkpoint, server, register, reference_weights, children, tmp_path):
     run_in_one_backend_pass("four processes share one download")  # file locking, not the backend
     body, _ = checkpoint
     sha256 = hashlib.sha256(body).hexdigest()
@@ -219,8 +225,7 @@ def test_four_models_at_once_download_once(checkpoint, server, register, referen
     assert hashlib.sha256(weights).hexdigest() == digests[0]
 
 
-def test_process_killed_mid_download_then_next_call_succeeds(checkpoint, server, register,
-                                                             reference_weights, children):
+def test_process_killed_mid_download_then_next_call_succeeds(checkpoint, server, register, reference_weights, children):
     body, _ = checkpoint
     sha256 = hashlib.sha256(body).hexdigest()
     server.files[URL_PATH] = (body, len(body))
@@ -229,8 +234,11 @@ def test_process_killed_mid_download_then_next_call_succeeds(checkpoint, server,
 
     process = children(_spec(sha256))
     _wait_for(stalled.is_set, "the server sent half the checkpoint", process)
-    _wait_for(lambda: any(os.path.getsize(os.path.join(cache, name)) > 0 for name in _temp_files(cache)),
-              "half the checkpoint is on disk", process)
+    _wait_for(
+        lambda: any(os.path.getsize(os.path.join(cache, name)) > 0 for name in _temp_files(cache)),
+        "half the checkpoint is on disk",
+        process,
+    )
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=CHILD_TIMEOUT)
     assert len(_temp_files(cache)) == 1  # the partial download of the killed process
@@ -243,11 +251,10 @@ def test_process_killed_mid_download_then_next_call_succeeds(checkpoint, server,
     assert _only_weights(cache)
 
 
-@pytest.mark.parametrize("light", [True, pytest.param(False, marks=pytest.mark.slow)],
-                         ids=["copy", "model"])
-def test_process_killed_mid_conversion_then_next_call_succeeds(checkpoint, server, register,
-                                                               reference_weights, children, tmp_path,
-                                                               light):
+@pytest.mark.parametrize("light", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["copy", "model"])
+def test_process_killed_mid_conversion_then_next_call_succeeds(
+    checkpoint, server, register, reference_weights, children, tmp_path, light
+):
     body, _ = checkpoint
     sha256 = hashlib.sha256(body).hexdigest()
     server.files[URL_PATH] = (body, len(body))
@@ -277,8 +284,7 @@ def test_lock_holder_killed_while_others_wait(checkpoint, server, register, chil
 
     holder = children(_spec(sha256, stall_conversion=str(marker)))
     _wait_for(marker.exists, "the first child is converting", holder)
-    waiters = _start_together(children, [_spec(sha256, barrier=str(tmp_path / "barrier"))] * 2,
-                              tmp_path / "barrier")
+    waiters = _start_together(children, [_spec(sha256, barrier=str(tmp_path / "barrier"))] * 2, tmp_path / "barrier")
     time.sleep(0.5)
     assert [waiter.poll() for waiter in waiters] == [None, None]  # waiting for the lock
     holder.send_signal(signal.SIGKILL)
@@ -307,8 +313,7 @@ def test_cache_under_a_file_names_the_cache_and_keras_home(register, monkeypatch
     assert "Not a directory" in str(info.value)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="root writes to read-only folders")
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes to read-only folders")
 def test_read_only_cache_names_the_cache_and_keras_home(register):
     cache = register(None, _closed_port_url())
     os.makedirs(cache)
@@ -345,8 +350,7 @@ def test_full_disk_while_converting_names_the_cache_and_leaves_nothing(checkpoin
     assert open(path, "rb").read() == body
 
 
-def test_full_disk_while_downloading_names_the_cache_and_leaves_nothing(checkpoint, server, register,
-                                                                        monkeypatch):
+def test_full_disk_while_downloading_names_the_cache_and_leaves_nothing(checkpoint, server, register, monkeypatch):
     body, _ = checkpoint
     server.files[URL_PATH] = (body, len(body))
     cache = register(hashlib.sha256(body).hexdigest(), server.base_url)

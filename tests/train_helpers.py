@@ -14,13 +14,12 @@ if __name__ == "__main__":  # run as a script from the repository root
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras
+
 from keras_sequencer import cli, data, datasets, registry, training
 from keras_sequencer.models import Sequencer2D
 
 # One stage, 2x2 tokens at 16x16: the cheapest Sequencer2D that still has every part.
-TINY_TRAIN_ARCH = dict(
-    layers=(1,), patch_sizes=(8,), embed_dims=(16,), hidden_sizes=(4,), mlp_ratios=(2.0,)
-)
+TINY_TRAIN_ARCH = dict(layers=(1,), patch_sizes=(8,), embed_dims=(16,), hidden_sizes=(4,), mlp_ratios=(2.0,))
 
 
 _create_model = registry.create_model

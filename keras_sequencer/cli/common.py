@@ -108,6 +108,5 @@ def add_model_arguments(parser):
         "--weights",
         default="imagenet",
         metavar="imagenet|PATH",
-        help="'imagenet' (default: downloaded once, then cached) or a "
-        ".weights.h5/.safetensors/.pth file",
+        help="'imagenet' (default: downloaded once, then cached) or a .weights.h5/.safetensors/.pth file",
     )

@@ -36,9 +36,7 @@ def run(args):
 
     require_file(args.checkpoint)
     if not str(args.checkpoint).lower().endswith(CHECKPOINT_SUFFIXES):
-        raise CLIError(
-            f"{args.checkpoint}: expected a {', '.join(CHECKPOINT_SUFFIXES)} checkpoint"
-        )
+        raise CLIError(f"{args.checkpoint}: expected a {', '.join(CHECKPOINT_SUFFIXES)} checkpoint")
     if not str(args.output).endswith(".weights.h5"):
         raise CLIError(f"OUTPUT {args.output}: must end in .weights.h5")
     if args.model is not None:

@@ -45,23 +45,28 @@ def add_parser(subparsers):
     )
     parser.add_argument("--format", required=True, choices=FORMATS, help="artefact format")
     parser.add_argument(
-        "--output", required=True, metavar="PATH",
+        "--output",
+        required=True,
+        metavar="PATH",
         help="the .onnx / .tflite file or the SavedModel directory to write",
     )
     parser.add_argument(
-        "--include-preprocessing", action="store_true",
-        help="for a model name: the artefact takes raw [0, 255] RGB images and "
-        "normalises them itself",
+        "--include-preprocessing",
+        action="store_true",
+        help="for a model name: the artefact takes raw [0, 255] RGB images and normalises them itself",
     )
     parser.add_argument(
-        "--input-size", nargs="+", metavar="N",
+        "--input-size",
+        nargs="+",
+        metavar="N",
         help="image size: N (square), HEIGHT WIDTH, or 'any' for a free size (onnx, "
         "tf_saved_model) (default: the model's own size, else the registered input size)",
     )
     parser.add_argument(
-        "--classes", type=int, default=None,
-        help="for a model name: classifier outputs of the --weights checkpoint "
-        "(default: the name's own)",
+        "--classes",
+        type=int,
+        default=None,
+        help="for a model name: classifier outputs of the --weights checkpoint (default: the name's own)",
     )
     parser.set_defaults(func=run)
 
@@ -112,9 +117,7 @@ def check_arguments(args):
     weights = args.weights
     if weights is None:
         if not variant.pretrained:
-            raise CLIError(
-                f"--model {args.model} has no published ImageNet weights; give --weights PATH"
-            )
+            raise CLIError(f"--model {args.model} has no published ImageNet weights; give --weights PATH")
         weights = "imagenet"
     return variant, check_weights(weights), size
 
@@ -132,9 +135,7 @@ def build_model(args, variant, weights):
     from keras_sequencer.registry import create_model
 
     options = {} if args.classes is None else {"classes": args.classes}
-    return create_model(
-        args.model, weights=weights, include_preprocessing=args.include_preprocessing, **options
-    )
+    return create_model(args.model, weights=weights, include_preprocessing=args.include_preprocessing, **options)
 
 
 def human_size(size):

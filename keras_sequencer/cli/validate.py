@@ -32,7 +32,11 @@ def add_parser(subparsers):
     add_model_arguments(parser)
     parser.add_argument("-b", "--batch-size", type=int, default=16, help="default: %(default)s")
     parser.add_argument(
-        "--input-size", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+        "--input-size",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("C", "H", "W"),
         help="input size, channels first as in timm (default: 3 and the model's input size)",
     )
     parser.add_argument("--crop-pct", type=float, default=0.875, help="default: %(default)s")
@@ -76,8 +80,13 @@ def run(args):
             input_shape=(height, width, 3),
         )
         results = validate(
-            model, args.data_dir, args.batch_size, (height, width), args.crop_pct,
-            samples=samples, skip_unreadable=not args.debug,
+            model,
+            args.data_dir,
+            args.batch_size,
+            (height, width),
+            args.crop_pct,
+            samples=samples,
+            skip_unreadable=not args.debug,
         )
     finally:
         keras.config.set_dtype_policy(previous_policy)

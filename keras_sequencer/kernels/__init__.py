@@ -87,9 +87,7 @@ def resolve_implementation(implementation, rnn_type="lstm", platform=None):
     ``platform`` defaults to :func:`accelerator_platform`.
     """
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"Unrecognized implementation {implementation!r}; expected one of {IMPLEMENTATIONS}."
-        )
+        raise ValueError(f"Unrecognized implementation {implementation!r}; expected one of {IMPLEMENTATIONS}.")
     if implementation != "auto":
         return implementation
     if rnn_type != "lstm":

@@ -370,9 +370,7 @@ ACTIVATIONS = {
 def activation(name):
     """The TensorFlow function of a Keras activation name (the head's)."""
     if name not in ACTIVATIONS:
-        raise ValueError(
-            f"export supports the classifier activations {', '.join(ACTIVATIONS)}; got {name!r}."
-        )
+        raise ValueError(f"export supports the classifier activations {', '.join(ACTIVATIONS)}; got {name!r}.")
     return ACTIVATIONS[name]
 
 

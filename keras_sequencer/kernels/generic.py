@@ -79,9 +79,7 @@ def lstm_projections(sequences, cells, project=project):
         bias = ops.concatenate([cell_weight(cl, "bias", dtype) for cl in seq_cells], axis=-1)
         proj = project(ops.reshape(seq, (-1, c)), kernel, bias)
         projections.append(ops.reshape(proj, (t, n, per_seq, 4 * units)))
-    recurrent = ops.stack(
-        [cell_weight(cl, "recurrent_kernel", dtype) for seq_cells in cells for cl in seq_cells]
-    )
+    recurrent = ops.stack([cell_weight(cl, "recurrent_kernel", dtype) for seq_cells in cells for cl in seq_cells])
     return projections, recurrent
 
 
@@ -164,9 +162,7 @@ def scanned_lstm(projections, recurrent, per_seq, reverse, gates=lstm_gates):
     n = ops.shape(projections[0])[1]
     units = recurrent.shape[1]
     if reverse:  # scan walks one time axis: flip the backward directions' inputs
-        projections = [
-            ops.stack([p[:, :, 0], ops.flip(p[:, :, 1], axis=0)], axis=2) for p in projections
-        ]
+        projections = [ops.stack([p[:, :, 0], ops.flip(p[:, :, 1], axis=0)], axis=2) for p in projections]
     z = ops.stack([p[:, :, d] for p in projections for d in range(per_seq)], axis=1)
     zeros = ops.zeros((recurrent.shape[0], n, units), projections[0].dtype)
 
@@ -210,9 +206,7 @@ def unrolled_outputs(projections, recurrent, per_seq, reverse, gates=lstm_gates)
     return unrolled_lstm(projections, recurrent, per_seq, reverse, gates)[0]
 
 
-def recurrence(
-    sequences, cells, reverse, unroll=None, project=project, gates=lstm_gates, unrolled=None
-):
+def recurrence(sequences, cells, reverse, unroll=None, project=project, gates=lstm_gates, unrolled=None):
     """:func:`fused_lstm` with a backend's pieces: ``project`` (the hoisted
     input projection), ``gates`` (the gate activation of each step) and
     ``unrolled`` (the unrolled loop, ``(projections, recurrent, per_seq,
@@ -355,4 +349,3 @@ def patch_embedding(layer, x):
     """A ``PatchEmbedding``'s convolution: ``Conv2D.call`` with kernel =
     stride = patch, ``(B, H, W, C) -> (B, H // p, W // p, filters)``."""
     return keras.layers.Conv2D.call(layer, x)
-

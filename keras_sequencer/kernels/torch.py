@@ -73,11 +73,7 @@ def bilstm2d(x, rnns, concat):
 def is_plain_dense(layer):
     """Whether a Dense is linear with a bias and not quantized (LoRA is inside
     ``layer.kernel``): ``y @ kernel + bias`` exactly."""
-    return (
-        layer.activation is keras.activations.linear
-        and layer.bias is not None
-        and layer.quantization_mode is None
-    )
+    return layer.activation is keras.activations.linear and layer.bias is not None and layer.quantization_mode is None
 
 
 def dense(layer, x):

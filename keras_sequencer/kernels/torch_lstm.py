@@ -114,18 +114,18 @@ def _reordered_weights(cells, dtype):
     units = cells[0].units
     kernel = _gate_major([cell_weight(c, "kernel", dtype) for c in cells], units)
     bias = _gate_major([cell_weight(c, "bias", dtype) for c in cells], units)
-    recurrent = _gate_major(
-        [cell_weight(c, "recurrent_kernel", dtype) for c in cells], units
-    ).view(units, len(cells), 4 * units).transpose(0, 1)  # (R, U, 4U)
+    recurrent = (
+        _gate_major([cell_weight(c, "recurrent_kernel", dtype) for c in cells], units)
+        .view(units, len(cells), 4 * units)
+        .transpose(0, 1)
+    )  # (R, U, 4U)
     return kernel, bias, recurrent
 
 
 def _gate_major(tensors, units):
     """Concatenates the cells' ``(..., 4U)`` tensors along the last axis with
     each one's gates reordered to i, f, o, g: ``(..., R * 4U)``, one copy."""
-    return torch.cat(
-        [t.view(*t.shape[:-1], 4, units)[..., g, :] for t in tensors for g in IFOG], dim=-1
-    )
+    return torch.cat([t.view(*t.shape[:-1], 4, units)[..., g, :] for t in tensors for g in IFOG], dim=-1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -263,9 +263,7 @@ def _steps_backward(grad_hidden, gates, recurrent, hidden, cells, tanh_cells, wi
         torch.mul(dc, c_k[k], out=da_f)
         torch.mul(dh, tc, out=da_o)
         torch.mul(dc, i_k[k], out=da_g)
-        torch.ops.aten.sigmoid_backward.grad_input(
-            grad_gates_sigmoid, sigmoid_k[k], grad_input=dz_sigmoid_k[k]
-        )
+        torch.ops.aten.sigmoid_backward.grad_input(grad_gates_sigmoid, sigmoid_k[k], grad_input=dz_sigmoid_k[k])
         torch.ops.aten.tanh_backward.grad_input(da_g, g_k[k], grad_input=dz_tanh_k[k])
         dc.mul_(f_k[k])  # c = f * c_prev + ...: the gradient carried to step k - 1
         if k > 0:
@@ -302,7 +300,7 @@ class BiLSTM2DRecurrence(torch.autograd.Function):
         groups, inverse = ctx.plan
         grad_recurrent = torch.zeros_like(recurrent) if ctx.needs_input_grad[1] else None
         grad_z = []
-        for g, (members, steps, n, index) in enumerate(groups):
+        for g, (members, _steps, _n, index) in enumerate(groups):
             gates, hidden, cells, tanh_cells = saved[4 * g : 4 * g + 4]
             grad_hidden = grad_rows.index_select(0, index).view(tanh_cells.shape)
             dz, dr = _steps_backward(

@@ -93,14 +93,9 @@ def parse_auto_augment(aa):
         match = re.fullmatch(r"([a-z]+)(\d.*)", part)
         key, text = match.groups() if match else (part.rstrip("0123456789."), "")
         if key == "t":
-            raise ValueError(
-                f"--aa {aa!r}: timm's transform sets ('t{part[1:]}') are not available; "
-                f"use {_GRAMMAR}."
-            )
+            raise ValueError(f"--aa {aa!r}: timm's transform sets ('t{part[1:]}') are not available; use {_GRAMMAR}.")
         if key not in ("m", "n", "mstd", "mmax", "inc", "p"):
-            raise ValueError(
-                f"Unsupported RandAugment option {key!r} in --aa {aa!r}; use {_GRAMMAR}."
-            )
+            raise ValueError(f"Unsupported RandAugment option {key!r} in --aa {aa!r}; use {_GRAMMAR}.")
         integer = key in ("m", "n", "mmax", "inc")
         try:
             number = int(text) if integer else float(text)

@@ -97,9 +97,7 @@ class TrainConfig:
         )
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"Unsupported {name} {getattr(self, name)!r}; supported: {', '.join(allowed)}."
-                )
+                raise ValueError(f"Unsupported {name} {getattr(self, name)!r}; supported: {', '.join(allowed)}.")
         if self.recount < 1:
             raise ValueError(f"recount must be >= 1; got {self.recount}.")
         if self.color_jitter < 0:
@@ -111,9 +109,7 @@ class TrainConfig:
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1]; got {self.crop_pct}.")
         if self.warmup_epochs > self.epochs:
-            raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs})."
-            )
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs}).")
         if min(self.batch_size, self.epochs, self.workers) < 1:
             raise ValueError("batch_size, epochs and workers must be positive.")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup_lr < 0 or self.weight_decay < 0:
@@ -170,9 +166,7 @@ def config_from_args(args):
         image_size = (height, width)
     if args.img_size is not None:
         if image_size is not None and image_size != (args.img_size, args.img_size):
-            raise ValueError(
-                f"--img-size {args.img_size} contradicts --input-size {args.input_size}."
-            )
+            raise ValueError(f"--img-size {args.img_size} contradicts --input-size {args.input_size}.")
         image_size = (args.img_size, args.img_size)
     if image_size is None:
         size = model_input_size(args.model)

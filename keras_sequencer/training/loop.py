@@ -63,9 +63,7 @@ def fit(config, data, callbacks=(), distribution=None):
     distribution = distribution or distribute.setup_distribution()
     num_classes = config.num_classes or data.num_classes
     if config.num_classes and config.num_classes != data.num_classes:
-        raise ValueError(
-            f"num_classes is {config.num_classes} but the data has {data.num_classes} classes."
-        )
+        raise ValueError(f"num_classes is {config.num_classes} but the data has {data.num_classes} classes.")
     global_batch = config.batch_size * distribution.num_replicas
     steps_per_epoch = data.train_size // global_batch
     if steps_per_epoch < 1:

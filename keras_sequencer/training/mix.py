@@ -120,9 +120,10 @@ def mix_batch(images, targets, lam, use_cutmix, centres):
     top, bottom, left, right = (tf.reshape(boxes[:, k], [-1, 1, 1]) for k in range(4))
     in_box = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
     flipped = images[::-1]
-    mixed_up = images * tf.cast(lam, images.dtype)[:, None, None, None] + flipped * tf.cast(
-        1.0 - lam, images.dtype
-    )[:, None, None, None]
+    mixed_up = (
+        images * tf.cast(lam, images.dtype)[:, None, None, None]
+        + flipped * tf.cast(1.0 - lam, images.dtype)[:, None, None, None]
+    )
     cut = tf.where(in_box[..., None], flipped, images)
     unmixed = tf.equal(lam, 1.0)  # timm leaves such images untouched (and CutMix boxes empty)
     out = tf.where(use_cutmix[:, None, None, None], cut, mixed_up)
@@ -143,9 +144,7 @@ def make_mixer(mixup_alpha, cutmix_alpha, prob=1.0, switch_prob=0.5, mode="batch
 
     def mix(images, targets):
         batch_size = images.shape[0]
-        lam, use_cutmix, centres = sample_mix_params(
-            batch_size, mixup_alpha, cutmix_alpha, prob, switch_prob, mode
-        )
+        lam, use_cutmix, centres = sample_mix_params(batch_size, mixup_alpha, cutmix_alpha, prob, switch_prob, mode)
         return mix_batch(images, targets, lam, use_cutmix, centres)
 
     return mix

@@ -16,8 +16,13 @@ def learning_rate_schedule(config, steps_per_epoch):
     """The schedule of ``config`` (:class:`TimmCosineSchedule`): per epoch, or
     per update with ``config.sched_on_updates``."""
     return TimmCosineSchedule(
-        config.lr, config.min_lr, config.epochs, config.warmup_lr, config.warmup_epochs,
-        steps_per_epoch, on_updates=config.sched_on_updates,
+        config.lr,
+        config.min_lr,
+        config.epochs,
+        config.warmup_lr,
+        config.warmup_epochs,
+        steps_per_epoch,
+        on_updates=config.sched_on_updates,
     )
 
 
@@ -29,7 +34,5 @@ def build_optimizer(config, model, steps_per_epoch):
         epsilon=ADAMW_EPSILON,
         global_clipnorm=config.clip_grad,
     )
-    optimizer.exclude_from_weight_decay(
-        var_list=[v for v in model.trainable_variables if len(v.shape) <= 1]
-    )
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
     return optimizer

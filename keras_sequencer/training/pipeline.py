@@ -43,9 +43,7 @@ def train_pipeline(dataset, config, num_classes, global_batch_size, repeat=False
     jitter = not policy and config.color_jitter > 0
 
     def per_image(image, label):
-        image = random_resized_crop(
-            image, (height, width), config.scale, config.ratio, config.train_interpolation
-        )
+        image = random_resized_crop(image, (height, width), config.scale, config.ratio, config.train_interpolation)
         if config.hflip > 0:
             flip = tf.random.uniform([]) < config.hflip
             image = tf.where(flip, tf.image.flip_left_right(image), image)
@@ -58,9 +56,7 @@ def train_pipeline(dataset, config, num_classes, global_batch_size, repeat=False
             image = random_erasing(image, config.reprob, config.remode, config.recount)
         return image, label
 
-    mixer = make_mixer(
-        config.mixup, config.cutmix, config.mixup_prob, config.mixup_switch_prob, config.mixup_mode
-    )
+    mixer = make_mixer(config.mixup, config.cutmix, config.mixup_prob, config.mixup_switch_prob, config.mixup_mode)
     if mixer and global_batch_size % 2:
         raise ValueError(
             f"MixUp/CutMix pair each image with the mirrored one of its batch: the global "
@@ -81,9 +77,7 @@ def train_pipeline(dataset, config, num_classes, global_batch_size, repeat=False
     return (batches.repeat() if repeat else batches).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_pipeline(
-    dataset, config, num_classes, global_batch_size, batch_multiple=1, drop_remainder=False
-):
+def eval_pipeline(dataset, config, num_classes, global_batch_size, batch_multiple=1, drop_remainder=False):
     """Validation data: resize to ``image_size / crop_pct``, centre crop, normalise.
 
     ``batch_multiple``: trim the last batch to a multiple of it (JAX's

@@ -70,9 +70,7 @@ def random_resized_crop_box(height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 
     import tensorflow as tf
 
     area_fractions = tf.random.uniform([ATTEMPTS], scale[0], scale[1], dtype=tf.float64)
-    log_ratios = tf.random.uniform(
-        [ATTEMPTS], math.log(ratio[0]), math.log(ratio[1]), dtype=tf.float64
-    )
+    log_ratios = tf.random.uniform([ATTEMPTS], math.log(ratio[0]), math.log(ratio[1]), dtype=tf.float64)
     offsets = tf.random.uniform([2], dtype=tf.float64)
     return crop_box_from_draws(height, width, area_fractions, log_ratios, offsets, ratio)
 
@@ -141,9 +139,7 @@ def erase_with_boxes(image, boxes, fills):
     return image
 
 
-def random_erasing(
-    image, probability, mode="pixel", count=1, area=(0.02, 1 / 3), min_aspect=0.3
-):
+def random_erasing(image, probability, mode="pixel", count=1, area=(0.02, 1 / 3), min_aspect=0.3):
     """timm's ``RandomErasing(probability, mode=mode, max_count=count)`` on one
     normalised image ``(H, W, C)`` (static H, W, C). The number of boxes is
     uniform in ``[1, count]``."""
@@ -205,7 +201,7 @@ def color_jitter_from_draws(image, factors, order):
         op = order[step]
         image = tf.switch_case(
             tf.cast(op, tf.int32),
-            [lambda o=o: adjust(image, o, tf.gather(factors, o)) for o in range(3)],
+            [lambda o=o, image=image: adjust(image, o, tf.gather(factors, o)) for o in range(3)],
         )
     return image
 
