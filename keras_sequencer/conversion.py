@@ -25,6 +25,8 @@ Keras ``.weights.h5`` (by registered name or by :func:`infer_arch`).
 import contextlib
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import keras
 import numpy as np
@@ -42,7 +44,7 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 # ---------------------------------------------------------------- reading --
 @contextlib.contextmanager
-def reading_errors(path, kind):
+def reading_errors(path: str | os.PathLike, kind: str) -> Iterator[None]:
     """Turns any failure to read ``path`` (a ``kind`` file) into a ``ValueError``
     naming it; an ``OSError`` or ``ValueError`` that already names the path passes
     through. Errors of the libraries that parse checkpoints (safetensors, h5py,
@@ -64,7 +66,7 @@ def reading_errors(path, kind):
         ) from error
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a checkpoint file into ``{timm key: float32 numpy array}``.
 
     ``.safetensors`` is read with the ``safetensors`` package and numpy (no
@@ -99,7 +101,7 @@ def _to_numpy(value):
     return np.asarray(value, dtype=np.float32)
 
 
-def normalize_state_dict(state_dict):
+def normalize_state_dict(state_dict: Any) -> dict[str, np.ndarray]:
     """Unwraps ``{"model": ...}``/``{"state_dict": ...}``, strips ``module.``,
     renames the okojoalg/sequencer layout to timm's and converts to numpy.
     Anything but a ``{name: tensor}`` mapping raises a ``ValueError``."""
@@ -225,7 +227,7 @@ def _block(block, prefix):
     )
 
 
-def weight_map(model):
+def weight_map(model: keras.Model) -> list[tuple[keras.Variable, tuple[str, ...], Callable[..., np.ndarray]]]:
     """Lists ``(variable, timm keys, transform)`` for every weight of ``model``."""
     assignments = []
     for layer in model.layers:
@@ -257,7 +259,7 @@ def _list(names, limit=8):
     return ", ".join(names[:limit]) + more
 
 
-def load_state_dict(model, state_dict, skip_head=None):
+def load_state_dict(model: keras.Model, state_dict: Mapping[str, Any], skip_head: bool | None = None) -> keras.Model:
     """Assigns a timm-layout state dict to a Keras Sequencer2D model.
 
     Args:
@@ -310,13 +312,13 @@ def load_state_dict(model, state_dict, skip_head=None):
 
 
 # ---------------------------------------------------------- architecture --
-def head_classes(state_dict):
+def head_classes(state_dict: Mapping[str, np.ndarray]) -> int | None:
     """Number of classes of the checkpoint's classifier (``head.fc``), or None without one."""
     bias = state_dict.get("head.fc.bias")
     return None if bias is None else int(bias.shape[0])
 
 
-def infer_arch(state_dict):
+def infer_arch(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Reads the Sequencer2D architecture (builder kwargs) off a timm-layout state dict."""
     blocks = {}
     for key in state_dict:

@@ -26,8 +26,18 @@ model takes.
 import importlib.util
 import logging
 import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from keras_sequencer.preprocessing import TensorLike
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from keras_sequencer.kernels.export_tf import WeightStore
 
 FORMATS = ("tf_saved_model", "onnx", "litert")
 # Format -> (module, distribution) pairs the export needs.
@@ -48,7 +58,7 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "output_0"
 
 
-def require(module, distribution, purpose):
+def require(module: str, distribution: str, purpose: str) -> None:
     """Raises a one-line ``ImportError`` naming the package when ``module`` is missing."""
     try:
         found = importlib.util.find_spec(module) is not None
@@ -62,7 +72,7 @@ def require(module, distribution, purpose):
         )
 
 
-def check_format(format):
+def check_format(format: str) -> str:
     """Returns ``format`` if it is one of :data:`FORMATS`, else raises a one-line ``ValueError``."""
     if format not in FORMATS:
         raise ValueError(
@@ -71,7 +81,7 @@ def check_format(format):
     return format
 
 
-def export_input_shape(model, input_shape=None):
+def export_input_shape(model: "keras.Model", input_shape: Sequence[int | None] | None = None) -> tuple[int | None, ...]:
     """The per-image input shape the export takes, in the model's layout:
     ``(height, width, channels)`` or, channels-first, ``(channels, height, width)``.
 
@@ -122,8 +132,14 @@ def export_input_shape(model, input_shape=None):
 
 
 def export_model(
-    model, filepath, format="tf_saved_model", verbose=None, input_signature=None, input_shape=None, **kwargs
-):
+    model: "keras.Model",
+    filepath: str | os.PathLike,
+    format: str = "tf_saved_model",
+    verbose: bool | None = None,
+    input_signature: Any = None,
+    input_shape: Sequence[int | None] | None = None,
+    **kwargs,
+) -> str:
     """Writes ``model`` to ``filepath`` as ``format`` (:data:`FORMATS`); returns ``filepath``.
 
     Args:
@@ -174,12 +190,12 @@ def export_model(
     return filepath
 
 
-def describe_shape(shape):
+def describe_shape(shape: Sequence[int | None]) -> str:
     """``(224, 224, 3)`` as ``"224, 224, 3"``, a free size as ``"any"``."""
     return ", ".join("any" if s is None else str(s) for s in shape)
 
 
-def signature_shape(input_signature):
+def signature_shape(input_signature: Any) -> tuple[int | None, ...]:
     """The per-image shape of an ``input_signature`` (spec or shape, or a list of one)."""
     if (
         isinstance(input_signature, (list, tuple))
@@ -197,7 +213,7 @@ def signature_shape(input_signature):
 
 
 # ------------------------------------------------------------- the TF graph --
-def layer_function(store, layer):
+def layer_function(store: "WeightStore", layer: "keras.layers.Layer") -> Callable[[Any], Any]:
     """The TensorFlow function of one layer of a Sequencer model (inference)."""
     import tensorflow as tf
 
@@ -239,7 +255,7 @@ def layer_function(store, layer):
     raise ValueError(f"export does not support the layer {layer.name!r} ({name}).")
 
 
-def chain(model):
+def chain(model: "keras.Model") -> list["keras.layers.Layer"]:
     """The layers of ``model`` after its input, checked to form one chain
     (each takes the previous one's output), as every builder's model does."""
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
@@ -260,7 +276,9 @@ def chain(model):
     return layers
 
 
-def build_function(model, shape):
+def build_function(
+    model: "keras.Model", shape: Sequence[int | None]
+) -> tuple["WeightStore", "tf.types.experimental.GenericFunction"]:
     """``(store, function)``: the model as a ``tf.function`` of one float32
     batch ``(None,) + shape``, returning its output, and the
     :class:`~keras_sequencer.kernels.export_tf.WeightStore` holding its weights."""
@@ -282,13 +300,13 @@ def build_function(model, shape):
     return store, function
 
 
-def one_line_failure(what, error):
+def one_line_failure(what: str, error: BaseException) -> RuntimeError:
     """A ``RuntimeError`` with the first line of a converter's error."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return RuntimeError(f"{what} failed: {lines[0] if lines else type(error).__name__}")
 
 
-def save_saved_model(store, function, filepath):
+def save_saved_model(store: "WeightStore", function: "tf.types.experimental.GenericFunction", filepath: str) -> None:
     """A SavedModel with the weights as variables and the ``serving_default``
     signature ``images -> output_0``."""
     import tensorflow as tf
@@ -297,7 +315,7 @@ def save_saved_model(store, function, filepath):
     tf.saved_model.save(store, filepath, signatures={"serving_default": function.get_concrete_function()})
 
 
-def save_onnx(function, filepath, opset):
+def save_onnx(function: "tf.types.experimental.GenericFunction", filepath: str, opset: int) -> None:
     """An ONNX file by tf2onnx, the batch axis dynamic."""
     import tf2onnx
 
@@ -315,7 +333,7 @@ def save_onnx(function, filepath, opset):
         raise one_line_failure("ONNX conversion", error) from error
 
 
-def save_litert(store, function, filepath):
+def save_litert(store: "WeightStore", function: "tf.types.experimental.GenericFunction", filepath: str) -> None:
     """A LiteRT (``.tflite``) flatbuffer of builtin ops only (runs on the
     plain interpreter, no Flex delegate), the batch axis dynamic."""
     import tensorflow as tf
@@ -332,7 +350,7 @@ def save_litert(store, function, filepath):
 
 
 # ------------------------------------------------------------- the runtimes --
-def load_exported(filepath, format):
+def load_exported(filepath: str | os.PathLike, format: str) -> Callable[[TensorLike], np.ndarray]:
     """Loads an exported artefact with its own runtime (onnxruntime,
     ``tf.saved_model.load``, the LiteRT interpreter); returns ``run(images)``:
     a float32 batch -> the artefact's output as numpy."""
@@ -367,19 +385,21 @@ def load_exported(filepath, format):
     return run
 
 
-def run_exported(filepath, format, images):
+def run_exported(filepath: str | os.PathLike, format: str, images: TensorLike) -> np.ndarray:
     """:func:`load_exported` then one run on ``images``."""
     return load_exported(filepath, format)(images)
 
 
-def artefact_size(filepath):
+def artefact_size(filepath: str | os.PathLike) -> int:
     """Bytes of an exported file, or of every file under a SavedModel directory."""
     if os.path.isdir(filepath):
         return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(filepath) for name in names)
     return os.path.getsize(filepath)
 
 
-def sample_images(shape, batch=2, include_preprocessing=False, seed=0):
+def sample_images(
+    shape: Sequence[int], batch: int = 2, include_preprocessing: bool = False, seed: int = 0
+) -> np.ndarray:
     """A reproducible float32 batch ``(batch,) + shape``: pixel values in
     ``[0, 255]`` for a model with preprocessing inside, else roughly
     normalised values."""
@@ -389,7 +409,7 @@ def sample_images(shape, batch=2, include_preprocessing=False, seed=0):
     return rng.normal(0, 1, (batch,) + tuple(shape)).astype("float32")
 
 
-def max_difference(model, filepath, format, images):
+def max_difference(model: "keras.Model", filepath: str | os.PathLike, format: str, images: TensorLike) -> float:
     """The largest absolute difference between ``model.predict(images)`` and
     the artefact's output on the same batch."""
     expected = np.asarray(model.predict(images, verbose=0), dtype="float32")

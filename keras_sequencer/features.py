@@ -2,6 +2,7 @@
 
 import numbers
 import re
+from collections.abc import Sequence
 
 import keras
 
@@ -13,7 +14,7 @@ from keras_sequencer.registry import create_model
 DEFAULT_OUT_INDICES = (0, 1, 2)
 
 
-def stage_output_names(model):
+def stage_output_names(model: keras.Model) -> list[str]:
     """Names of the layers whose outputs are the stage feature maps of ``model``,
     one per stage: its last block ``stages_{i}_blocks_{j}``, or for a stage of 0
     blocks (the CIFAR models' pointwise linear stage) its ``stages_{i}_downsample``."""
@@ -30,7 +31,9 @@ def stage_output_names(model):
     return [last[i][1] for i in range(len(last))]
 
 
-def feature_extractor(model, out_indices=DEFAULT_OUT_INDICES, **kwargs):
+def feature_extractor(
+    model: keras.Model | str, out_indices: Sequence[int] = DEFAULT_OUT_INDICES, **kwargs
+) -> keras.Model:
     """A ``keras.Model`` returning the outputs of the stages ``out_indices``.
 
     Like timm's ``features_only=True``: the stage outputs (no final norm), in

@@ -10,18 +10,20 @@ import os
 
 import numpy as np
 
+from keras_sequencer.preprocessing import TensorLike
+
 CLASSES_FILE = os.path.join(os.path.dirname(__file__), "imagenet_classes.txt")
 
 
 @functools.cache
-def imagenet_classes():
+def imagenet_classes() -> tuple[tuple[str, str], ...]:
     """The 1000 ImageNet-1k classes in index order, as ``(wnid, names)`` tuples."""
     with open(CLASSES_FILE, encoding="utf-8") as f:
         rows = [line.rstrip("\n").split("\t", 1) for line in f if line.strip() and not line.startswith("#")]
     return tuple((wnid, names) for wnid, names in rows)
 
 
-def decode_predictions(preds, top=5):
+def decode_predictions(preds: TensorLike, top: int = 5) -> list[list[tuple[str, str, float]]]:
     """Decodes ImageNet-1k scores as ``keras.applications`` does.
 
     Args:

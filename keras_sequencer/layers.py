@@ -69,12 +69,12 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_size,
-        bidirectional=True,
-        union="cat",
-        with_fc=True,
-        rnn_type="lstm",
-        implementation="auto",
+        hidden_size: int,
+        bidirectional: bool = True,
+        union: str = "cat",
+        with_fc: bool = True,
+        rnn_type: str = "lstm",
+        implementation: str = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -200,7 +200,7 @@ class DropPath(keras.layers.Layer):
     Kept samples are scaled by ``1 / (1 - rate)`` (timm's ``DropPath``).
     """
 
-    def __init__(self, rate=0.0, seed=None, **kwargs):
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"DropPath rate must be in [0, 1), got {rate}.")
@@ -243,15 +243,15 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_size,
-        mlp_ratio=3.0,
-        bidirectional=True,
-        union="cat",
-        with_fc=True,
-        rnn_type="lstm",
-        drop_path_rate=0.0,
-        layer_norm_epsilon=1e-6,
-        implementation="auto",
+        hidden_size: int,
+        mlp_ratio: float = 3.0,
+        bidirectional: bool = True,
+        union: str = "cat",
+        with_fc: bool = True,
+        rnn_type: str = "lstm",
+        drop_path_rate: float = 0.0,
+        layer_norm_epsilon: float = 1e-6,
+        implementation: str = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -340,7 +340,7 @@ class PatchEmbedding(keras.layers.Conv2D):
     flattened patches).
     """
 
-    def __init__(self, filters, patch_size, **kwargs):
+    def __init__(self, filters: int, patch_size: int, **kwargs):
         for key in ("kernel_size", "strides", "padding"):
             kwargs.pop(key, None)
         super().__init__(filters, kernel_size=patch_size, strides=patch_size, padding="valid", **kwargs)
@@ -373,7 +373,7 @@ class ImageInputCheck(keras.layers.Layer):
     ``predict``/``fit``).
     """
 
-    def __init__(self, channels, min_size, model_name="model", **kwargs):
+    def __init__(self, channels: int, min_size: int, model_name: str = "model", **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.min_size = int(min_size)
@@ -428,7 +428,9 @@ class BiLSTM1D(QuantizedSublayers, keras.layers.Layer):
         rnn_type: ``"lstm"``, ``"gru"`` or ``"rnn"``, as in :class:`BiLSTM2D`.
     """
 
-    def __init__(self, hidden_size, bidirectional=True, with_fc=False, rnn_type="lstm", **kwargs):
+    def __init__(
+        self, hidden_size: int, bidirectional: bool = True, with_fc: bool = False, rnn_type: str = "lstm", **kwargs
+    ):
         super().__init__(**kwargs)
         if rnn_type not in RNN_TYPES:
             raise ValueError(f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}.")
@@ -489,13 +491,13 @@ class VanillaSequencerBlock(Sequencer2DBlock):
 
     def __init__(
         self,
-        hidden_size,
-        mlp_ratio=3.0,
-        bidirectional=True,
-        with_fc=False,
-        rnn_type="lstm",
-        drop_path_rate=0.0,
-        layer_norm_epsilon=1e-6,
+        hidden_size: int,
+        mlp_ratio: float = 3.0,
+        bidirectional: bool = True,
+        with_fc: bool = False,
+        rnn_type: str = "lstm",
+        drop_path_rate: float = 0.0,
+        layer_norm_epsilon: float = 1e-6,
         **kwargs,
     ):
         kwargs.pop("union", None)

@@ -14,6 +14,9 @@ Layer names follow timm's module names so the weight port is a direct map:
 
 import contextlib
 import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 
@@ -31,7 +34,7 @@ from keras_sequencer.layers import (
 
 # ImageNet-1k normalisation used by the published checkpoints (timm defaults);
 # re-exported here, their former home.
-from keras_sequencer.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_sequencer.preprocessing import IMAGENET_MEAN, IMAGENET_STD, TensorLike
 from keras_sequencer.variants import TableView, get_variant
 
 # Every layer of the network is channels-last, whatever
@@ -59,20 +62,27 @@ class SequencerModel(keras.Model):
     ``KERAS_SEQUENCER_RUNTIME_TUNING=0`` turns it off (see :mod:`runtime`)."""
 
     @property
-    def implementations(self):
+    def implementations(self) -> dict[str, str]:
         """``{layer path: "keras" | "fused"}``: what each BiLSTM2D and block runs
         here (``implementation="auto"`` resolved for this backend and device)."""
         return resolved_implementations(self)
 
-    def make_predict_function(self, force=False):
+    def make_predict_function(self, force: bool = False) -> Callable:
         with _inference_compilation(self.predict_function, force):
             return super().make_predict_function(force=force)
 
-    def make_test_function(self, force=False):
+    def make_test_function(self, force: bool = False) -> Callable:
         with _inference_compilation(self.test_function, force):
             return super().make_test_function(force=force)
 
-    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+    def export(
+        self,
+        filepath: str | os.PathLike,
+        format: str = "tf_saved_model",
+        verbose: bool | None = None,
+        input_signature: Any = None,
+        **kwargs,
+    ) -> str:
         """Writes the model as ``"tf_saved_model"``, ``"onnx"`` or ``"litert"``
         from any backend, with no prior call: :func:`keras_sequencer.export.export_model`
         (``input_shape=(height, width)`` fixes the size of a model that has none)."""
@@ -91,7 +101,7 @@ class ChannelsFirstInput(keras.layers.Layer):
     channel count (a channels-last batch given to a channels-first model).
     """
 
-    def __init__(self, channels, model_name="model", **kwargs):
+    def __init__(self, channels: int, model_name: str = "model", **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.model_name = model_name
@@ -139,31 +149,31 @@ def _resolve_input(input_tensor, input_shape, channels_first):
 
 
 def Sequencer2D(
-    layers,
-    patch_sizes,
-    embed_dims,
-    hidden_sizes,
-    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
-    bidirectional=True,
-    union="cat",
-    with_fc=True,
-    rnn_type="lstm",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    drop_path_rate=0.0,
-    include_preprocessing=False,
-    name="sequencer2d",
-    implementation="auto",
-    stem_norm=False,
-    position_embedding=False,
-    token_mixer="2d",
-    dropout_rate=0.0,
-):
+    layers: Sequence[int],
+    patch_sizes: Sequence[int],
+    embed_dims: Sequence[int],
+    hidden_sizes: Sequence[int],
+    mlp_ratios: Sequence[float] = (3.0, 3.0, 3.0, 3.0),
+    bidirectional: bool = True,
+    union: str = "cat",
+    with_fc: bool = True,
+    rnn_type: str = "lstm",
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor: TensorLike | None = None,
+    input_shape: Sequence[int | None] | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | Callable | None = "softmax",
+    drop_path_rate: float = 0.0,
+    include_preprocessing: bool = False,
+    name: str = "sequencer2d",
+    implementation: str = "auto",
+    stem_norm: bool = False,
+    position_embedding: bool = False,
+    token_mixer: str = "2d",
+    dropout_rate: float = 0.0,
+) -> keras.Model:
     """Builds a Sequencer2D network (Tatsunami & Taki, NeurIPS 2022).
 
     Stem ``PatchEmbedding(patch_sizes[0])`` -> stages of ``Sequencer2DBlock``
@@ -346,7 +356,7 @@ def Sequencer2D(
     return model
 
 
-def drop_path_schedule(drop_path_rate, num_blocks):
+def drop_path_schedule(drop_path_rate: float, num_blocks: int) -> list[float]:
     """The original's per-block drop-path rates: ``num_blocks`` values from 0
     to ``drop_path_rate``, evenly spaced (``[0.0]`` for one block)."""
     if num_blocks <= 1:
@@ -355,18 +365,18 @@ def drop_path_schedule(drop_path_rate, num_blocks):
 
 
 def VanillaSequencer(
-    layers,
-    patch_sizes,
-    embed_dims,
-    hidden_sizes,
-    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
-    bidirectional=True,
-    with_fc=False,
-    rnn_type="lstm",
-    position_embedding=False,
-    name="vanilla_sequencer",
+    layers: Sequence[int],
+    patch_sizes: Sequence[int],
+    embed_dims: Sequence[int],
+    hidden_sizes: Sequence[int],
+    mlp_ratios: Sequence[float] = (3.0, 3.0, 3.0, 3.0),
+    bidirectional: bool = True,
+    with_fc: bool = False,
+    rnn_type: str = "lstm",
+    position_embedding: bool = False,
+    name: str = "vanilla_sequencer",
     **kwargs,
-):
+) -> keras.Model:
     """Builds the paper's VanillaSequencer: :func:`Sequencer2D` whose blocks mix
     tokens with one (Bi)LSTM over the flattened ``H*W`` sequence
     (:class:`~keras_sequencer.layers.VanillaSequencerBlock`) instead of BiLSTM2D.
@@ -391,20 +401,20 @@ def VanillaSequencer(
     )
 
 
-def _variant(variant, doc_name):
+def _variant(variant: str, doc_name: str) -> Callable[..., keras.Model]:
     def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        drop_path_rate=0.0,
-        include_preprocessing=False,
-        name=variant,
-        implementation="auto",
-    ):
+        include_top: bool = True,
+        weights: str | os.PathLike | None = None,
+        input_tensor: TensorLike | None = None,
+        input_shape: Sequence[int | None] | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation: str | Callable | None = "softmax",
+        drop_path_rate: float = 0.0,
+        include_preprocessing: bool = False,
+        name: str = variant,
+        implementation: str = "auto",
+    ) -> keras.Model:
         return Sequencer2D(
             **get_variant(variant).arch,
             include_top=include_top,

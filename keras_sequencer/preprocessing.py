@@ -14,8 +14,20 @@ It imports nothing else of the package.
 """
 
 import math
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# The type hint of the images (and scores) the package's functions take and return,
+# defined here once: a numpy array (or nested lists), a tensor of any Keras backend
+# (jax, TensorFlow, torch) or a symbolic KerasTensor. Keras 3 has no one tensor type,
+# hence ``Any``.
+TensorLike: TypeAlias = Any
 
 # ImageNet-1k channel statistics of pixels scaled to [0, 1] (timm's IMAGENET_DEFAULT_*).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,7 +46,7 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".
 _WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def normalize(images):
+def normalize(images: TensorLike) -> TensorLike:
     """ImageNet normalisation of 0-255 RGB pixels: ``(images / 255 - mean) / std``.
 
     The one implementation behind :func:`preprocess_input` and the training
@@ -63,7 +75,7 @@ def normalize(images):
     return (images / 255.0 - ops.convert_to_tensor(mean)) / ops.convert_to_tensor(std)
 
 
-def preprocess_input(images):
+def preprocess_input(images: TensorLike) -> TensorLike:
     """ImageNet normalisation: ``(images / 255 - mean) / std``, channels last.
 
     Args:
@@ -120,7 +132,11 @@ def image_error_reason(error):
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def load_image(image, image_size=224, crop_pct=DEFAULT_CROP_PCT):
+def load_image(
+    image: "str | os.PathLike | Image.Image",
+    image_size: int | Sequence[int] = 224,
+    crop_pct: float = DEFAULT_CROP_PCT,
+) -> np.ndarray:
     """Loads an image as timm's eval transform does, before normalisation.
 
     Resize (PIL bicubic) so the shorter side is ``floor(image_size / crop_pct)``

@@ -20,8 +20,13 @@ reloads with the same int8 variables. A ``.weights.h5`` of a quantized model
 loads into a model built the same way and quantized first (Keras's rule).
 """
 
+from typing import TYPE_CHECKING
 
-def quantized_children(layer, prefix=""):
+if TYPE_CHECKING:
+    import keras
+
+
+def quantized_children(layer: "keras.layers.Layer", prefix: str = "") -> dict[str, str]:
     """``{path: dtype policy name}`` of the sub-layers of ``layer`` (at any
     depth, paths of layer names relative to it) that are quantized, e.g.
     ``{"mlp_fc1": "int8_from_float32", "rnn_tokens/fc": "int8_from_float32"}``."""
@@ -48,7 +53,7 @@ class QuantizedSublayers:
         super().__init__(*args, **kwargs)
         self.quantized_sublayers = dict(quantized_sublayers or {})
 
-    def sublayer_dtype(self, name):
+    def sublayer_dtype(self, name: str) -> str | None:
         """The dtype policy name to build the sub-layer ``name`` with, or
         ``None`` for the default."""
         return self.quantized_sublayers.get(name)

@@ -9,6 +9,9 @@ weights are the rows of :data:`keras_sequencer.variants.VARIANTS`; a row's
 """
 
 import dataclasses
+import os
+
+import keras
 
 from keras_sequencer import conversion
 from keras_sequencer import weights as weights_lib
@@ -60,12 +63,12 @@ def _spec(variant):
 MODEL_REGISTRY = TableView("MODEL_REGISTRY", _spec)
 
 
-def get_spec(name):
+def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``; a ``ValueError`` suggests close names."""
     return _spec(get_variant(name))
 
 
-def create_model(name, weights=None, **kwargs):
+def create_model(name: str, weights: str | os.PathLike | None = None, **kwargs) -> keras.Model:
     """Builds a registered model by name (as ``timm.create_model``).
 
     Args:
@@ -109,7 +112,9 @@ def create_model(name, weights=None, **kwargs):
     return builder(**variant.arch, weights=weights, **options)
 
 
-def convert_checkpoint(checkpoint_path, output_path, model_name=None):
+def convert_checkpoint(
+    checkpoint_path: str | os.PathLike, output_path: str | os.PathLike, model_name: str | None = None
+) -> keras.Model:
     """Converts a timm / okojoalg checkpoint into a Keras ``.weights.h5`` file.
 
     Args:

@@ -266,7 +266,7 @@ VARIANTS = _table(
 )
 
 
-def list_models(pretrained=False):
+def list_models(pretrained: bool = False) -> list[str]:
     """Registered model names, sorted; with ``pretrained=True`` only those with
     published ImageNet weights."""
     return sorted(name for name, v in VARIANTS.items() if v.pretrained or not pretrained)
@@ -279,7 +279,7 @@ def _unknown_model_error(name):
     return ValueError(f"Unknown model {name!r}.{hint} Registered: {', '.join(list_models())}.")
 
 
-def get_variant(name):
+def get_variant(name: str) -> Variant:
     """The :class:`Variant` registered as ``name``.
 
     Raises:

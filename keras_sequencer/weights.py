@@ -17,12 +17,23 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from keras_sequencer import conversion, pretrained
 from keras_sequencer.variants import variant_for_arch
 
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
 
-def load_weights(model, weights, arch, build):
+# The builder a caller passes (``Sequencer2D``): ``build(**arch, ...)`` -> the model.
+Builder = Callable[..., "keras.Model"]
+
+
+def load_weights(
+    model: "keras.Model", weights: str | os.PathLike, arch: Mapping[str, Any], build: Builder
+) -> "keras.Model":
     """Loads ``weights`` into ``model``.
 
     Args:
@@ -66,7 +77,7 @@ def load_weights(model, weights, arch, build):
     return model
 
 
-def check_output_path(output_path):
+def check_output_path(output_path: str | os.PathLike) -> str:
     """``output_path`` as a string; a ``ValueError`` unless it ends in ``.weights.h5``."""
     output_path = os.fspath(output_path)
     if not output_path.endswith(".weights.h5"):
@@ -74,7 +85,9 @@ def check_output_path(output_path):
     return output_path
 
 
-def save_converted(model, state_dict, output_path):
+def save_converted(
+    model: "keras.Model", state_dict: Mapping[str, "np.ndarray"], output_path: str | os.PathLike
+) -> "keras.Model":
     """Assigns ``state_dict`` (timm layout) to ``model`` and writes its ``.weights.h5``."""
     output_path = check_output_path(output_path)
     conversion.load_state_dict(model, state_dict)
@@ -83,7 +96,9 @@ def save_converted(model, state_dict, output_path):
     return model
 
 
-def convert_checkpoint_file(checkpoint_path, output_path, arch, build):
+def convert_checkpoint_file(
+    checkpoint_path: str | os.PathLike, output_path: str | os.PathLike, arch: Mapping[str, Any], build: Builder
+) -> "keras.Model":
     """Converts a checkpoint of architecture ``arch`` into a full-model ``.weights.h5``
     (with the checkpoint's head, logits) built by ``build``."""
     check_output_path(output_path)
@@ -168,7 +183,7 @@ def _check_layout(model, datasets, path):
         raise ValueError(f"{path} does not match model {model.name!r} (another variant?): " + "; ".join(problems))
 
 
-def load_keras_weights(model, path, arch, build):
+def load_keras_weights(model: "keras.Model", path: str, arch: Mapping[str, Any], build: Builder) -> "keras.Model":
     """Loads a full-model ``.weights.h5`` (as written by the converter) into ``model``,
     through a twin built by ``build(**arch, ...)`` when the heads differ."""
     datasets = _h5_datasets(path)
@@ -193,7 +208,7 @@ def load_keras_weights(model, path, arch, build):
     return model
 
 
-def load_model(path, **kwargs):
+def load_model(path: str | os.PathLike, **kwargs) -> "keras.Model":
     """``keras.saving.load_model(path, **kwargs)`` for a saved Sequencer ``.keras``
     file, with a file that cannot be read (missing, truncated, damaged) reported
     as an ``OSError`` or ``ValueError`` naming it."""
