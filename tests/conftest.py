@@ -8,6 +8,8 @@ import gc
 import importlib.util
 import os
 
+from tests.helpers import COMMIT, VARIANT, layer_weights
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # CUDA builds of torch ship triton, whose LLVM clashes with TensorFlow's when it is
@@ -16,17 +18,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if importlib.util.find_spec("timm") is not None:
     import timm  # noqa: F401
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
+import http.server
+import os
+import threading
+import time
+
+import keras
+import pytest
+
+from keras_sequencer import Sequencer2D, pretrained, variants
+from keras_sequencer.conversion import load_state_dict
+from tests.helpers import (
+    TINY_ARCH,
+    state_dict_numpy,
+    timm_model,
+)
 
 if keras.backend.backend() == "jax":
     # Called eagerly, every keras.layers.LSTM compiles its own lax.scan; JAX's
     # persistent cache (keyed by the compiled program, not the Python function)
     # lets the many identical LSTMs of a model share one compilation: a model
     # call in eager mode gets ~5x faster.
-    import tempfile  # noqa: E402
+    import tempfile
 
-    import jax  # noqa: E402
+    import jax
 
     jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "keras-sequencer-jax-cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -49,3 +64,95 @@ def _free_memory_per_module():
 
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A random-weight timm-format checkpoint of the tiny architecture: (bytes, timm model)."""
+    from safetensors.numpy import save_file
+
+    model = timm_model(TINY_ARCH, num_classes=1000, seed=3)
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    save_file(state_dict_numpy(model), str(path))
+    return path.read_bytes(), model
+
+
+@pytest.fixture(scope="module")
+def reference_weights(checkpoint):
+    """``{layer name: [arrays]}`` of the tiny model loaded straight from the checkpoint."""
+    model = Sequencer2D(**TINY_ARCH, classifier_activation=None)
+    load_state_dict(model, checkpoint[1].state_dict())
+    return layer_weights(model)
+
+
+class CheckpointHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.files[path] = (body, declared Content-Length)``, each answer
+    after ``server.delay`` seconds. For a path in ``server.stalls`` it sends half
+    the body, sets ``server.stalls[path]`` and waits for ``server.release``."""
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        if self.path not in self.server.files:
+            self.send_error(404)
+            return
+        time.sleep(self.server.delay)
+        body, length = self.server.files[self.path]
+        self.send_response(200)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        stalled = self.server.stalls.get(self.path)
+        if stalled is not None:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            stalled.set()
+            self.server.release.wait(120)
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CheckpointHandler)
+    httpd.daemon_threads = True  # a stalled answer does not hold up the shutdown
+    httpd.files, httpd.requests, httpd.stalls, httpd.delay = {}, [], {}, 0
+    httpd.release = threading.Event()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def register(monkeypatch, tmp_path):
+    """Registers the tiny variant with ``sha256`` and an empty KERAS_HOME; returns the cache dir."""
+
+    def _register(sha256, base_url):
+        monkeypatch.setitem(
+            variants.VARIANTS,
+            VARIANT,
+            variants.Variant(
+                VARIANT,
+                "sequencer2d",
+                TINY_ARCH,
+                weights=variants.PublishedWeights(
+                    repo=f"test/{VARIANT}.in1k",
+                    commit=COMMIT,
+                    sha256=sha256,
+                    original_url="https://example.invalid/tiny.pth",
+                    top1=None,
+                    top5=None,
+                ),
+            ),
+        )
+        monkeypatch.setenv(pretrained.BASE_URL_ENV, base_url)
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+        return pretrained.cache_dir()
+
+    return _register

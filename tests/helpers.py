@@ -1,31 +1,72 @@
-"""One shared helper for tests that compare against timm or round-trip models."""
+"""What the tests share: the one tiny architecture, comparisons with timm, model
+round trips, image folders, training setups and process helpers.
 
+Fixtures live in ``conftest.py``; this module holds plain functions and constants, so
+that no test module imports another.
+"""
+
+import csv
 import importlib.util
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import textwrap
 import zlib
 
 import keras
 import numpy as np
 import pytest
 
+from keras_sequencer import backend_setup, registry
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 requires_timm = pytest.mark.skipif(not HAS_TIMM, reason="timm is not installed")
-
-# Reduced architectures that reach every code path of the full models (stem,
-# patch-2 downsample, 1x1 downsample, several blocks per stage) in a fraction of
-# the time. Keys are Sequencer2D / timm Sequencer2d keyword arguments.
-TINY_ARCH = dict(
-    layers=(2, 1, 2, 1),
-    patch_sizes=(7, 2, 1, 1),
-    embed_dims=(16, 24, 24, 24),
-    hidden_sizes=(4, 6, 6, 6),
-    mlp_ratios=(3.0, 3.0, 3.0, 3.0),
+# What model.export and the artefacts' runtimes need (the [export] extra).
+EXPORT_PACKAGES = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert")
+requires_export = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in EXPORT_PACKAGES),
+    reason='needs the [export] extra and tensorflow: pip install -e ".[export]"',
 )
 
 
+def tiny_arch(stages=4, blocks=1, first_patch=7, width=16, hidden=4, mlp_ratio=3.0, **overrides):
+    """The tests' one tiny Sequencer2D architecture (builder / timm ``Sequencer2d``
+    keyword arguments), cut to what a test needs.
+
+    ``stages`` stages: a ``first_patch`` stem, then a patch-2 and 1x1 downsamples (the
+    paths of the full models), ``blocks`` blocks per stage (an int, or one per stage),
+    ``width`` / ``hidden`` channels in the first stage and 1.5x that after it.
+    ``overrides`` replace or add builder arguments (``union``, ``rnn_type``, ...)."""
+    later = lambda n: (n,) + (int(n * 1.5),) * (stages - 1)  # noqa: E731
+    arch = dict(
+        layers=tuple(blocks) if isinstance(blocks, (tuple, list)) else (blocks,) * stages,
+        patch_sizes=(first_patch, 2, 1, 1)[:stages],
+        embed_dims=later(width),
+        hidden_sizes=later(hidden),
+        mlp_ratios=(float(mlp_ratio),) * stages,
+    )
+    arch.update(overrides)
+    return arch
+
+
+# The default tiny model: every code path of the full models (stem, patch-2
+# downsample, 1x1 downsamples, several blocks per stage) in a fraction of the time.
+TINY_ARCH = tiny_arch(blocks=(2, 1, 2, 1))
+# One stage, 2x2 tokens at 16x16: the cheapest Sequencer2D that still has every part
+# (the training tests' model).
+TINY_TRAIN_ARCH = tiny_arch(1, first_patch=8, mlp_ratio=2.0)
+# Two stages, one block each: every kind of layer the exports translate, in seconds
+# (the export and int8 tests' model).
+MICRO_ARCH = tiny_arch(2, first_patch=4, width=8, mlp_ratio=2.0)
+
 BACKENDS = ("jax", "tensorflow", "torch")
+# The two explicit implementations of the recurrent layers (``"auto"`` resolves to one).
+IMPLEMENTATIONS = ("keras", "fused")
 
 
 def run_in_one_backend_pass(key):
@@ -136,3 +177,236 @@ def run_script_without(script, argv, hidden_module):
     )
     errors = [line for line in proc.stderr.splitlines() if line.startswith(f"{script}: error:")]
     return proc.returncode, errors, proc.stderr
+
+
+def make_image_folder(root, classes=("cat", "dog"), per_class=2, size=(12, 10), val_classes=None):
+    """Writes root/{train,val}/<class>/<i>.png random images; returns {path: pixels}."""
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    written = {}
+    for split, names in (("train", classes), ("val", val_classes or classes)):
+        for name in names:
+            os.makedirs(os.path.join(root, split, name), exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.randint(0, 256, size + (3,), dtype=np.uint8)
+                path = os.path.join(root, split, name, f"{i}.png")
+                Image.fromarray(pixels).save(path)
+                written[path] = pixels
+    return written
+
+
+def truncate_into_jpeg(path, size=(20, 20)):
+    """Writes a JPEG at ``path`` with a valid header but only its first half."""
+    from PIL import Image
+
+    pixels = np.random.RandomState(1).randint(0, 256, size + (3,), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG")
+    with open(path, "rb") as f:
+        content = f.read()
+    with open(path, "wb") as f:
+        f.write(content[: len(content) // 2])
+
+
+def free_ports(count):
+    """``count`` TCP ports free on 127.0.0.1 (for worker processes)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def worker_environments():
+    """Per-process environment for a two-process run on 127.0.0.1: ``TF_CONFIG``
+    (MultiWorkerMirroredStrategy) on TensorFlow, ``KERAS_DISTRIBUTION_*``
+    (``keras.distribution.initialize``, one CPU device each) on JAX."""
+    if keras.backend.backend() == "tensorflow":
+        workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+        return [
+            {"TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})}
+            for i in range(2)
+        ]
+    coordinator = f"127.0.0.1:{free_ports(1)[0]}"
+    return [
+        {
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": coordinator,
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+            "KERAS_DISTRIBUTION_PROCESS_ID": str(i),
+            "JAX_NUM_CPU_DEVICES": "1",
+        }
+        for i in range(2)
+    ]
+
+
+# Makes the packages named in HIDE_MODULES (comma-separated) unimportable, as if
+# not installed, then runs the rest of the script.
+HIDE = textwrap.dedent(
+    """
+    import importlib.machinery, os, sys
+
+    HIDDEN = {m for m in os.environ.get("HIDE_MODULES", "").split(",") if m}
+
+    class HidingPathFinder(importlib.machinery.PathFinder):
+        # sys.path's finder, blind to the hidden packages: find_spec gives None and
+        # import raises ModuleNotFoundError, exactly as when they are not installed.
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            if name.split(".")[0] in HIDDEN:
+                return None
+            return super().find_spec(name, path, target)
+
+    sys.meta_path[:] = [
+        HidingPathFinder if f is importlib.machinery.PathFinder else f for f in sys.meta_path
+    ]
+    """
+)
+
+
+# The real create_model, kept before a test patches create_model_with_tiny_s over it.
+_create_model = registry.create_model
+
+
+def create_model_with_tiny_s(name, **kwargs):
+    """``registry.create_model``, except that ``"sequencer2d_s"`` is built with
+    :data:`TINY_TRAIN_ARCH` (patch it over ``registry.create_model`` for a tiny "S")."""
+    from keras_sequencer.models import Sequencer2D
+
+    if name == "sequencer2d_s":
+        return Sequencer2D(**TINY_TRAIN_ARCH, name=name, **kwargs)
+    return _create_model(name, **kwargs)
+
+
+def tiny_config(output, **overrides):
+    """A TrainConfig of :data:`TINY_TRAIN_ARCH` at 16x16 (3 epochs, batch 16)."""
+    from keras_sequencer import training
+
+    settings = dict(
+        model="tiny",
+        arch=TINY_TRAIN_ARCH,
+        image_size=(16, 16),
+        crop_pct=1.0,
+        batch_size=16,
+        workers=1,
+        epochs=3,
+        warmup_epochs=1,
+        cooldown_epochs=0,
+        lr=1e-3,
+        output=str(output),
+        verbose=0,
+    )
+    settings.update(overrides)
+    return training.TrainConfig(**settings)
+
+
+def digits_splits(num_train=64, num_val=32, image_size=16):
+    """The first scikit-learn digits as uint8 RGB images (fixed split)."""
+    from keras_sequencer import data, datasets
+
+    (x_train, y_train), (x_val, y_val) = datasets.load_digits(image_size)
+    to_uint8 = lambda x: (x * 255).round().astype("uint8")  # noqa: E731
+    return data.from_arrays(
+        (to_uint8(x_train[:num_train]), y_train[:num_train]),
+        (to_uint8(x_val[:num_val]), y_val[:num_val]),
+        class_names=[str(i) for i in range(10)],
+    )
+
+
+class KillAt(keras.callbacks.Callback):
+    """SIGKILLs this process at ``epoch`` (0-based) after its second batch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.kill_epoch, self.epoch = epoch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == self.kill_epoch and batch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def read_csv_epochs(path):
+    """The ``epoch`` column of a training run's ``history.csv``."""
+    with open(path, newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def layer_pair(shape, **kwargs):
+    """A keras-path and a fused-path BiLSTM2D holding the same weights."""
+    from keras_sequencer.layers import BiLSTM2D
+
+    layers = [BiLSTM2D(5, implementation=impl, **kwargs) for impl in IMPLEMENTATIONS]
+    for layer in layers:
+        layer.build(shape)
+    layers[1].set_weights(layers[0].get_weights())
+    return layers
+
+
+# The Keras backends installed here, in the package's order of preference.
+INSTALLED = [b for b in backend_setup.PREFERENCE if importlib.util.find_spec(b) is not None]
+
+
+def run_hidden(tmp_path, code, hide=(), script_name="check.py", **env):
+    """Runs ``code`` (after the hiding hook) as ``tmp_path/script_name`` with a fresh
+    ``KERAS_HOME``; returns the CompletedProcess."""
+    script = tmp_path / script_name
+    script.write_text(HIDE + textwrap.dedent(code))
+    environ = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    environ.update(PYTHONPATH=REPO, HIDE_MODULES=",".join(hide), KERAS_HOME=str(tmp_path / "keras_home"), **env)
+    return subprocess.run(
+        [sys.executable, str(script)], env=environ, cwd=str(tmp_path), capture_output=True, text=True, timeout=300
+    )
+
+
+def timm_and_keras(arch, num_classes=10, seed=0, **keras_kwargs):
+    """A random timm Sequencer2d of ``arch`` (:func:`timm_model`) and a fresh Keras
+    ``Sequencer2D`` of the same architecture and head (logits), not yet converted."""
+    from keras_sequencer.models import Sequencer2D
+
+    reference = timm_model(arch, num_classes=num_classes, seed=seed)
+    model = Sequencer2D(**arch, classes=num_classes, classifier_activation=None, **keras_kwargs)
+    return reference, model
+
+
+# The tiny architecture registered as a published variant by the ``register`` fixture:
+# its name, pinned commit and the checkpoint's path on the weights server.
+VARIANT = "sequencer2d_tiny"
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+URL_PATH = f"/test/{VARIANT}.in1k/resolve/{COMMIT}/model.safetensors"
+
+
+def layer_weights(model):
+    """``{layer name: [arrays]}`` of the layers that hold weights."""
+    return {layer.name: [to_numpy(w) for w in layer.weights] for layer in model.layers if layer.weights}
+
+
+def assert_weights_equal(model, reference, skip=()):
+    """``model``'s weights equal ``reference`` (:func:`layer_weights`), but for the layers in ``skip``."""
+    weights = layer_weights(model)
+    assert set(weights) == set(reference) - set(skip)
+    for name, arrays in weights.items():
+        for actual, expected in zip(arrays, reference[name]):
+            np.testing.assert_array_equal(actual, expected, err_msg=name)
+
+
+def closed_port_url():
+    """An http URL on 127.0.0.1 where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def tiny_imagenet_model(**kwargs):
+    """The tiny architecture built with ``weights="imagenet"`` (the registered variant's)."""
+    from keras_sequencer import Sequencer2D
+
+    return Sequencer2D(**TINY_ARCH, weights="imagenet", classifier_activation=None, **kwargs)

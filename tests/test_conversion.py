@@ -8,12 +8,13 @@ import pytest
 
 import keras_sequencer
 from keras_sequencer import Sequencer2D, conversion, registry
-from keras_sequencer.cli import main as cli_main
 from tests.helpers import (
     TINY_ARCH,
     random_images,
     requires_timm,
+    run_model,
     state_dict_numpy,
+    timm_and_keras,
     timm_forward,
     timm_model,
     to_numpy,
@@ -32,17 +33,11 @@ VARIANTS = {
 }
 
 
-def _pair(arch, num_classes=10, seed=0, **keras_kwargs):
-    reference = timm_model(arch, num_classes=num_classes, seed=seed)
-    model = Sequencer2D(**arch, classes=num_classes, classifier_activation=None, **keras_kwargs)
-    return reference, model
-
-
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("size", [(28, 28), (42, 28)])
 def test_parity_with_timm(variant, size):
     arch = VARIANTS[variant]
-    reference, model = _pair(arch)
+    reference, model = timm_and_keras(arch)
     conversion.load_state_dict(model, reference.state_dict())
     images = random_images(2, *size, seed=1)
     expected = timm_forward(reference, images)
@@ -52,7 +47,7 @@ def test_parity_with_timm(variant, size):
 
 
 def test_features_match_timm_forward_features():
-    reference, _ = _pair(TINY_ARCH)
+    reference, _ = timm_and_keras(TINY_ARCH)
     model = Sequencer2D(**TINY_ARCH, include_top=False)
     conversion.load_state_dict(model, reference.state_dict())  # head.* consumed, unused
     images = random_images(1, 56, 42, seed=2)
@@ -79,7 +74,7 @@ def _to_original_layout(state_dict, layers):
 def test_original_okojoalg_layout_pth(tmp_path):
     import torch
 
-    reference, model = _pair(TINY_ARCH, seed=3)
+    reference, model = timm_and_keras(TINY_ARCH, seed=3)
     original = _to_original_layout(reference.state_dict(), TINY_ARCH["layers"])
     assert "blocks.0.2.down.weight" in original and "head.weight" in original
     path = tmp_path / "sequencer_tiny.pth"
@@ -87,40 +82,6 @@ def test_original_okojoalg_layout_pth(tmp_path):
     model = Sequencer2D(**TINY_ARCH, classes=10, classifier_activation=None, weights=str(path))
     images = random_images(1, 28, 28, seed=4)
     np.testing.assert_allclose(to_numpy(model(images)), timm_forward(reference, images), atol=1e-5)
-
-
-def test_weights_argument_accepts_safetensors_and_h5(tmp_path):
-    from safetensors.numpy import save_file
-
-    reference, _ = _pair(TINY_ARCH, seed=5)
-    checkpoint = tmp_path / "model.safetensors"
-    save_file(state_dict_numpy(reference), str(checkpoint))
-    images = random_images(2, 28, 42, seed=6)
-    expected = timm_forward(reference, images)
-
-    from_safetensors = Sequencer2D(**TINY_ARCH, classes=10, classifier_activation=None, weights=str(checkpoint))
-    np.testing.assert_allclose(to_numpy(from_safetensors(images)), expected, atol=1e-5)
-
-    # the converter CLI (architecture read off the checkpoint) -> .weights.h5 -> weights=
-    h5 = tmp_path / "tiny.weights.h5"
-    assert cli_main(["convert", str(checkpoint), str(h5)]) == 0
-    from_h5 = Sequencer2D(**TINY_ARCH, classes=10, classifier_activation=None, weights=str(h5))
-    np.testing.assert_allclose(to_numpy(from_h5(images)), expected, atol=1e-5)
-
-    # include_top=False from both formats: everything but the head
-    features = timm_forward(reference, images, features=True)
-    for path in (checkpoint, h5):
-        backbone = Sequencer2D(**TINY_ARCH, include_top=False, weights=str(path))
-        np.testing.assert_allclose(to_numpy(backbone(images)), features, atol=1e-5)
-
-    # another number of classes: backbone loaded, head fresh, with a warning
-    with pytest.warns(UserWarning, match="10 classes"):
-        other = Sequencer2D(**TINY_ARCH, classes=3, include_top=True, weights=str(h5))
-    pooled = features.mean(axis=(1, 2))
-    kernel, bias = other.get_layer("head").get_weights()
-    logits = pooled @ kernel + bias
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    np.testing.assert_allclose(to_numpy(other(images)), e / e.sum(-1, keepdims=True), atol=1e-5)
 
 
 def test_infer_arch_and_convert_checks_variant(tmp_path):
@@ -193,15 +154,30 @@ def test_public_api():
     assert os.path.exists(os.path.join(os.path.dirname(__file__), "..", "weights_conversion", "convert.py"))
 
 
-def test_keras_weights_of_another_variant_are_refused(tmp_path):
-    """Keras' own load_weights ignores extra layers in a file; ours must not."""
-    deeper = Sequencer2D(**dict(TINY_ARCH, layers=(2, 1, 3, 1)), classes=10)
-    path = tmp_path / "deeper.weights.h5"
-    deeper.save_weights(str(path))
-    for kwargs in (dict(classes=10), dict(include_top=False)):
-        with pytest.raises(ValueError, match="unexpected tensors"):
-            Sequencer2D(**TINY_ARCH, weights=str(path), **kwargs)
-    wider = Sequencer2D(**dict(TINY_ARCH, hidden_sizes=(4, 6, 6, 8)), classes=10)
-    wider.save_weights(str(path))
-    with pytest.raises(ValueError, match="mis-shaped"):
-        Sequencer2D(**TINY_ARCH, weights=str(path), classes=10)
+BUILDERS = {
+    "sequencer2d_s": keras_sequencer.Sequencer2DS,
+    "sequencer2d_m": keras_sequencer.Sequencer2DM,
+    "sequencer2d_l": keras_sequencer.Sequencer2DL,
+}
+
+
+@pytest.mark.parametrize("variant", sorted(BUILDERS))
+def test_full_model_parity_with_timm(variant, record_property):
+    import keras
+
+    reference = timm_model(variant=variant, seed=7)
+    model = BUILDERS[variant](classifier_activation=None)
+    conversion.load_state_dict(model, reference.state_dict())
+    logits_and_features = keras.Model(model.inputs, [model.output, model.get_layer("norm").output])
+    for size in ((224, 224), (196, 252)):
+        images = random_images(1, *size, seed=8)
+        expected = timm_forward(reference, images)
+        logits, features = run_model(logits_and_features, images)
+        delta = float(np.abs(logits - expected).max())
+        print(f"{variant} {size}: max |dlogit| = {delta:.3g}")
+        record_property(f"max_abs_dlogit_{size[0]}x{size[1]}", delta)
+        assert delta <= 1e-4
+        assert np.abs(expected).std() > 0.1
+        expected_features = timm_forward(reference, images, features=True)
+        assert features.shape == expected_features.shape
+        assert float(np.abs(features - expected_features).max()) <= 1e-4

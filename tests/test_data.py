@@ -7,21 +7,7 @@ import pytest
 from PIL import Image
 
 from keras_sequencer import data
-
-
-def make_image_folder(root, classes=("cat", "dog"), per_class=2, size=(12, 10), val_classes=None):
-    """Writes root/{train,val}/<class>/<i>.png random images; returns {path: pixels}."""
-    rng = np.random.RandomState(0)
-    written = {}
-    for split, names in (("train", classes), ("val", val_classes or classes)):
-        for name in names:
-            os.makedirs(os.path.join(root, split, name), exist_ok=True)
-            for i in range(per_class):
-                pixels = rng.randint(0, 256, size + (3,), dtype=np.uint8)
-                path = os.path.join(root, split, name, f"{i}.png")
-                Image.fromarray(pixels).save(path)
-                written[path] = pixels
-    return written
+from tests.helpers import make_image_folder, truncate_into_jpeg
 
 
 def test_image_folder_reads_every_image_with_its_class(tmp_path):
@@ -90,16 +76,6 @@ def test_unreadable_image_is_named(tmp_path, content):
     broken.write_bytes(content)
     with pytest.raises(ValueError, match=f"{broken} is not a readable image"):
         data.load_image_folder(str(tmp_path))
-
-
-def truncate_into_jpeg(path, size=(20, 20)):
-    """Writes a JPEG at ``path`` with a valid header but only its first half."""
-    pixels = np.random.RandomState(1).randint(0, 256, size + (3,), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, format="JPEG")
-    with open(path, "rb") as f:
-        content = f.read()
-    with open(path, "wb") as f:
-        f.write(content[: len(content) // 2])
 
 
 def test_find_undecodable_names_a_truncated_jpeg(tmp_path):
@@ -179,67 +155,3 @@ def test_find_undecodable_names_a_truncated_webp(tmp_path):
     broken.write_bytes(broken.read_bytes()[:600])
     splits = data.load_image_folder(str(tmp_path))
     assert data.find_undecodable(splits.files) == [str(broken)]
-
-
-class FakeTfdsBuilder:
-    """What data.tfds_builder uses of a tfds builder; downloading is an error
-    unless ``download_error`` says what it raises."""
-
-    def __init__(self, name, data_dir, download_error=None):
-        self.data_path = os.path.join(data_dir, name, "3.0.2")
-        self.url_infos = {"https://data.example.org/cifar-10-binary.tar.gz": None}
-        self.download_error = download_error
-
-    def download_and_prepare(self):
-        raise self.download_error or AssertionError("tried to download offline")
-
-
-def fake_tfds(monkeypatch, **kwargs):
-    import types
-
-    module = types.SimpleNamespace(builder=lambda name, data_dir=None: FakeTfdsBuilder(name, data_dir, **kwargs))
-    monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", module)
-
-
-def test_tfds_offline_is_one_line_naming_the_folder_and_data_dir(tmp_path, monkeypatch):
-    fake_tfds(monkeypatch)
-    monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: False)
-    with pytest.raises(ValueError) as error:
-        data.load_tfds("cifar10", data_dir=str(tmp_path))
-    message = str(error.value)
-    assert "\n" not in message and "--data-dir" in message
-    assert str(tmp_path / "cifar10" / "3.0.2") in message and "data.example.org" in message
-
-
-def test_tfds_missing_dependency_names_the_extra(tmp_path, monkeypatch):
-    missing = ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
-    fake_tfds(monkeypatch, download_error=missing)
-    monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: True)
-    with pytest.raises(ImportError, match=r'importlib_resources .*pip install "keras-sequencer\[train\]"'):
-        data.load_tfds("cifar10", data_dir=str(tmp_path))
-
-
-def test_download_hosts_reachable_fails_fast(tmp_path):
-    import socket
-    import time
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
-    try:
-        assert data.download_hosts_reachable([f"http://127.0.0.1:{port}/x.tar.gz"])
-    finally:
-        server.close()
-    start = time.time()
-    assert not data.download_hosts_reachable([f"http://127.0.0.1:{port}/x.tar.gz"], timeout=2.0)
-    assert time.time() - start < 5
-
-
-def test_real_tfds_builder_offline_is_one_line(tmp_path, monkeypatch):
-    """The real TensorFlow Datasets cifar10 builder, with the network check saying offline."""
-    pytest.importorskip("tensorflow_datasets")
-    pytest.importorskip("importlib_resources")  # tfds reads its checksum list with it
-    monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: False)
-    with pytest.raises(ValueError, match=r"not in .*cifar10.*\(no connection to www\.cs\.toronto\.edu\).*--data-dir"):
-        data.load_tfds("cifar10", data_dir=str(tmp_path))

@@ -6,7 +6,6 @@ subprocesses with their own environment.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,17 +15,16 @@ import numpy as np
 import pytest
 
 from keras_sequencer import distribute
+from tests.helpers import REPO, worker_environments
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 
 # A tiny Sequencer2D behind a probe layer that records how its input batch is laid
 # out, trained with the recipe's optimizer and pipeline inside the strategy's scope.
 TRAIN_WITH_PROBE = """
 import sys
-sys.path.insert(0, "tests")
 import keras
-from train_helpers import digits_splits, tiny_config
+from tests.helpers import digits_splits, tiny_config
 from keras_sequencer import distribute, training
 
 def train(distribution, probe):
@@ -141,8 +139,7 @@ def test_tf_fused_model_predicts_with_xla_blocks_under_mirrored_strategy():
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras_sequencer
         from keras_sequencer.layers import Sequencer2DBlock
-        arch = dict(layers=(2, 1, 2, 1), patch_sizes=(7, 2, 1, 1),
-                    embed_dims=(16, 24, 24, 24), hidden_sizes=(4, 6, 6, 6))
+        from tests.helpers import TINY_ARCH as arch
         x = np.random.RandomState(0).rand(4, 28, 28, 3).astype("float32")
         y = np.array([0, 1, 2, 1])
         reference = keras_sequencer.Sequencer2D(**arch, classes=3, implementation="keras")
@@ -211,9 +208,8 @@ def test_tf_mirrored_strategy_splits_the_batch_over_two_devices():
 
 WORKER = """
 import json, os, sys
-sys.path.insert(0, "tests")
 import numpy as np
-from train_helpers import digits_splits, tiny_config
+from tests.helpers import digits_splits, tiny_config
 from keras_sequencer import distribute, training
 
 distribution = distribute.setup_distribution()
@@ -225,38 +221,6 @@ print(json.dumps(dict(replicas=distribution.num_replicas, workers=distribution.n
                       index=index, steps=int(np.asarray(model.optimizer.iterations)),
                       loss=history.history["loss"])))
 """
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def worker_environments():
-    """Per-process environment for a two-process run on 127.0.0.1: ``TF_CONFIG``
-    (MultiWorkerMirroredStrategy) on TensorFlow, ``KERAS_DISTRIBUTION_*``
-    (``keras.distribution.initialize``, one CPU device each) on JAX."""
-    if BACKEND == "tensorflow":
-        workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-        return [
-            {"TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})}
-            for i in range(2)
-        ]
-    coordinator = f"127.0.0.1:{free_ports(1)[0]}"
-    return [
-        {
-            "KERAS_DISTRIBUTION_JOB_ADDRESSES": coordinator,
-            "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
-            "KERAS_DISTRIBUTION_PROCESS_ID": str(i),
-            "JAX_NUM_CPU_DEVICES": "1",
-        }
-        for i in range(2)
-    ]
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch backend has no multi-process training")

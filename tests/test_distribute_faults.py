@@ -24,12 +24,10 @@ import time
 import keras
 import numpy as np
 import pytest
-from test_data import make_image_folder
-from test_distribute import free_ports, worker_environments
 
 from keras_sequencer.training import backup
+from tests.helpers import REPO, free_ports, make_image_folder, worker_environments
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 multi_process = pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch backend has no multi-process training")
 
@@ -40,20 +38,19 @@ multi_process = pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch back
 # MultiWorkerMirroredStrategy (test_distribute's two-process test covers that).
 DRIVER = """
 import json, sys
-sys.path.insert(0, "tests")
 import keras
 import numpy as np
-import train_helpers
+from tests import helpers
 from keras_sequencer import cli, registry, training
 from keras_sequencer.models import Sequencer2D
 
 kill_epoch, report, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-registry.create_model = train_helpers.create_model_with_tiny_s
+registry.create_model = helpers.create_model_with_tiny_s
 if keras.backend.backend() == "tensorflow":
     registry.create_model = lambda name, **kwargs: Sequencer2D(
-        **train_helpers.TINY_TRAIN_ARCH, implementation="keras", name=name, **kwargs)
+        **helpers.TINY_TRAIN_ARCH, implementation="keras", name=name, **kwargs)
 make_callbacks = training.loop.make_callbacks
-training.loop.make_callbacks = lambda *a: [*make_callbacks(*a), train_helpers.KillAt(kill_epoch)]
+training.loop.make_callbacks = lambda *a: [*make_callbacks(*a), helpers.KillAt(kill_epoch)]
 fit = training.loop.fit
 
 def reporting_fit(*args, **kwargs):
@@ -223,41 +220,6 @@ def test_torch_has_no_multi_process_training(monkeypatch):
     monkeypatch.setattr(distribute, "_CACHE", {})
     with pytest.raises(ValueError, match="Multi-machine training is not supported by Keras' torch"):
         distribute.setup_distribution()
-
-
-def test_backup_commits_only_complete_epochs(tmp_path, monkeypatch):
-    """A weights file a killed process left half-written is never read back: only
-    the epochs in state.json (renamed into place last) are resumed from."""
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer="adam", loss="mse")
-    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
-    folder = str(tmp_path / "backup")
-    callback = backup.AtomicBackupAndRestore(folder)
-    callback.set_model(model)
-    for epoch in range(3):
-        model.fit(x, y, verbose=0)
-        callback.on_epoch_end(epoch)
-    assert backup.read_state(folder) == [2, 3]  # the two latest epochs are kept
-    assert sorted(os.listdir(folder)) == ["epoch-2.weights.h5", "epoch-3.weights.h5", "state.json"]
-    saved = [w.copy() for w in model.get_weights()]
-    # a killed writer: a truncated temporary file and a truncated next epoch not yet committed
-    for name in (".tmp-123-epoch-4.weights.h5", "epoch-4.weights.h5"):
-        with open(os.path.join(folder, name), "wb") as f:
-            f.write(b"\x89HDF\r\n")
-    model.fit(x, y, verbose=0)  # the weights move on
-    restored = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    restored.compile(optimizer="adam", loss="mse")
-    callback = backup.AtomicBackupAndRestore(folder)
-    callback.set_model(restored)
-    callback.on_train_begin()
-    assert restored._initial_epoch == 3
-    for got, want in zip(restored.get_weights(), saved):
-        np.testing.assert_array_equal(got, want)
-    callback.on_epoch_end(3)  # the next save clears what the killed writer left
-    assert sorted(os.listdir(folder)) == ["epoch-3.weights.h5", "epoch-4.weights.h5", "state.json"]
-    with pytest.raises(ValueError, match="hold epochs \\[3, 4\\].*epoch 1"):
-        monkeypatch.setattr(backup.distribute, "agree_min", lambda value: 1)
-        callback.on_train_begin()
 
 
 def test_timeout_setting_and_peer_addresses(monkeypatch):

@@ -8,8 +8,6 @@ architectures (GRU, RNN, unions, VanillaSequencer, position embedding,
 ``include_top=False``, channels-first, int8-quantized Dense layers).
 """
 
-import dataclasses
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,19 +17,15 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sequencer import cli, export, registry, variants
+from keras_sequencer import export, registry
 from keras_sequencer.models import Sequencer2D, VanillaSequencer
+from tests.helpers import MICRO_ARCH, REPO, requires_export
 
-RUNTIMES = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert")
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in RUNTIMES),
-    reason='needs the [export] extra and tensorflow: pip install -e ".[export]"',
-)
+pytestmark = requires_export
 
-# Two stages, one block each: every kind of layer the exports translate, in
-# seconds. At SIZE (non-square) the grids are 4x6 and 2x3, so the columns and
-# rows run as separate recurrences; square inputs batch them into one.
-MICRO = dict(layers=(1, 1), patch_sizes=(4, 2), embed_dims=(8, 8), hidden_sizes=(4, 4), mlp_ratios=(2.0, 2.0))
+# The micro model at SIZE (non-square): grids of 4x6 and 2x3, so the columns and rows
+# run as separate recurrences; square inputs batch them into one.
+MICRO = MICRO_ARCH
 SIZE = (16, 24)
 TOLERANCE = 1e-4
 # The int8 model quantizes each Dense input row at run time (scale max|x| / 127). A value
@@ -260,131 +254,10 @@ def test_channels_first_model_exports_in_its_layout():
     np.testing.assert_allclose(function(x).numpy(), expected(model, x), atol=TOLERANCE, rtol=0)
 
 
-# ------------------------------------------------------------------------- CLI --
-NAME = "sequencer2d_export_micro"
-
-
-@pytest.fixture
-def micro_weights(monkeypatch, tmp_path):
-    """A registered micro model ``NAME`` (input size 16) and a ``.weights.h5`` of it."""
-    micro = dataclasses.replace(
-        variants.VARIANTS["sequencer2d_s"], name=NAME, arch=dict(MICRO), input_size=16, weights=None
-    )
-    monkeypatch.setitem(variants.VARIANTS, NAME, micro)
-    path = str(tmp_path / "micro.weights.h5")
-    registry.create_model(NAME, classes=7, implementation="keras").save_weights(path)
-    return path
-
-
-def test_cli_export_reports_path_size_and_difference(tmp_path, capsys, micro_weights):
-    output = str(tmp_path / "micro.tflite")
-    argv = [
-        "export",
-        NAME,
-        "--weights",
-        micro_weights,
-        "--classes",
-        "7",
-        "--format",
-        "litert",
-        "--output",
-        output,
-        "--include-preprocessing",
-        "--input-size",
-        "16",
-        "24",
-    ]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert f"wrote litert to {output} (" in out and "kB)" in out
-    assert "input (batch, 16, 24, 3) float32" in out
-    difference = float(out.rsplit(":", 1)[1])
-    assert 0 <= difference < TOLERANCE
-    # the artefact normalises raw pixels itself, as the Keras model with preprocessing
-    model = registry.create_model(NAME, weights=micro_weights, classes=7, include_preprocessing=True)
-    x = np.random.default_rng(1).uniform(0, 255, (2, 16, 24, 3)).astype("float32")
-    np.testing.assert_allclose(export.run_exported(output, "litert", x), expected(model, x), atol=TOLERANCE, rtol=0)
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["no_such_model", "--weights", "{w}"], "--model no_such_model"),
-        ([NAME], f"--model {NAME} has no published ImageNet weights; give --weights PATH"),
-        ([NAME, "--weights", "{tmp}/missing.h5"], "--weights {tmp}/missing.h5: no such file"),
-        (["{tmp}/missing.keras"], "{tmp}/missing.keras: no such file"),
-        ([NAME, "--weights", "{w}", "--input-size", "1", "2", "3"], "--input-size takes N or HEIGHT WIDTH"),
-        ([NAME, "--weights", "{w}", "--output", "{tmp}/no/dir/m.onnx"], "folder {tmp}/no/dir does not exist"),
-        (["{tmp}/m.keras", "--include-preprocessing"], "--include-preprocessing applies to a model name"),
-    ],
-)
-def test_cli_errors_are_one_line_before_a_model_is_built(tmp_path, capsys, monkeypatch, micro_weights, argv, message):
-    def fail(*args, **kwargs):
-        raise AssertionError("a model was built before the inputs were checked")
-
-    monkeypatch.setattr(registry, "create_model", fail)
-    (tmp_path / "m.keras").write_bytes(b"")
-    fill = dict(tmp=str(tmp_path), w=micro_weights)
-    argv = [a.format(**fill) for a in argv]
-    if "--output" not in argv:
-        argv += ["--output", str(tmp_path / "m.onnx")]
-    assert cli.main(["export", *argv, "--format", "onnx"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("keras-sequencer export: error: ")
-    assert message.format(**fill) in err
-
-
-def test_cli_exports_a_free_size_and_checks_it_at_the_registered_size(tmp_path, capsys, micro_weights):
-    output = str(tmp_path / "free.onnx")
-    argv = [
-        "export",
-        NAME,
-        "--weights",
-        micro_weights,
-        "--classes",
-        "7",
-        "--format",
-        "onnx",
-        "--output",
-        output,
-        "--input-size",
-        "any",
-    ]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "input (batch, any, any, 3) float32" in out and "on a batch of 2 at 16x16: " in out
-    difference = float(out.strip().rsplit(": ", 1)[1])
-    assert difference < TOLERANCE
-    model = registry.create_model(NAME, weights=micro_weights, classes=7)
-    x = images((24, 40, 3), 2)
-    np.testing.assert_allclose(export.run_exported(output, "onnx", x), expected(model, x), atol=TOLERANCE, rtol=0)
-    litert = [
-        "export",
-        NAME,
-        "--weights",
-        micro_weights,
-        "--format",
-        "litert",
-        "--output",
-        str(tmp_path / "m.tflite"),
-        "--input-size",
-        "any",
-    ]
-    assert cli.main(litert) == 1
-    err = capsys.readouterr().err.strip()
-    assert err == (
-        "keras-sequencer export: error: --input-size any: litert artefacts take a fixed size; give N or HEIGHT WIDTH"
-    )
-
-
 def test_missing_converter_is_one_line(tmp_path):
     """With tf2onnx hidden, ``model.export(format="onnx")`` and the CLI name the package."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, here)
-    try:
-        from test_package import HIDE
-    finally:
-        sys.path.remove(here)
+    from tests.helpers import HIDE
+
     script = tmp_path / "check.py"
     script.write_text(
         HIDE
@@ -402,7 +275,7 @@ def test_missing_converter_is_one_line(tmp_path):
         """
         )
     )
-    environ = dict(os.environ, HIDE_MODULES="tf2onnx", PYTHONPATH=os.path.dirname(here))
+    environ = dict(os.environ, HIDE_MODULES="tf2onnx", PYTHONPATH=REPO)
     result = subprocess.run(
         [sys.executable, str(script)], cwd=str(tmp_path), env=environ, capture_output=True, text=True, timeout=300
     )

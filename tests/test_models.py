@@ -4,6 +4,7 @@ import pytest
 
 import keras_sequencer
 from keras_sequencer import MODEL_CONFIGS, Sequencer2D, SequencerModel
+from keras_sequencer.models import drop_path_schedule
 from tests.helpers import TINY_ARCH, random_images, save_and_reload, to_numpy
 
 # timm's parameter counts (timm.create_model(name).parameters()).
@@ -216,3 +217,12 @@ def test_channels_first_input_shape_and_errors(channels_first):
         Sequencer2D(**TINY_ARCH, input_shape=(64, 64))
     with pytest.raises(ValueError, match="at least 14x14"):
         Sequencer2D(**TINY_ARCH)(np.zeros((1, 3, 13, 28), "float32"))
+
+
+def test_drop_path_rates_follow_the_original_linear_schedule():
+    torch = pytest.importorskip("torch")
+    rates = torch.linspace(0, 0.3, sum(TINY_ARCH["layers"])).tolist()
+    model = Sequencer2D(**TINY_ARCH, drop_path_rate=0.3)
+    blocks = [layer for layer in model.layers if "_blocks_" in layer.name]
+    np.testing.assert_allclose([b.drop_path_rate for b in blocks], rates, rtol=1e-6)
+    assert drop_path_schedule(0.2, 1) == [0.0] and drop_path_schedule(0.0, 3) == [0.0] * 3

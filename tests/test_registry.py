@@ -15,6 +15,7 @@ from tests.helpers import (
     run_in_one_backend_pass,
     run_model,
     save_and_reload,
+    tiny_arch,
     to_numpy,
 )
 
@@ -254,9 +255,7 @@ def test_official_parameter_counts():
 # Tiny versions of the variants for numerical parity with torch (every option the
 # registry uses: cells, unions, fc, direction, 1-D mixer, position embedding,
 # stem norm and blockless "pointwise linear" stages).
-_TINY = dict(
-    layers=(1, 1, 1), patch_sizes=(7, 2, 1), embed_dims=(8, 12, 12), hidden_sizes=(2, 3, 3), mlp_ratios=(2.0, 2.0, 2.0)
-)
+_TINY = tiny_arch(3, width=8, hidden=2, mlp_ratio=2.0)
 PARITY_CASES = {
     "gru_add": dict(_TINY, rnn_type="gru", union="add"),
     "rnn_unidirectional": dict(_TINY, rnn_type="rnn", bidirectional=False),
@@ -264,14 +263,7 @@ PARITY_CASES = {
     "vertical": dict(_TINY, hidden_sizes=(4, 6, 6), union="vertical", with_fc=False),
     "horizontal": dict(_TINY, hidden_sizes=(4, 6, 6), union="horizontal", with_fc=False),
     "vanilla_pe": dict(_TINY, hidden_sizes=(4, 6, 6), token_mixer="1d", with_fc=False, position_embedding=True),
-    "cifar": dict(
-        layers=(1, 1, 0),
-        patch_sizes=(4, 2, 1),
-        embed_dims=(8, 12, 12),
-        hidden_sizes=(2, 3, 3),
-        mlp_ratios=(2.0, 2.0, 2.0),
-        stem_norm=True,
-    ),
+    "cifar": dict(_TINY, layers=(1, 1, 0), patch_sizes=(4, 2, 1), stem_norm=True),
 }
 
 

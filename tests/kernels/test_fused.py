@@ -10,8 +10,9 @@ from keras_sequencer.conversion import load_state_dict
 from keras_sequencer.kernels import backend_kernels
 from keras_sequencer.layers import BiLSTM2D, Sequencer2DBlock
 from tests.helpers import (
+    IMPLEMENTATIONS,
     TINY_ARCH,
-    load_script,
+    layer_pair,
     random_images,
     requires_timm,
     save_and_reload,
@@ -20,17 +21,6 @@ from tests.helpers import (
     timm_model,
     to_numpy,
 )
-
-IMPLEMENTATIONS = ("keras", "fused")
-
-
-def _layer_pair(shape, **kwargs):
-    """A keras-path and a fused-path BiLSTM2D holding the same weights."""
-    layers = [BiLSTM2D(5, implementation=impl, **kwargs) for impl in IMPLEMENTATIONS]
-    for layer in layers:
-        layer.build(shape)
-    layers[1].set_weights(layers[0].get_weights())
-    return layers
 
 
 @requires_timm
@@ -60,142 +50,10 @@ def test_both_paths_match_timm(size):
 )
 @pytest.mark.parametrize("shape", [(2, 4, 4, 6), (3, 5, 2, 6)])
 def test_fused_layer_matches_keras_layer(kwargs, shape):
-    keras_layer, fused_layer = _layer_pair(shape, **kwargs)
+    keras_layer, fused_layer = layer_pair(shape, **kwargs)
     assert [tuple(w.shape) for w in keras_layer.weights] == [tuple(w.shape) for w in fused_layer.weights]
     x = random_images(*shape)
     np.testing.assert_allclose(to_numpy(fused_layer(x)), to_numpy(keras_layer(x)), atol=1e-6, rtol=0)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's own recurrences")
-@pytest.mark.parametrize("kwargs", [dict(union="cat"), dict(union="vertical", bidirectional=False)])
-def test_torch_cpu_runs_one_recurrence_and_matches(kwargs, monkeypatch):
-    """On torch on CPU the fused layer steps all its LSTMs together in place,
-    with gradients on and off, and gives the keras path's numbers; it does not
-    call ``torch.lstm`` (oneDNN), which is kept for inference on a GPU."""
-    import torch
-
-    from keras_sequencer.kernels import torch_lstm
-
-    calls, lstm_calls = [], []
-    real_lstms, real_lstm = torch_lstm.bilstm2d_lstms, torch.lstm
-    monkeypatch.setattr(
-        torch_lstm,
-        "bilstm2d_lstms",
-        lambda x, cells, directions: calls.append(directions) or real_lstms(x, cells, directions),
-    )
-    monkeypatch.setattr(torch, "lstm", lambda *a: lstm_calls.append(a) or real_lstm(*a))
-    keras_layer, fused_layer = _layer_pair((3, 5, 2, 6), **kwargs)
-    x = random_images(3, 5, 2, 6)
-    expected = to_numpy(keras_layer(x))
-    lstm_calls.clear()  # the keras path's own LSTM layers may call it
-    got = [to_numpy(fused_layer(x))]
-    with torch.no_grad():
-        got.append(to_numpy(fused_layer(x)))
-    directions = [(1, False), (1, True), (2, False), (2, True)]
-    if kwargs["union"] != "cat":
-        directions = [(1, False)]
-    assert calls == [directions] * 2
-    assert lstm_calls == []
-    for g in got:
-        np.testing.assert_allclose(g, expected, atol=1e-6, rtol=0)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's LSTM kernel")
-def test_torch_native_lstm_equals_the_keras_lstm():
-    """``torch_native_lstm`` (inference on a GPU: one cuDNN ``torch.lstm`` per
-    RNN), run here on CPU, gives the Keras LSTM layers' numbers."""
-    import torch
-
-    from keras_sequencer.kernels.torch_lstm import torch_native_lstm
-
-    keras_layer, _ = _layer_pair((3, 5, 2, 6))
-    columns = random_images(3, 2, 5, 6).reshape(6, 5, 6)  # (N, T, C)
-    expected = to_numpy(keras_layer.rnn_v(columns))
-    with torch.no_grad():
-        got = torch_native_lstm(torch.as_tensor(columns).transpose(0, 1), keras_layer._cells(keras_layer.rnn_v))
-    np.testing.assert_allclose(to_numpy(got.transpose(0, 1)), expected, atol=1e-6, rtol=0)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's LSTM kernel")
-@pytest.mark.parametrize(
-    "kwargs", [dict(union="cat"), dict(union="add"), dict(union="horizontal", bidirectional=False)]
-)
-def test_torch_gpu_inference_path_equals_the_keras_layer(kwargs, monkeypatch):
-    """BiLSTM2D's fused path for inference on a GPU (one ``torch.lstm`` per RNN,
-    laid out by ``generic.time_major_bilstm2d``), taken here on CPU (the
-    kernel's ``gpu_inference`` test reduced to "no autograd"), gives the keras
-    path's numbers for each union, and never reaches the CPU recurrence."""
-    import torch
-
-    from keras_sequencer.kernels import generic
-    from keras_sequencer.kernels import torch as torch_kernels
-
-    calls, native = [], []
-    real_layout, real_native = generic.time_major_bilstm2d, torch_kernels.native_recurrences
-    monkeypatch.setattr(
-        generic,
-        "time_major_bilstm2d",
-        lambda *args: calls.append(args[3]) or real_layout(*args),
-    )
-    monkeypatch.setattr(
-        torch_kernels,
-        "native_recurrences",
-        lambda seqs, cells: native.append(len(seqs)) or real_native(seqs, cells),
-    )
-    monkeypatch.setattr(torch_kernels.torch_lstm, "bilstm2d_lstms", None)  # must not be reached
-    keras_layer, fused_layer = _layer_pair((3, 5, 2, 6), **kwargs)
-    x = random_images(3, 5, 2, 6)
-    expected = to_numpy(keras_layer(x))
-    monkeypatch.setattr(torch_kernels, "gpu_inference", lambda x: not torch.is_grad_enabled())
-    with torch.no_grad():
-        got = to_numpy(fused_layer(x))
-    assert native == [1 if kwargs["union"] == "horizontal" else 2]
-    assert len(calls) == 1
-    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's XLA inference")
-def test_tensorflow_inference_runs_each_fused_block_under_xla():
-    """On TensorFlow a fused block's inference call is one XLA cluster, with the
-    graph path's numbers; a training call is not compiled."""
-    import tensorflow as tf
-
-    blocks = [Sequencer2DBlock(4, implementation=impl) for impl in IMPLEMENTATIONS]
-    x = random_images(2, 5, 3, 6)
-    for block in blocks:
-        block.build(x.shape)
-    blocks[1].set_weights(blocks[0].get_weights())
-    keras_block, fused_block = blocks
-    fused_block(x, training=True)
-    assert "_xla_inference_fn" not in fused_block.__dict__
-    got = to_numpy(fused_block(x, training=False))
-    assert "_xla_inference_fn" not in keras_block.__dict__
-    fn = fused_block.__dict__["_xla_inference_fn"].fn
-    weights = [tf.convert_to_tensor(w) for w in fused_block.weights]
-    concrete = fn.get_concrete_function(weights, tf.TensorSpec(x.shape, tf.float32))
-    assert concrete.function_def.attr["_XlaMustCompile"].b  # jit_compile=True
-    np.testing.assert_allclose(got, to_numpy(keras_block(x)), atol=1e-5, rtol=0)
-    np.testing.assert_allclose(got, to_numpy(fused_block.forward_pass(x)), atol=1e-5, rtol=0)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's XLA inference")
-def test_tensorflow_blocks_alike_share_one_compiled_function_with_their_own_weights():
-    """Every fused block with the same configuration and weight shapes, in any
-    model, runs one compiled function with its own weights as arguments
-    (XLA's executables are never freed: one per block would grow with every
-    model built); another configuration gets its own."""
-    x = random_images(2, 5, 3, 8)
-    first, second = (Sequencer2DBlock(4, implementation="fused", name=n) for n in ("a", "b"))
-    other = Sequencer2DBlock(6, implementation="fused")
-    for block in (first, second, other):
-        block.build(x.shape)
-    second.set_weights([w * 1.5 for w in first.get_weights()])
-    outputs = [to_numpy(block(x, training=False)) for block in (first, second, other)]
-    functions = [block.__dict__["_xla_inference_fn"].fn for block in (first, second, other)]
-    assert functions[0] is functions[1] and functions[2] is not functions[0]
-    for block, got in zip((first, second, other), outputs):
-        np.testing.assert_allclose(got, to_numpy(block.forward_pass(x)), atol=1e-5, rtol=0)
-    assert np.abs(outputs[0] - outputs[1]).max() > 1e-2
 
 
 @pytest.mark.parametrize("variant", ["plain", "lora", "relu", "no_bias", "int8"])
@@ -401,64 +259,10 @@ def test_fused_layer_with_unknown_height_and_width():
     still equals the Keras LSTM path, on square and non-square maps."""
     import tensorflow as tf
 
-    keras_layer, fused_layer = _layer_pair((2, 4, 4, 6))
+    keras_layer, fused_layer = layer_pair((2, 4, 4, 6))
     traced = tf.function(fused_layer, input_signature=[tf.TensorSpec((None, None, None, 6))])
     concrete = traced.get_concrete_function()
     assert concrete.inputs[0].shape.as_list() == [None, None, None, 6]
     for shape in ((2, 4, 4, 6), (3, 5, 2, 6)):
         x = random_images(*shape)
         np.testing.assert_allclose(traced(x).numpy(), to_numpy(keras_layer(x)), atol=1e-6, rtol=0)
-
-
-@requires_timm
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the torch backend")
-def test_profile_forward_accounts_for_the_same_gemms_as_timm(capsys):
-    """benchmarks/profile_forward.py: with and without autograd the fused
-    path's dense GEMMs (Dense layers + hoisted LSTM input projections, counted
-    from the profiled shapes) are exactly timm's dense GEMMs plus its LSTMs'
-    input projections, and its recurrence is its own batched GEMMs, not
-    oneDNN's LSTM (which timm runs); every category is a non-negative time."""
-    module = load_script("benchmarks/profile_forward.py")
-    small = ["--batch", "1", "--img-size", "56", "--repeats", "1"]
-    for report in (module.main(small + ["--autograd"]), module.main(small)):
-        assert report["dense_flops"]["torch:fused"] == report["fixed_flops"] > 0
-        assert report["dense_flops"]["timm"] < report["fixed_flops"]
-        assert report["breakdown"]["torch:fused"]["recurrent GEMM (bmm, baddbmm)"] > 0
-        assert report["breakdown"]["torch:fused"]["oneDNN LSTM"] == 0
-        assert report["breakdown"]["timm"]["oneDNN LSTM"] > 0
-        for rows in report["breakdown"].values():
-            assert all(v >= 0 for v in rows.values())
-    assert "GFLOP/s" in capsys.readouterr().out
-
-
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the custom VJP is JAX's")
-@pytest.mark.parametrize("reverse, num_seq", [(True, 2), (False, 1)])
-def test_jax_hand_written_backward_equals_autodiff(reverse, num_seq):
-    """On JAX the unrolled recurrence differentiates with its hand-written
-    backward; its gradients equal JAX's own derivative of the scanned
-    recurrence (w.r.t. the inputs and every LSTM variable)."""
-    import jax
-
-    layer = BiLSTM2D(5, bidirectional=reverse, implementation="fused")
-    layer.build((2, 4, 3, 6))
-    cells = [layer._cells(layer.rnn_v), layer._cells(layer.rnn_h)][:num_seq]
-    variables = [v for seq_cells in cells for cell in seq_cells for v in cell.trainable_variables]
-    values = [v.value for v in variables]
-    x = keras.ops.convert_to_tensor(random_images(1, 4, 3, 6)[0])  # (T, N, C)
-    weights = keras.ops.convert_to_tensor(random_images(4, 3, 10 if reverse else 5, 1, seed=4)[..., 0])
-
-    def loss(x, values, unroll):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            sequences = [x * (s + 1.0) for s in range(num_seq)]
-            outputs = backend_kernels().fused_lstm(sequences, cells, reverse, unroll=unroll)
-        return sum(keras.ops.sum(y * weights) for y in outputs)
-
-    grads = {
-        unroll: jax.grad(lambda x, v, unroll=unroll: loss(x, v, unroll), argnums=(0, 1))(x, values)
-        for unroll in (True, False)
-    }
-    flat = {unroll: jax.tree_util.tree_leaves(g) for unroll, g in grads.items()}
-    assert len(flat[True]) == 1 + len(variables)
-    for got, expected in zip(flat[True], flat[False]):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5, rtol=1e-5)
-        assert np.abs(np.asarray(expected)).max() > 0

@@ -1,7 +1,7 @@
 """The weights='imagenet' cache under concurrent use and faults, with real processes.
 
-The tiny published variant, checkpoint and 127.0.0.1 server of
-tests/test_pretrained.py are reused; child processes register the same variant
+The tiny published variant, checkpoint and 127.0.0.1 server of tests/conftest.py
+(the fixtures of tests/test_pretrained.py) are reused; child processes register the same variant
 in their own keras_sequencer.variants.VARIANTS and build
 ``Sequencer2D(weights="imagenet")`` with the parent's backend, KERAS_HOME and
 KERAS_SEQUENCER_WEIGHTS_BASE_URL.
@@ -20,18 +20,18 @@ import time
 import pytest
 
 from keras_sequencer import pretrained
-from tests.helpers import REPO, TINY_ARCH, requires_timm, run_in_one_backend_pass, to_numpy
-from tests.test_pretrained import (  # noqa: F401  (fixtures)
+from tests.helpers import (
     COMMIT,
+    REPO,
+    TINY_ARCH,
     URL_PATH,
     VARIANT,
-    _assert_weights_equal,
-    _closed_port_url,
-    _tiny,
-    checkpoint,
-    reference_weights,
-    register,
-    server,
+    assert_weights_equal,
+    closed_port_url,
+    requires_timm,
+    run_in_one_backend_pass,
+    tiny_imagenet_model,
+    to_numpy,
 )
 
 pytestmark = requires_timm
@@ -219,8 +219,8 @@ def test_four_models_at_once_download_once(checkpoint, server, register, referen
     assert len(set(digests)) == 1  # the same weights in every process
     assert server.requests == [URL_PATH]
     assert _only_weights(cache)
-    model = _tiny()  # what the processes loaded is the checkpoint
-    _assert_weights_equal(model, reference_weights)
+    model = tiny_imagenet_model()  # what the processes loaded is the checkpoint
+    assert_weights_equal(model, reference_weights)
     weights = b"".join(to_numpy(w).tobytes() for w in model.get_weights())
     assert hashlib.sha256(weights).hexdigest() == digests[0]
 
@@ -246,7 +246,7 @@ def test_process_killed_mid_download_then_next_call_succeeds(checkpoint, server,
     assert not os.path.exists(pretrained.weights_cache_path(VARIANT))
 
     del server.stalls[URL_PATH]
-    _assert_weights_equal(_tiny(), reference_weights)  # this process converts for real
+    assert_weights_equal(tiny_imagenet_model(), reference_weights)  # this process converts for real
     assert server.requests == [URL_PATH, URL_PATH]
     assert _only_weights(cache)
 
@@ -270,7 +270,7 @@ def test_process_killed_mid_conversion_then_next_call_succeeds(
     # The verified download was published before converting: it is reused.
     assert os.path.exists(pretrained.checkpoint_cache_path(VARIANT))
 
-    _assert_weights_equal(_tiny(), reference_weights)
+    assert_weights_equal(tiny_imagenet_model(), reference_weights)
     assert server.requests == [URL_PATH]
     assert _only_weights(cache)
 
@@ -304,23 +304,23 @@ def _assert_cache_error(error):
 
 
 def test_cache_under_a_file_names_the_cache_and_keras_home(register, monkeypatch, tmp_path):
-    register(None, _closed_port_url())
+    register(None, closed_port_url())
     (tmp_path / "a_file").write_text("")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "a_file" / "keras_home"))
     with pytest.raises(OSError) as info:
-        _tiny()
+        tiny_imagenet_model()
     _assert_cache_error(info.value)
     assert "Not a directory" in str(info.value)
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes to read-only folders")
 def test_read_only_cache_names_the_cache_and_keras_home(register):
-    cache = register(None, _closed_port_url())
+    cache = register(None, closed_port_url())
     os.makedirs(cache)
     os.chmod(cache, 0o500)
     try:
         with pytest.raises(OSError) as info:
-            _tiny()
+            tiny_imagenet_model()
     finally:
         os.chmod(cache, 0o700)
     _assert_cache_error(info.value)
@@ -380,7 +380,7 @@ def test_full_disk_while_downloading_names_the_cache_and_leaves_nothing(checkpoi
 
 def test_preseeded_checkpoint_with_wrong_hash_is_named_and_kept(checkpoint, register):
     body, _ = checkpoint
-    cache = register(hashlib.sha256(body).hexdigest(), _closed_port_url())
+    cache = register(hashlib.sha256(body).hexdigest(), closed_port_url())
     os.makedirs(cache)
     seeded = pretrained.checkpoint_cache_path(VARIANT)
     with open(seeded, "wb") as f:

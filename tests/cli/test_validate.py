@@ -1,12 +1,6 @@
-"""``keras-sequencer predict`` and ``validate`` against answers computed with timm.
+"""``keras-sequencer validate`` (keras_sequencer.validation): top-1 / top-5 on folders
+whose answers timm computed, unreadable files left out, bad input in one line."""
 
-A tiny architecture is registered under a model name (monkeypatched into
-the variant table) and given random timm weights; timm's own model and eval
-transform give the reference rankings, from which image folders with a known
-top-1 / top-5 accuracy are built.
-"""
-
-import dataclasses
 import json
 import os
 import shutil
@@ -14,79 +8,45 @@ import shutil
 import numpy as np
 import pytest
 
-from keras_sequencer import cli, variants
+from keras_sequencer import cli
 from keras_sequencer.imagenet import imagenet_classes
 from keras_sequencer.validation import image_folder
-from tests.helpers import TINY_ARCH, requires_timm, state_dict_numpy, timm_model
-
-pytestmark = requires_timm
-NAME = "sequencer2d_tiny"
-CROP = 0.875
+from tests.cli.helpers import CROP, NAME, error_lines, random_photo, timm_logits, write_bad_files, write_images
 
 
-def _image(seed, size=(80, 64)):
-    from PIL import Image
+def test_validate_leaves_out_unreadable_files(tmp_path, capsys, tiny_weights):
+    import json
 
-    rng = np.random.RandomState(seed)
-    return Image.fromarray(rng.randint(0, 256, (*size[::-1], 3)).astype("uint8"))
-
-
-def _timm_logits(torch_model, paths, image_size):
-    import torch
-    from PIL import Image
-    from timm.data import create_transform
-
-    transform = create_transform(
-        input_size=(3, image_size, image_size), crop_pct=CROP, interpolation="bicubic", is_training=False
-    )
-    with torch.no_grad():
-        batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
-        return torch_model(batch).numpy()
-
-
-def register_tiny(monkeypatch, name=NAME, arch=TINY_ARCH):
-    """Registers ``arch`` as variant ``name`` (no published weights) for this test."""
-    tiny_variant = dataclasses.replace(variants.VARIANTS["sequencer2d_s"], name=name, arch=dict(arch), weights=None)
-    monkeypatch.setitem(variants.VARIANTS, name, tiny_variant)
-
-
-@pytest.fixture
-def tiny(monkeypatch, tmp_path):
-    """(checkpoint path, timm model) of the tiny model registered as ``sequencer2d_tiny``."""
-    from safetensors.numpy import save_file
-
-    register_tiny(monkeypatch)
-
-    def make(num_classes=1000, seed=7):
-        torch_model = timm_model(TINY_ARCH, num_classes=num_classes, seed=seed)
-        path = str(tmp_path / f"tiny{num_classes}.safetensors")
-        save_file(state_dict_numpy(torch_model), path)
-        return path, torch_model
-
-    return make
-
-
-def test_predict_prints_timm_top5(tiny, tmp_path, capsys):
-    weights, torch_model = tiny()
-    paths = []
-    for seed in range(2):
-        paths.append(str(tmp_path / f"img{seed}.jpg"))
-        _image(seed, (300, 240)).save(paths[-1], quality=95)
-    assert cli.main(["predict", *paths, "--model", NAME, "--weights", weights]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    logits = _timm_logits(torch_model, paths, 224).astype("float64")
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    classes = imagenet_classes()
-    assert len(lines) == 2 * 6
-    for i, path in enumerate(paths):
-        block = lines[6 * i : 6 * i + 6]
-        assert block[0] == path
-        top5 = np.argsort(-probs[i])[:5]
-        for line, index in zip(block[1:], top5):
-            score, wnid, names = line.split(None, 2)
-            assert (wnid, names) == classes[index]
-            assert float(score) == pytest.approx(probs[i, index], abs=1e-4)
+    for wnid in ("n01440764", "n01443537"):
+        os.makedirs(tmp_path / "data" / "val" / wnid)
+        write_images(str(tmp_path / "data" / "val" / wnid), ["a.JPEG", "b.png"])
+    not_image, truncated, empty = write_bad_files(str(tmp_path / "data" / "val" / "n01440764"))
+    results_file = str(tmp_path / "results.json")
+    argv = [
+        "validate",
+        str(tmp_path / "data"),
+        "--model",
+        NAME,
+        "--weights",
+        tiny_weights,
+        "-b",
+        "3",
+        "--results-file",
+        results_file,
+    ]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "(4 images," in captured.out
+    errors = error_lines(captured.err)
+    assert len(errors) == 4
+    assert any(line.endswith(f"{not_image}: not an image file Pillow can read") for line in errors)
+    assert any(line.endswith(f"{empty}: not an image file Pillow can read") for line in errors)
+    assert any(f"{truncated}: " in line and "truncated" in line for line in errors)
+    assert errors[-1] == "keras-sequencer validate: error: 3 of 7 images could not be read"
+    with open(results_file) as f:
+        results = json.load(f)
+    assert results["images"] == 4 and results["input_size"] == [3, 28, 28]
+    assert sorted(bad["path"] for bad in results["unreadable"]) == sorted([not_image, truncated, empty])
 
 
 def _clear(logits, rank, margin=0.05):
@@ -105,9 +65,9 @@ def _known_folder(root, torch_model, class_names, image_size, ranks, seed=0):
     os.makedirs(pool)
     paths = [os.path.join(pool, f"c{s}.png") for s in range(24)]
     for s, path in enumerate(paths):
-        _image(seed * 100 + s).save(path)
+        random_photo(seed * 100 + s).save(path)
     placed = 0
-    for s, (path, logits) in enumerate(zip(paths, _timm_logits(torch_model, paths, image_size))):
+    for s, (path, logits) in enumerate(zip(paths, timm_logits(torch_model, paths, image_size))):
         rank = ranks[placed]
         if not _clear(logits, rank):
             continue

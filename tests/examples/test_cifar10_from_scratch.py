@@ -109,7 +109,7 @@ def test_without_matplotlib_the_curves_are_skipped_and_the_run_finishes(tmp_path
 
 
 def test_one_epoch_curves_are_visible(tmp_path, monkeypatch):
-    matplotlib = pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib")
     import matplotlib.figure
 
     figures = []

@@ -4,10 +4,9 @@ import csv
 
 import keras
 import pytest
-from train_helpers import create_model_with_tiny_s
 
 from keras_sequencer import data, registry
-from tests.helpers import load_script
+from tests.helpers import create_model_with_tiny_s, load_script
 
 
 @pytest.mark.slow  # tracing the recipe's RandAugment in tf.data

@@ -10,7 +10,7 @@ and :func:`keras_sequencer.weights.load_model`. Each case must either raise a
 the file holds as read by the file format's own library (safetensors, torch,
 h5py): a damaged tensor payload can be a valid file with other numbers.
 
-The cases run in a child process (``python tests/test_checkpoint_fuzz.py``) under
+The cases run in a child process (``python tests/test_weights_fuzz.py``) under
 a time limit, so a crash of the interpreter or a hang fails the test and names
 the case it happened in.
 """
@@ -26,19 +26,13 @@ import zipfile
 
 import pytest
 
-from tests.helpers import run_in_one_backend_pass
+from tests.helpers import run_in_one_backend_pass, tiny_arch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 FORMATS = ("safetensors", "pth", "weights.h5", "keras")
 # The smallest architecture with every kind of layer (stem, downsample, block, head).
-ARCH = dict(
-    layers=(1, 1),
-    patch_sizes=(7, 2),
-    embed_dims=(8, 8),
-    hidden_sizes=(2, 2),
-    mlp_ratios=(2.0, 2.0),
-)
+ARCH = tiny_arch(2, width=8, hidden=2, mlp_ratio=2.0)
 
 
 # ------------------------------------------------------------------ mutations --

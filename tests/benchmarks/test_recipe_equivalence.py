@@ -1,0 +1,96 @@
+"""benchmarks/recipe_equivalence.py: a smoke run, the side-by-side report, and
+RESULTS.md's recipe tables recomputed from the committed runs."""
+
+import keras
+import numpy as np
+import pytest
+
+from tests.helpers import REPO, load_script
+
+
+def _recipe_benchmark():
+    return load_script("benchmarks/recipe_equivalence.py")
+
+
+@pytest.mark.slow  # one tiny epoch on each engine: Keras fit and timm's loop
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the benchmark script's mechanics: run once, on torch")
+def test_recipe_equivalence_benchmark_smoke_run(tmp_path):
+    benchmark = _recipe_benchmark()
+    results, table = benchmark.main(["--smoke", "--recipes", "c", "--output", str(tmp_path)])
+    for engine in ("timm", "keras-sequencer"):
+        curve = results[engine]["c"]["0"]
+        assert len(curve) == 1 and 0.0 <= curve[0] <= 1.0
+    assert "(c) + MixUp 0.8 / CutMix 1.0" in table and "(a)" not in table
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "results.json").exists()
+
+
+def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):
+    """``--load`` merges the results.json of one run per engine and reports the
+    best and the last epoch, mean +- std over the seeds, keras-sequencer minus timm."""
+    import json
+
+    benchmark = _recipe_benchmark()
+    runs = {
+        "timm": {
+            "a": {"0": [0.1, 0.5, 0.4], "1": [0.2, 0.3, 0.6]},
+            "b": {"0": [0.5], "1": [0.6]},
+            "c": {"0": [0.27], "1": [0.35]},
+        },
+        "keras-sequencer": {
+            "a": {"0": [0.3, 0.7, 0.7], "1": [0.2, 0.5, 0.5]},
+            "b": {"0": [0.52], "1": [0.6]},
+            # float32 values, as Keras's history stores them: 29.0 % in all
+            "c": {"0": [float(np.float32(0.29))], "1": [float(np.float32(0.29))]},
+        },
+    }
+    paths = []
+    for engine, results in runs.items():
+        paths.append(str(tmp_path / f"{engine}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump({"args": {}, "results": {engine: results}}, f)
+    merged, text = benchmark.main(["--load", *paths, "--output", str(tmp_path / "report")])
+    assert merged == runs
+    best, last = text.split("at the last epoch")
+    # (a) best: timm 50, 60 -> 55.0 +- 5.0; keras 70, 50 -> 60.0 +- 10.0; pooled sqrt(62.5);
+    # standard error sqrt(50 / 2 + 200 / 2)
+    assert "| 55.0 ± 5.0 % (n=2) | 60.0 ± 10.0 % (n=2) | +5.0 | 7.9 | 11.2 | not met |" in best
+    # (b) best: 55.0 +- 5.0 against 56.0 +- 4.0: 1 point, under 2 and under sqrt(20.5)
+    assert "| 55.0 ± 5.0 % (n=2) | 56.0 ± 4.0 % (n=2) | +1.0 | 4.5 | 6.4 | met |" in best
+    # (c) best: 31.0 against 29.0 (float32 0.29 is 28.9999992 %): 2 points, on the bound,
+    # so met; pooled sqrt((16 + 0) / 2), standard error sqrt(32 / 2 + 0)
+    assert "| 31.0 ± 4.0 % (n=2) | 29.0 ± 0.0 % (n=2) | -2.0 | 2.8 | 4.0 | met |" in best
+    # (a) last: timm 40, 60 -> 50.0; keras 70, 50 -> 60.0 (no target columns)
+    assert "| 50.0 ± 10.0 % (n=2) | 60.0 ± 10.0 % (n=2) | +10.0 |\n" in last
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 0
+    only_c = benchmark.main(["--load", *paths, "--recipes", "c", "--output", str(tmp_path / "c")])[1]
+    assert "(c)" in only_c and "(a)" not in only_c
+
+
+def test_results_md_recipe_tables_are_computed_from_the_committed_runs():
+    """The recipe tables in benchmarks/RESULTS.md are what the benchmark's report computes
+    from the raw runs kept in benchmarks/recipe_runs/ (one results.json per engine and
+    batch of seeds, each naming the machine, versions and commit it ran on)."""
+    import glob
+    import json
+    import os
+
+    benchmark = _recipe_benchmark()
+    root = os.path.join(REPO, "benchmarks")
+    paths = sorted(glob.glob(os.path.join(root, "recipe_runs", "*.json")))
+    assert paths, "benchmarks/recipe_runs/ holds the runs behind RESULTS.md"
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        assert run["machine"]["cpu"] and run["commit"] and run["versions"]["keras"], path
+    results = benchmark.load_results(paths)
+    engines = ["timm", "keras-sequencer"]
+    tables = (
+        benchmark.summary_table(results, engines, target=True),
+        benchmark.summary_table(results, engines, lambda curve: curve[-1]),
+    )
+    with open(os.path.join(root, "RESULTS.md")) as f:
+        text = f.read()
+    rows = [row for table in tables for row in table.splitlines()[2:]]
+    assert len(rows) == 6  # three recipes, best and last epoch
+    for row in rows:
+        assert row in text, row

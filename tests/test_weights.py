@@ -1,0 +1,64 @@
+"""keras_sequencer.weights: the builders' ``weights=`` argument with ``.safetensors`` and
+``.weights.h5`` files, and the refusal of another variant's weights."""
+
+import numpy as np
+import pytest
+
+from keras_sequencer import Sequencer2D
+from keras_sequencer.cli import main as cli_main
+from tests.helpers import (
+    TINY_ARCH,
+    random_images,
+    state_dict_numpy,
+    timm_and_keras,
+    timm_forward,
+    to_numpy,
+)
+
+
+def test_weights_argument_accepts_safetensors_and_h5(tmp_path):
+    from safetensors.numpy import save_file
+
+    reference, _ = timm_and_keras(TINY_ARCH, seed=5)
+    checkpoint = tmp_path / "model.safetensors"
+    save_file(state_dict_numpy(reference), str(checkpoint))
+    images = random_images(2, 28, 42, seed=6)
+    expected = timm_forward(reference, images)
+
+    from_safetensors = Sequencer2D(**TINY_ARCH, classes=10, classifier_activation=None, weights=str(checkpoint))
+    np.testing.assert_allclose(to_numpy(from_safetensors(images)), expected, atol=1e-5)
+
+    # the converter CLI (architecture read off the checkpoint) -> .weights.h5 -> weights=
+    h5 = tmp_path / "tiny.weights.h5"
+    assert cli_main(["convert", str(checkpoint), str(h5)]) == 0
+    from_h5 = Sequencer2D(**TINY_ARCH, classes=10, classifier_activation=None, weights=str(h5))
+    np.testing.assert_allclose(to_numpy(from_h5(images)), expected, atol=1e-5)
+
+    # include_top=False from both formats: everything but the head
+    features = timm_forward(reference, images, features=True)
+    for path in (checkpoint, h5):
+        backbone = Sequencer2D(**TINY_ARCH, include_top=False, weights=str(path))
+        np.testing.assert_allclose(to_numpy(backbone(images)), features, atol=1e-5)
+
+    # another number of classes: backbone loaded, head fresh, with a warning
+    with pytest.warns(UserWarning, match="10 classes"):
+        other = Sequencer2D(**TINY_ARCH, classes=3, include_top=True, weights=str(h5))
+    pooled = features.mean(axis=(1, 2))
+    kernel, bias = other.get_layer("head").get_weights()
+    logits = pooled @ kernel + bias
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(to_numpy(other(images)), e / e.sum(-1, keepdims=True), atol=1e-5)
+
+
+def test_keras_weights_of_another_variant_are_refused(tmp_path):
+    """Keras' own load_weights ignores extra layers in a file; ours must not."""
+    deeper = Sequencer2D(**dict(TINY_ARCH, layers=(2, 1, 3, 1)), classes=10)
+    path = tmp_path / "deeper.weights.h5"
+    deeper.save_weights(str(path))
+    for kwargs in (dict(classes=10), dict(include_top=False)):
+        with pytest.raises(ValueError, match="unexpected tensors"):
+            Sequencer2D(**TINY_ARCH, weights=str(path), **kwargs)
+    wider = Sequencer2D(**dict(TINY_ARCH, hidden_sizes=(4, 6, 6, 8)), classes=10)
+    wider.save_weights(str(path))
+    with pytest.raises(ValueError, match="mis-shaped"):
+        Sequencer2D(**TINY_ARCH, weights=str(path), classes=10)
