@@ -144,7 +144,7 @@ ARCHITECTURES = {
     "gru_add": (lambda: micro_model(rnn_type="gru", union="add"), (16, 16)),
     "rnn_vertical": (
         lambda: Sequencer2D(
-            **dict(MICRO, hidden_sizes=(4, 4)),
+            **MICRO,
             rnn_type="rnn",
             union="vertical",
             with_fc=False,

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 from keras_sequencer import layers
+from keras_sequencer.models import ChannelsFirstInput
+from tests.harness import run_layer_test
 from tests.helpers import random_images, to_numpy
 
 UNION_CASES = [
@@ -191,25 +193,50 @@ def test_image_input_check():
         check(np.zeros((14, 14, 3), "float32"))
 
 
-@pytest.mark.parametrize(
-    "layer",
-    [
-        lambda: layers.BiLSTM2D(3, bidirectional=False, union="add", rnn_type="gru"),
-        lambda: layers.Sequencer2DBlock(3, mlp_ratio=2.0, union="cat", drop_path_rate=0.1),
-        lambda: layers.PatchEmbedding(5, 2),
-        lambda: layers.DropPath(0.2, seed=3),
-        lambda: layers.ImageInputCheck(3, 2, model_name="x"),
-    ],
-)
-def test_layer_config_round_trip(layer):
-    layer = layer()
-    x = random_images(1, 4, 6, 3)
-    y = to_numpy(layer(x))
-    config = layer.get_config()
-    restored = layer.__class__.from_config(config)
-    assert restored.get_config() == config
-    restored(x)
-    restored.set_weights(layer.get_weights())
-    np.testing.assert_allclose(to_numpy(restored(x)), y, atol=1e-6)
-    # registered under the package name for .keras files
-    assert keras.saving.get_registered_name(layer.__class__).startswith("keras_sequencer>")
+# Every public layer through the shared harness (tests/harness.py): registered name,
+# config and .keras round trips, keras against fused path, output shape.
+# name: (class, constructor arguments, input shape, output shape)
+LAYER_CASES = {
+    "bilstm2d": (layers.BiLSTM2D, dict(hidden_size=3), (2, 3, 5, 6), (2, 3, 5, 6)),
+    "bilstm2d_gru_add_one_direction": (
+        layers.BiLSTM2D,
+        dict(hidden_size=3, bidirectional=False, union="add", rnn_type="gru"),
+        (1, 4, 6, 3),
+        (1, 4, 6, 3),
+    ),
+    "bilstm2d_vertical_without_fc": (
+        layers.BiLSTM2D,
+        dict(hidden_size=3, union="vertical", with_fc=False),
+        (1, 4, 6, 6),
+        (1, 4, 6, 6),
+    ),
+    "bilstm1d": (layers.BiLSTM1D, dict(hidden_size=3), (2, 3, 4, 6), (2, 3, 4, 6)),
+    "sequencer2d_block": (
+        layers.Sequencer2DBlock,
+        dict(hidden_size=3, mlp_ratio=2.0, union="cat", drop_path_rate=0.1),
+        (1, 4, 6, 6),
+        (1, 4, 6, 6),
+    ),
+    "vanilla_block": (layers.VanillaSequencerBlock, dict(hidden_size=3, mlp_ratio=2.0), (1, 3, 4, 6), (1, 3, 4, 6)),
+    "patch_embedding": (layers.PatchEmbedding, dict(filters=5, patch_size=2), (1, 4, 6, 3), (1, 2, 3, 5)),
+    "position_embedding": (layers.PositionEmbedding, {}, (2, 3, 4, 6), (2, 3, 4, 6)),
+    "drop_path": (layers.DropPath, dict(rate=0.2, seed=3), (1, 4, 6, 3), (1, 4, 6, 3)),
+    "image_input_check": (layers.ImageInputCheck, dict(channels=3, min_size=2, model_name="x"), (1, 4, 6, 3), None),
+    "channels_first_input": (ChannelsFirstInput, dict(channels=3), (1, 3, 4, 6), (1, 4, 6, 3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_CASES))
+def test_public_layer(name):
+    cls, kwargs, input_shape, output_shape = LAYER_CASES[name]
+    run_layer_test(cls, kwargs, input_shape, output_shape)
+
+
+def test_every_public_layer_goes_through_the_harness():
+    public = {
+        obj
+        for obj in vars(layers).values()
+        if isinstance(obj, type) and issubclass(obj, keras.layers.Layer) and obj.__module__ == layers.__name__
+    }
+    covered = {case[0] for case in LAYER_CASES.values()}
+    assert public <= covered, sorted(c.__name__ for c in public - covered)

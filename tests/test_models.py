@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 import keras_sequencer
-from keras_sequencer import MODEL_CONFIGS, Sequencer2D, SequencerModel
+from keras_sequencer import MODEL_CONFIGS, Sequencer2D, SequencerModel, registry, variants
 from keras_sequencer.models import drop_path_schedule
-from tests.helpers import TINY_ARCH, random_images, save_and_reload, to_numpy
+from tests.harness import run_model_family_test
+from tests.helpers import MICRO_ARCH, TINY_ARCH, random_images, save_and_reload, tiny_arch, to_numpy
 
 # timm's parameter counts (timm.create_model(name).parameters()).
 TIMM_PARAMS = {"sequencer2d_s": 27_651_688, "sequencer2d_m": 38_307_688, "sequencer2d_l": 54_298_216}
@@ -226,3 +227,25 @@ def test_drop_path_rates_follow_the_original_linear_schedule():
     blocks = [layer for layer in model.layers if "_blocks_" in layer.name]
     np.testing.assert_allclose([b.drop_path_rate for b in blocks], rates, rtol=1e-6)
     assert drop_path_schedule(0.2, 1) == [0.0] and drop_path_schedule(0.0, 3) == [0.0] * 3
+
+
+# Every model family through the shared harness (tests/harness.py): .keras round trip,
+# keras against fused path, the exported graph and int8. family: (arch, options)
+FAMILY_CASES = {
+    "sequencer2d": (MICRO_ARCH, dict(union="add", drop_path_rate=0.1)),
+    # VanillaSequencer without fc: 2 * hidden == channels; a fixed size for the embedding
+    "vanilla": (tiny_arch(2, first_patch=4, width=8, mlp_ratio=2.0), dict(position_embedding=True, stem_norm=True)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CASES))
+def test_model_family(family):
+    arch, options = FAMILY_CASES[family]
+    size = (16, 24)
+    if options.get("position_embedding"):
+        options = dict(options, input_shape=size + (3,))
+    run_model_family_test(registry.BUILDERS[family], arch, size, classifier_activation=None, **options)
+
+
+def test_every_family_goes_through_the_harness():
+    assert set(FAMILY_CASES) == set(variants.FAMILIES) == set(registry.BUILDERS)

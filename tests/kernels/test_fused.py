@@ -8,14 +8,13 @@ import pytest
 from keras_sequencer import Sequencer2D
 from keras_sequencer.conversion import load_state_dict
 from keras_sequencer.kernels import backend_kernels
-from keras_sequencer.layers import BiLSTM2D, Sequencer2DBlock
+from keras_sequencer.layers import BiLSTM2D
 from tests.helpers import (
     IMPLEMENTATIONS,
     TINY_ARCH,
     layer_pair,
     random_images,
     requires_timm,
-    save_and_reload,
     state_dict_numpy,
     timm_forward,
     timm_model,
@@ -213,21 +212,6 @@ def test_layer_gradients_match_keras_path(kwargs):
     for name, fused, reference in zip(names, deltas[1], deltas[0]):
         np.testing.assert_allclose(fused, reference, atol=2e-6, rtol=1e-4, err_msg=name)
     assert sum(np.abs(d).max() > 1e-6 for d in deltas[0]) >= len(deltas[0]) - 1
-
-
-def test_implementation_is_serialized():
-    layer = BiLSTM2D(4, implementation="fused", name="bilstm")
-    clone = BiLSTM2D.from_config(layer.get_config())
-    assert clone.implementation == "fused"
-    block = Sequencer2DBlock(4, implementation="fused")
-    assert Sequencer2DBlock.from_config(block.get_config()).rnn_tokens.implementation == "fused"
-
-    model = Sequencer2D(**TINY_ARCH, classes=3, implementation="fused")
-    images = random_images(1, 28, 35)
-    reloaded = save_and_reload(model)
-    blocks = [layer for layer in reloaded.layers if isinstance(layer, Sequencer2DBlock)]
-    assert blocks and all(block.rnn_tokens.implementation == "fused" for block in blocks)
-    np.testing.assert_allclose(to_numpy(reloaded(images)), to_numpy(model(images)), atol=1e-6, rtol=0)
 
 
 def test_weights_file_is_shared_between_paths(tmp_path):
