@@ -165,7 +165,7 @@ def test_validate_rejects_bad_input(tiny, tmp_path):
     os.makedirs(tmp_path / "val" / "n01440764")
     with pytest.raises(ValueError, match="No images"):
         image_folder(str(tmp_path))
-    # --debug: the error itself instead of its one-line report (tests/test_cli.py)
+    # --debug: the error itself instead of its one-line report (tests/cli/test_main.py)
     with pytest.raises(ValueError, match="3 channels"):
         cli.main(
             [

@@ -55,7 +55,7 @@ def test_learns_digits_from_scratch(tmp_path):
     to_uint8 = lambda x: (x * 255).round().astype("uint8")  # noqa: E731
     splits = data.from_arrays((to_uint8(x_train), y_train), (to_uint8(x_val), y_val))
     # Keras' torch backend runs keras.layers.LSTM step by step on CPU; the fused path
-    # (same weights, exact parity, tests/test_speed_paths.py) keeps this run short there.
+    # (same weights, exact parity, tests/kernels/test_fused.py) keeps this run short there.
     arch = dict(DIGITS_ARCH, implementation="fused") if keras.backend.backend() == "torch" else DIGITS_ARCH
     config = training.TrainConfig(
         model="digits",
