@@ -4,11 +4,27 @@ input checks that run before any model is built, and the ``--model`` /
 flag is reported at once, in terms of the command line.
 """
 
+import argparse
 import importlib.util
 import os
 import sys
 
 PROG = "keras-sequencer"
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each flag's line with its default, ``(default: 300)``,
+    unless the help already says it or there is none (``None``, an off switch)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        off = default is None or default is False or default is argparse.SUPPRESS or default == ""
+        if off or "%(default)" in text or "default:" in text:
+            return text
+        if isinstance(default, (list, tuple)):
+            default = " ".join(str(v) for v in default)
+        return f"{text} (default: {default})"
 
 
 class CLIError(ValueError):
