@@ -2,10 +2,15 @@
 
 Importing the package first makes sure Keras starts on an installed backend
 (:mod:`keras_sequencer.backend_setup`: ``KERAS_BACKEND``, else ``keras.json``,
-else the first installed of tensorflow, jax, torch); with none installed it
-fails with one line saying what to install.
+else the first installed of tensorflow, jax, torch); with none installed, or
+an unknown ``KERAS_BACKEND``, it fails with one line saying what to do.
+
+It then imports Keras and the public API (:func:`load`). The
+``keras-sequencer`` command defers that until its arguments are parsed, so a
+mistyped flag is answered at once; the public names still import on first use.
 """
 
+import importlib
 import sys
 
 from keras_sequencer import backend_setup
@@ -18,43 +23,55 @@ except backend_setup.BackendNotFoundError as error:
         raise SystemExit(1) from None
     raise
 
-from keras_sequencer import runtime
-
-runtime.configure_backend()  # before TensorFlow first compiles with XLA
-
-from keras_sequencer import layers, schedules  # schedules: training checkpoints load
-from keras_sequencer.features import feature_extractor
-from keras_sequencer.imagenet import decode_predictions
-from keras_sequencer.models import (
-    MODEL_CONFIGS,
-    Sequencer2D,
-    Sequencer2DL,
-    Sequencer2DM,
-    Sequencer2DS,
-    SequencerModel,
-    VanillaSequencer,
-)
-from keras_sequencer.preprocessing import load_image, preprocess_input
-from keras_sequencer.registry import MODEL_REGISTRY, create_model, list_models
-
 # The package's version: the one place it is written (pyproject.toml reads it from here).
 __version__ = "0.2.0"
 
-__all__ = [
-    "MODEL_CONFIGS",
-    "MODEL_REGISTRY",
-    "Sequencer2D",
-    "Sequencer2DL",
-    "Sequencer2DM",
-    "Sequencer2DS",
-    "SequencerModel",
-    "VanillaSequencer",
-    "create_model",
-    "decode_predictions",
-    "feature_extractor",
-    "layers",
-    "list_models",
-    "load_image",
-    "preprocess_input",
-    "schedules",
-]
+# Every public name -> the module that defines it.
+_PUBLIC = {
+    "MODEL_CONFIGS": "models",
+    "Sequencer2D": "models",
+    "Sequencer2DL": "models",
+    "Sequencer2DM": "models",
+    "Sequencer2DS": "models",
+    "SequencerModel": "models",
+    "VanillaSequencer": "models",
+    "decode_predictions": "imagenet",
+    "feature_extractor": "features",
+    "image_dataset": "folders",
+    "load_image": "preprocessing",
+    "preprocess_input": "preprocessing",
+    "MODEL_REGISTRY": "registry",
+    "create_model": "registry",
+    "list_models": "registry",
+}
+
+__all__ = sorted([*_PUBLIC, "layers", "schedules"])
+
+
+def load():
+    """Imports Keras (applying :mod:`keras_sequencer.runtime`'s process settings
+    first) and the public API; registers the package's layers, so that
+    ``keras.saving.load_model`` reads its ``.keras`` files. What
+    ``import keras_sequencer`` does; idempotent."""
+    from keras_sequencer import runtime
+
+    runtime.configure_backend()  # before TensorFlow first compiles with XLA
+    for module in ("layers", "schedules"):  # schedules: training checkpoints load
+        globals()[module] = importlib.import_module(f"{__name__}.{module}")
+    for name, module in _PUBLIC.items():
+        globals()[name] = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __getattr__(name):
+    if name in _PUBLIC or name in ("layers", "schedules"):
+        load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
+
+if not backend_setup.invoked_as_command():
+    load()

@@ -6,8 +6,9 @@ default into ``~/.keras/keras.json`` (or ``$KERAS_HOME/keras.json``). With
 only JAX or PyTorch installed, ``import keras`` would then fail deep inside
 Keras. So, when ``keras_sequencer`` is imported before Keras:
 
-- ``KERAS_BACKEND`` set: used as it is; if it names jax, tensorflow or torch
-  and that package is not installed, :class:`BackendNotFoundError`.
+- ``KERAS_BACKEND`` set: used as it is; if it names no Keras backend (a
+  typo), or jax, tensorflow or torch and that package is not installed,
+  :class:`BackendNotFoundError`.
 - else ``keras.json`` names an installed backend: used as it is.
 - else (no ``keras.json``, or it names a backend that is not installed, as the
   default Keras writes there): the first installed of :data:`PREFERENCE`
@@ -26,6 +27,8 @@ import sys
 # Backends tried, in order, when none is chosen; the package each one needs.
 PREFERENCE = ("tensorflow", "jax", "torch")
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+# Every backend Keras knows (``KERAS_BACKEND`` values); numpy and openvino run inference only.
+KERAS_BACKENDS = ("jax", "tensorflow", "torch", "numpy", "openvino")
 INSTALL_HINT = (
     'keras-sequencer needs a Keras backend: pip install "keras-sequencer[jax]" '
     "(or [tensorflow], [torch]) and set KERAS_BACKEND=jax"
@@ -85,6 +88,11 @@ def choose_backend(environ=None, installed=is_installed, keras_imported=None):
         return None
     chosen = environ.get("KERAS_BACKEND")
     if chosen:
+        if chosen not in KERAS_BACKENDS:
+            raise BackendNotFoundError(
+                f"KERAS_BACKEND={chosen} is not a Keras backend; set it to jax, tensorflow or torch "
+                f"(Keras also knows {', '.join(KERAS_BACKENDS[3:])}), or unset it"
+            )
         if not installed(chosen):
             raise BackendNotFoundError(f"{INSTALL_HINT} (KERAS_BACKEND={chosen}: {chosen} is not installed)")
         return chosen

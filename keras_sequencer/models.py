@@ -59,7 +59,29 @@ class SequencerModel(keras.Model):
     :data:`runtime.JAX_INFERENCE_COMPILER_OPTIONS` (XLA's YNNPACK fusions off,
     which makes the LSTM-heavy inference graph faster on CPU); ``fit``'s train
     step, which those options slow down, compiles as usual.
-    ``KERAS_SEQUENCER_RUNTIME_TUNING=0`` turns it off (see :mod:`runtime`)."""
+    ``KERAS_SEQUENCER_RUNTIME_TUNING=0`` turns it off (see :mod:`runtime`).
+
+    ``class_names``: the names of the classifier's outputs, in order (``None``
+    by default); set it before ``model.save`` and it is saved with the model
+    (``keras-sequencer train`` sets it to the data's class folders, and
+    ``keras-sequencer predict`` prints it)."""
+
+    class_names: list[str] | None = None
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        if self.class_names is not None:
+            config["class_names"] = [str(name) for name in self.class_names]
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: Any = None) -> "SequencerModel":
+        config = dict(config)
+        class_names = config.pop("class_names", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        if class_names is not None:
+            model.class_names = list(class_names)
+        return model
 
     @property
     def implementations(self) -> dict[str, str]:

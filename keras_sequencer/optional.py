@@ -16,7 +16,7 @@ PACKAGES = {
     "tensorflow_datasets": ("tensorflow-datasets", "train"),
     "sklearn": ("scikit-learn", "train"),
     "matplotlib": ("matplotlib", "train"),
-    "PIL": ("pillow", "train"),
+    "PIL": ("pillow", "images"),
     "importlib_resources": ("importlib-resources", "train"),  # tensorflow-datasets needs it
 }
 

@@ -10,7 +10,7 @@ model built with ``include_preprocessing=True`` does the latter itself.
 This module is the one home of the ImageNet statistics, of the pixel
 normalisation (:func:`normalize`, used by :func:`preprocess_input` and the
 training pipeline) and of the list of image file suffixes the package reads.
-It imports nothing else of the package.
+It imports nothing else of the package but :mod:`keras_sequencer.optional` (to name a missing Pillow).
 """
 
 import math
@@ -157,8 +157,12 @@ def load_image(
     Raises:
         OSError: the file cannot be read or is not an image PIL can decode
             (``PIL.UnidentifiedImageError`` is an ``OSError``).
+        keras_sequencer.optional.MissingPackageError: Pillow is not
+            installed (the message names the extra that installs it).
     """
-    from PIL import Image
+    from keras_sequencer import optional
+
+    Image = optional.require("PIL.Image", "keras_sequencer.load_image")
 
     height, width = _sizes(image_size)
     if not 0 < crop_pct <= 1:

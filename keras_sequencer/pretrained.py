@@ -29,6 +29,7 @@ import http.client
 import logging
 import os
 import secrets
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -258,6 +259,42 @@ class DownloadError(OSError):
     """The checkpoint could not be fetched (no network, refused, timed out, cut short)."""
 
 
+def megabytes(size):
+    return f"{size / 1e6:.1f} MB"
+
+
+class DownloadProgress:
+    """What a download shows on stderr: a line naming the file and its size, then,
+    on a terminal, a progress bar updated in place (about 5 times a second), and
+    the size received at the end (as ``keras.utils.get_file`` shows one)."""
+
+    WIDTH = 30
+
+    def __init__(self, url, total, stream=None):
+        self.total, self.stream = total, stream or sys.stderr
+        self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.shown = 0.0
+        size = f" ({megabytes(total)})" if total else ""
+        print(f"keras-sequencer: downloading {url}{size}", file=self.stream, flush=True)
+
+    def update(self, received):
+        now = time.monotonic()
+        if not self.interactive or now - self.shown < 0.2:
+            return
+        self.shown = now
+        if self.total:
+            done = min(received / self.total, 1.0)
+            bar = "=" * int(done * self.WIDTH)
+            text = f"[{bar:<{self.WIDTH}}] {megabytes(received)} / {megabytes(self.total)} {done:4.0%}"
+        else:
+            text = megabytes(received)
+        print(f"\r{text}", end="", file=self.stream, flush=True)
+
+    def close(self, received):
+        end = "\n" if self.interactive and self.shown else ""
+        print(f"{end}keras-sequencer: downloaded {megabytes(received)}", file=self.stream, flush=True)
+
+
 def _fetch(url, destination):
     """Streams ``url`` into the new file ``destination``; returns its SHA-256.
 
@@ -277,6 +314,7 @@ def _fetch(url, destination):
     digest, received = hashlib.sha256(), 0
     with response:
         expected = response.headers.get("Content-Length")
+        progress = DownloadProgress(url, int(expected) if expected and expected.isdigit() else None)
         with _cache_writes():
             out = open(destination, "xb")
         with out:
@@ -289,11 +327,13 @@ def _fetch(url, destination):
                     break
                 digest.update(chunk)
                 received += len(chunk)
+                progress.update(received)
                 with _cache_writes():
                     out.write(chunk)
             with _cache_writes():
                 out.flush()
                 os.fsync(out.fileno())
+    progress.close(received)
     if expected is not None and received < int(expected):
         raise DownloadError(f"retrieval incomplete: got only {received} out of {expected} bytes")
     return digest.hexdigest()
@@ -389,6 +429,7 @@ def imagenet_weights_path(variant, convert):
         else:
             _check_seeded(variant, checkpoint)
         temp = _temp_path(variant, "weights.h5")
+        print(f"keras-sequencer: converting {checkpoint} to Keras weights {target}", file=sys.stderr, flush=True)
         try:
             convert(checkpoint, temp)
             os.replace(temp, target)

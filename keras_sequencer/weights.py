@@ -137,14 +137,31 @@ def _head_differs(model, checkpoint_classes):
     return False
 
 
+# Top-level groups of a ``.weights.h5`` that hold no model weight: the optimizer's
+# state (``save_weights`` of a compiled, trained model writes it) is not loaded.
+NON_MODEL_GROUPS = ("optimizer/",)
+
+
 def _h5_datasets(path):
-    """``{dataset path: shape}`` of a Keras ``.weights.h5`` file."""
+    """``{dataset path: shape}`` of the model weights in a Keras ``.weights.h5`` file
+    (the optimizer state it may hold left out)."""
     import h5py
 
     found = {}
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: found.__setitem__(name, obj.shape) if isinstance(obj, h5py.Dataset) else None)
-    return found
+    return {name: shape for name, shape in found.items() if not name.startswith(NON_MODEL_GROUPS)}
+
+
+def stored_classes(path: str | os.PathLike) -> int | None:
+    """The number of classes of the classifier stored in a weights file
+    (``.weights.h5``, ``.safetensors``, ``.pth``/``.pt``/``.bin``), or ``None``
+    when it holds none (a model built with ``include_top=False``)."""
+    path = os.fspath(path)
+    if path.endswith(".weights.h5"):
+        with conversion.reading_errors(path, "Keras weights file"):
+            return _stored_head_classes(_h5_datasets(path))
+    return conversion.head_classes(conversion.read_checkpoint(path))
 
 
 def _stored_head_classes(datasets):
@@ -180,7 +197,10 @@ def _check_layout(model, datasets, path):
         if names
     ]
     if problems:
-        raise ValueError(f"{path} does not match model {model.name!r} (another variant?): " + "; ".join(problems))
+        raise ValueError(
+            f"{path} holds the weights of another architecture than model {model.name!r} "
+            "(another variant or size?): " + "; ".join(problems)
+        )
 
 
 def load_keras_weights(model: "keras.Model", path: str, arch: Mapping[str, Any], build: Builder) -> "keras.Model":

@@ -8,8 +8,6 @@ import gc
 import importlib.util
 import os
 
-from tests.helpers import COMMIT, VARIANT, layer_weights
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # CUDA builds of torch ship triton, whose LLVM clashes with TensorFlow's when it is
@@ -19,7 +17,6 @@ if importlib.util.find_spec("timm") is not None:
     import timm  # noqa: F401
 
 import http.server
-import os
 import threading
 import time
 
@@ -29,7 +26,10 @@ import pytest
 from keras_sequencer import Sequencer2D, pretrained, variants
 from keras_sequencer.conversion import load_state_dict
 from tests.helpers import (
+    COMMIT,
     TINY_ARCH,
+    VARIANT,
+    layer_weights,
     state_dict_numpy,
     timm_model,
 )

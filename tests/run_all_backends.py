@@ -9,7 +9,8 @@ Each backend runs in its own process (the backend is fixed at import). Up to
 ``KERAS_SEQUENCER_TEST_JOBS`` backends (default: 2, or 1 on a 1-core machine) run
 at the same time, the slowest (JAX) first; much of each run is single-threaded
 (compiling, Python), so two at once use two cores well. Each backend's output is
-printed when it finishes. Exits non-zero if any backend fails; prints a combined
+streamed line by line as it comes, each line prefixed with ``[backend]``; each
+backend's summary line follows when it finishes. Exits non-zero if any backend fails; prints a combined
 summary line at the end.
 """
 
@@ -19,12 +20,14 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 BACKENDS = [b for b in os.environ.get("KERAS_SEQUENCER_TEST_BACKENDS", "jax,tensorflow,torch").split(",") if b]
 # The package each backend needs (what ``pip install -e ".[<backend>]"`` installs).
 BACKEND_PACKAGES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
+PRINT_LOCK = threading.Lock()
 JOBS = int(os.environ.get("KERAS_SEQUENCER_TEST_JOBS", min(2, os.cpu_count() or 1)))
 
 
@@ -94,7 +97,8 @@ def junit_path(backend):
 
 
 def run_backend(backend, argv):
-    """Runs pytest for one backend; returns ``(backend, exit code, output, seconds)``."""
+    """Runs pytest for one backend, streaming its output (:func:`emit`); returns
+    ``(backend, exit code, output, seconds)``."""
     env = dict(os.environ, KERAS_BACKEND=backend)
     # Concurrent pytest runs get their own temporary folders; the 25 slowest tests
     # are listed and every test's time goes to a JUnit XML file (junit_path), to
@@ -103,7 +107,7 @@ def run_backend(backend, argv):
     if os.path.exists(junit_path(backend)):
         os.remove(junit_path(backend))  # a run that dies early must not report an older run's times
     start = time.time()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -118,8 +122,20 @@ def run_backend(backend, argv):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        bufsize=1,
     )
-    return backend, proc.returncode, proc.stdout, time.time() - start
+    lines = []
+    for line in proc.stdout:  # streamed as it comes, each line prefixed with its backend
+        lines.append(line)
+        emit(f"[{backend}] {line.rstrip()}")
+    code = proc.wait()
+    return backend, code, "".join(lines), time.time() - start
+
+
+def emit(line):
+    """Prints one line at once (the backends' threads print whole lines)."""
+    with PRINT_LOCK:
+        print(line, flush=True)
 
 
 def main(argv):
@@ -139,12 +155,11 @@ def main(argv):
         futures = [pool.submit(run_backend, backend, argv) for backend in backends]
         for future in futures:
             backend, code, output, seconds = future.result()
-            print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
-            print(output, flush=True)
             summary = pytest_summary(output)
+            emit(f"===== KERAS_BACKEND={backend} ===== {summary or 'no pytest summary'}")
             for count, kind in re.findall(r"(\d+) (passed|failed|skipped|error)", summary):
                 totals[kind] += int(count)
-            print(f"[{backend}] exit {code} in {seconds:.0f}s", flush=True)
+            emit(f"[{backend}] exit {code} in {seconds:.0f}s")
             if code != 0:
                 failed_backends.append(backend)
     per_backend = {b: seconds_per_file(junit_path(b)) for b in backends}

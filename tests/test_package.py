@@ -29,6 +29,14 @@ def test_missing_keras_backend_is_one_line():
     assert "\n" not in message and message.startswith(INSTALL_HINT) and "KERAS_BACKEND=jax" in message
 
 
+def test_unknown_keras_backend_is_named_in_one_line():
+    with pytest.raises(BackendNotFoundError) as info:
+        choose_backend({"KERAS_BACKEND": "jaxx"}, installed=lambda b: True, keras_imported=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("KERAS_BACKEND=jaxx is not a Keras backend; set it to jax, tensorflow or torch")
+
+
 def test_first_installed_backend_when_none_is_chosen(tmp_path):
     for installed, expected in [
         ({"tensorflow", "jax", "torch"}, "tensorflow"),

@@ -209,3 +209,15 @@ def test_image_modes_and_formats_load_as_timm_reads_them(tmp_path, mode, suffix,
     with Image.open(path) as opened:
         expected = _timm_eval(opened.convert("RGB"), (3, 32, 32))
     np.testing.assert_allclose(preprocess_input(load_image(path, 32)), expected, atol=1e-6, rtol=0)
+
+
+def test_load_image_without_pillow_names_the_package_to_install(monkeypatch, tmp_path):
+    import sys
+
+    from keras_sequencer.optional import MissingPackageError
+
+    for module in ("PIL", "PIL.Image"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    message = r"load_image needs the PIL.Image package .*keras-sequencer\[images\]"
+    with pytest.raises(MissingPackageError, match=message):
+        load_image(str(tmp_path / "x.jpg"))

@@ -7,6 +7,7 @@ code path of sequencer2d_s/m/l.
 """
 
 import hashlib
+import io
 import os
 import warnings
 
@@ -42,11 +43,22 @@ def test_download_convert_cache_then_offline(checkpoint, server, register, capfd
     model = tiny_imagenet_model()
     np.testing.assert_allclose(to_numpy(model(images)), expected, atol=1e-4)
     assert server.requests == [URL_PATH]
-    assert capfd.readouterr().out == ""  # a download prints nothing
+    out, err = capfd.readouterr()
+    assert out == ""  # a download prints nothing on stdout; on stderr what it fetches and converts
+    assert f"keras-sequencer: downloading {server.base_url}{URL_PATH} ({len(body) / 1e6:.1f} MB)" in err
+    assert f"keras-sequencer: downloaded {len(body) / 1e6:.1f} MB" in err
+    assert f"keras-sequencer: converting {pretrained.checkpoint_cache_path(VARIANT)} to Keras weights" in err
     # Only the converted weights stay in the cache (under KERAS_HOME); the raw checkpoint,
     # the lock file and the temporary files are gone.
     assert os.listdir(cache) == [os.path.basename(pretrained.weights_cache_path(VARIANT))]
     assert cache.startswith(os.environ["KERAS_HOME"])
+
+    progress = io.StringIO()
+    progress.isatty = lambda: True  # a terminal: the bar, updated in place
+    bar = pretrained.DownloadProgress("http://x/y", 2_000_000, stream=progress)
+    bar.update(1_000_000)
+    bar.close(2_000_000)
+    assert "\r[" + "=" * 15 + " " * 15 + "] 1.0 MB / 2.0 MB  50%" in progress.getvalue()
 
     server.shutdown()
     server.server_close()  # no network from here on

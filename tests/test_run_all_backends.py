@@ -69,6 +69,10 @@ def test_run_all_backends_runs_the_installed_subset(tmp_path):
     for backend in hidden:
         assert f"skipping KERAS_BACKEND={backend}: " in proc.stdout
     assert f"===== KERAS_BACKEND={keep} =====" in proc.stdout
+    # pytest's own lines, streamed with the backend's name, before its summary line
+    streamed = [line for line in proc.stdout.splitlines() if line.startswith(f"[{keep}] ")]
+    assert any("1 passed" in line for line in streamed), proc.stdout[-3000:]
+    assert proc.stdout.index(streamed[0]) < proc.stdout.index(f"===== KERAS_BACKEND={keep} =====")
     assert "1 passed, 0 failed, 0 skipped" in proc.stdout
     assert f"(1 backends: {keep};" in proc.stdout
 

@@ -62,3 +62,28 @@ def test_keras_weights_of_another_variant_are_refused(tmp_path):
     wider.save_weights(str(path))
     with pytest.raises(ValueError, match="mis-shaped"):
         Sequencer2D(**TINY_ARCH, weights=str(path), classes=10)
+
+
+def test_keras_weights_of_a_trained_model_load_without_its_optimizer_state(tmp_path):
+    """save_weights of a compiled, fitted model also writes the optimizer's variables:
+    the model weights load, the optimizer state is left out, with or without the head."""
+    from keras_sequencer.weights import stored_classes
+    from tests.helpers import TINY_TRAIN_ARCH
+
+    trained = Sequencer2D(**TINY_TRAIN_ARCH, classes=3, input_shape=(16, 16, 3))
+    trained.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
+    images = random_images(4, 16, 16, seed=1)
+    trained.fit(images, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
+    path = tmp_path / "best.weights.h5"
+    trained.save_weights(str(path))
+    import h5py
+
+    with h5py.File(path) as f:
+        assert "optimizer" in f  # what the loader must tolerate
+    assert stored_classes(path) == 3
+    loaded = Sequencer2D(**TINY_TRAIN_ARCH, classes=3, input_shape=(16, 16, 3), weights=str(path))
+    np.testing.assert_allclose(to_numpy(loaded(images)), to_numpy(trained(images)), atol=1e-6)
+    backbone = Sequencer2D(**TINY_TRAIN_ARCH, include_top=False, input_shape=(16, 16, 3), weights=str(path))
+    assert backbone.get_layer("stem").get_weights()[0].tolist() == trained.get_layer("stem").get_weights()[0].tolist()
+    with pytest.raises(ValueError, match="another architecture.*missing tensors"):
+        Sequencer2D(**dict(TINY_TRAIN_ARCH, layers=(2,)), classes=3, input_shape=(16, 16, 3), weights=str(path))

@@ -8,7 +8,8 @@ new ones in :data:`COMMAND_MODULES`.
 Errors: a :class:`~keras_sequencer.cli.common.CLIError`, ``ValueError``,
 ``OSError`` or ``ImportError`` raised by a sub-command is printed as one line,
 ``keras-sequencer <command>: error: <message>``, and the exit status is 1
-(argparse's usage errors exit with 2). ``--debug`` (before or after the
+(argparse's usage errors, with the sub-command's usage, exit with 2, before
+Keras is imported). ``--debug`` (before or after the
 sub-command) shows the traceback instead.
 """
 
@@ -48,14 +49,21 @@ def build_parser():
     for subparser in subparsers.choices.values():
         # also accepted after the sub-command; SUPPRESS keeps a global --debug
         _add_debug(subparser, default=argparse.SUPPRESS)
+    parser.command_parsers = subparsers.choices  # sub-command name -> its parser
     return parser
 
 
 def main(argv=None):
     """Runs ``keras-sequencer`` with ``argv`` (default: ``sys.argv[1:]``); returns
     the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the sub-command's own usage, not the top-level one
+        parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
+        import keras_sequencer
+
+        keras_sequencer.load()  # Keras, once the arguments are known to be good
         return args.func(args) or 0
     except USER_ERRORS as error:
         if args.debug:

@@ -4,11 +4,27 @@ input checks that run before any model is built, and the ``--model`` /
 flag is reported at once, in terms of the command line.
 """
 
+import argparse
 import importlib.util
 import os
 import sys
 
 PROG = "keras-sequencer"
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each flag's line with its default, ``(default: 300)``,
+    unless the help already says it or there is none (``None``, an off switch)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        off = default is None or default is False or default is argparse.SUPPRESS or default == ""
+        if off or "%(default)" in text or "default:" in text:
+            return text
+        if isinstance(default, (list, tuple)):
+            default = " ".join(str(v) for v in default)
+        return f"{text} (default: {default})"
 
 
 class CLIError(ValueError):
@@ -35,13 +51,17 @@ def report(command, message):
     print(f"{PROG} {command}: error: {message}", file=sys.stderr, flush=True)
 
 
+def module_installed(module):
+    """Whether ``module`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def require_module(module, distribution, extra, command):
     """Raises :class:`CLIError` naming the extra to install when ``module`` is missing."""
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not module_installed(module):
         raise CLIError(
             f"needs {distribution}, which is not installed: "
             f'pip install "keras-sequencer[{extra}]" (or pip install {distribution})'
@@ -102,11 +122,64 @@ def add_model_arguments(parser):
     parser.add_argument(
         "--model",
         default="sequencer2d_s",
-        help="any registered model name (keras_sequencer.list_models()); default: %(default)s",
+        help="any registered model name (keras_sequencer.list_models()), or a saved .keras model; default: %(default)s",
     )
     parser.add_argument(
         "--weights",
         default="imagenet",
         metavar="imagenet|PATH",
-        help="'imagenet' (default: downloaded once, then cached) or a .weights.h5/.safetensors/.pth file",
+        help="'imagenet' (default: downloaded once, then cached), a .weights.h5/.safetensors/.pth file "
+        "of --model, or a saved .keras model (what train writes: its classes and input size are used)",
     )
+
+
+def saved_model_path(args):
+    """The saved ``.keras`` model given as ``--weights`` or ``--model`` (checked to be a
+    readable file), or ``None``."""
+    for flag, value in (("--weights", args.weights), ("--model", args.model)):
+        if value is not None and str(value).endswith(".keras"):
+            require_file(value, flag)
+            return str(value)
+    return None
+
+
+def checkpoint_classes(weights, num_classes):
+    """Classes to build ``--model`` with for ``--weights`` (``imagenet`` or a weights
+    file): ``--num-classes`` if given (a :class:`CLIError` if the file's classifier has
+    another size), else the file's, else 1000."""
+    if weights == "imagenet":
+        stored = 1000
+    else:
+        from keras_sequencer.weights import stored_classes
+
+        stored = stored_classes(weights)
+    if num_classes is not None and stored is not None and num_classes != stored:
+        raise CLIError(
+            f"--weights {weights} has a {stored}-class classifier, not --num-classes {num_classes}; "
+            f"leave --num-classes out (or give {stored})"
+        )
+    if num_classes is None and stored is None:
+        raise CLIError(f"--weights {weights} holds no classifier (a model without top); it cannot classify")
+    return num_classes or stored
+
+
+def model_input_size(model, default):
+    """The ``(height, width)`` a model was built for, or ``(default, default)`` for a
+    model that takes any size."""
+    height, width = tuple(model.inputs[0].shape)[1:3]
+    if height is None or width is None:
+        return default, default
+    return int(height), int(width)
+
+
+def as_probabilities(model, scores):
+    """``scores`` of ``model`` as probabilities: as they are from a softmax head, else
+    (logits) through a softmax."""
+    import numpy as np
+
+    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
+    if activation == "softmax":
+        return scores
+    scores = np.asarray(scores, dtype="float64")
+    exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)

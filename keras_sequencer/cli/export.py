@@ -18,8 +18,8 @@ from keras_sequencer.cli.common import (
     CLIError,
     check_model,
     check_weights,
+    module_installed,
     require_file,
-    require_module,
 )
 
 COMMAND = "export"
@@ -40,8 +40,9 @@ def add_parser(subparsers):
         "--weights",
         default=None,
         metavar="imagenet|PATH",
-        help="for a model name: 'imagenet' (the default where published) or a "
-        ".weights.h5/.safetensors/.pth file; for a .keras file: a .weights.h5 to load into it",
+        help="for a model name: 'imagenet' (the default where published), a "
+        ".weights.h5/.safetensors/.pth file, or a saved .keras model (what train writes; "
+        "the same as giving it as MODEL); for a .keras MODEL: a .weights.h5 to load into it",
     )
     parser.add_argument("--format", required=True, choices=FORMATS, help="artefact format")
     parser.add_argument(
@@ -75,8 +76,13 @@ def check_arguments(args):
     """Every check that needs no model: returns ``(variant or None, weights, size)``."""
     from keras_sequencer.export import EXPORT_PACKAGES, RUNTIME_PACKAGES
 
-    for module, distribution in EXPORT_PACKAGES[args.format] + (RUNTIME_PACKAGES[args.format],):
-        require_module(module, distribution, "tensorflow" if module == "tensorflow" else "export", COMMAND)
+    needed = dict(EXPORT_PACKAGES[args.format] + (RUNTIME_PACKAGES[args.format],))
+    missing = [distribution for module, distribution in needed.items() if not module_installed(module)]
+    if missing:  # all of them at once: the [export] extra installs every one
+        raise CLIError(
+            f"--format {args.format} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            f'not installed: pip install "keras-sequencer[export]" (or pip install {" ".join(missing)})'
+        )
     size = None
     if args.input_size == ["any"]:
         if args.format == "litert":
@@ -97,6 +103,12 @@ def check_arguments(args):
         raise CLIError(f"--output {args.output}: folder {parent} does not exist")
     if args.format != "tf_saved_model" and os.path.isdir(output):
         raise CLIError(f"--output {args.output}: is a directory, expected a file path")
+    if args.weights is not None and args.weights.endswith(".keras"):  # a saved model as --weights
+        if os.path.exists(args.model) and not args.model.endswith(".keras"):
+            raise CLIError(f"{args.model}: expected a registered model name or a .keras file")
+        if args.model.endswith(".keras"):
+            raise CLIError(f"give one saved model: MODEL {args.model} or --weights {args.weights}")
+        args.model, args.weights = args.weights, None
     if args.model.endswith(".keras"):
         require_file(args.model)
         if args.include_preprocessing:
@@ -125,10 +137,10 @@ def check_arguments(args):
 def build_model(args, variant, weights):
     """The Keras model to export (the name built with its weights, or the
     ``.keras`` file loaded)."""
-    import keras
-
     if variant is None:
-        model = keras.saving.load_model(args.model)
+        from keras_sequencer.weights import load_model
+
+        model = load_model(args.model)
         if weights is not None:
             model.load_weights(weights)
         return model

@@ -44,33 +44,58 @@ erasing), :mod:`~.mix` (MixUp / CutMix), :mod:`~.optim` (AdamW and the schedule)
 ``keras_sequencer.training``.
 """
 
-from keras_sequencer.training.augment import REMODES, parse_auto_augment
-from keras_sequencer.training.callbacks import (
-    NonFiniteLossError,
-    StopOnNonFiniteLoss,
-    TrainingCurves,
-    make_callbacks,
-    plot_history,
-    read_history,
-)
-from keras_sequencer.training.config import (
-    INITIALIZATIONS,
-    INTERPOLATIONS,
-    TRANSFER_RECIPE,
-    TrainConfig,
-    capped_warmup,
-    config_from_args,
-    model_input_size,
-    model_names,
-)
-from keras_sequencer.training.loop import build_model, check_requirements, fit, run
-from keras_sequencer.training.mix import MODES as MIXUP_MODES
-from keras_sequencer.training.mix import make_mixer, mix_batch, sample_mix_params
-from keras_sequencer.training.optim import build_optimizer, learning_rate_schedule
-from keras_sequencer.training.pipeline import eval_pipeline, train_pipeline
-from keras_sequencer.training.transforms import ERASE_MODES
+import importlib
+
+# Every public name -> the module that defines it. They are imported on first use,
+# so the command line reads the flags' defaults (``config``) without Keras or TensorFlow.
+_NAMES = {
+    "augment": ("REMODES", "parse_auto_augment"),
+    "callbacks": (
+        "NonFiniteLossError",
+        "StopOnNonFiniteLoss",
+        "TrainingCurves",
+        "make_callbacks",
+        "plot_history",
+        "read_history",
+    ),
+    "config": (
+        "DEFAULT_WARMUP_EPOCHS",
+        "INITIALIZATIONS",
+        "INTERPOLATIONS",
+        "TRANSFER_RECIPE",
+        "TrainConfig",
+        "capped_warmup",
+        "config_from_args",
+        "model_input_size",
+        "model_names",
+    ),
+    "loop": ("build_model", "check_requirements", "clear_run", "finished_epochs", "fit", "fit_batch_to_data", "run"),
+    "mix": ("MIXUP_MODES", "make_mixer", "mix_batch", "sample_mix_params"),
+    "optim": ("build_optimizer", "learning_rate_schedule"),
+    "pipeline": ("eval_pipeline", "train_pipeline"),
+    "transforms": ("ERASE_MODES",),
+}
+_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
+_SUBMODULES = (*_NAMES, "backup", "randaugment")
+
+
+def __getattr__(name):
+    if name in _MODULE_OF:
+        module = importlib.import_module(f"{__name__}.{_MODULE_OF[name]}")
+        value = getattr(module, "MODES" if name == "MIXUP_MODES" else name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
+    "DEFAULT_WARMUP_EPOCHS",
     "ERASE_MODES",
     "INITIALIZATIONS",
     "INTERPOLATIONS",
@@ -85,9 +110,12 @@ __all__ = [
     "build_optimizer",
     "capped_warmup",
     "check_requirements",
+    "clear_run",
     "config_from_args",
     "eval_pipeline",
+    "finished_epochs",
     "fit",
+    "fit_batch_to_data",
     "learning_rate_schedule",
     "make_callbacks",
     "make_mixer",

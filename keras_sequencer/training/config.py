@@ -10,6 +10,8 @@ from keras_sequencer.training.transforms import ERASE_MODES
 
 INTERPOLATIONS = ("random", "bilinear", "bicubic")
 INITIALIZATIONS = ("original", "keras")
+# Warmup epochs when none are given (shortened to a shorter run).
+DEFAULT_WARMUP_EPOCHS = 3
 
 
 def model_names():
@@ -29,10 +31,18 @@ class TrainConfig:
     ``model`` is any registered model name (:func:`keras_sequencer.list_models`);
     ``arch`` (Sequencer2D keyword arguments) builds that architecture instead,
     named ``model``. ``batch_size`` is per replica (as timm's ``-b`` is per
-    GPU); the global batch is ``batch_size * num_replicas``. ``epochs`` counts
-    the cosine schedule, ``cooldown_epochs`` more are trained at ``min_lr``; the
+    GPU); the global batch is ``batch_size * num_replicas`` (lowered to the
+    training set's size, with a notice, when it is larger). ``epochs`` counts
+    the cosine schedule, ``cooldown_epochs`` (0 by default, as in current timm;
+    the official recipe ran timm 0.5.4's 10) more are trained at ``min_lr``;
+    ``warmup_epochs`` defaults to :data:`DEFAULT_WARMUP_EPOCHS`, shortened to
+    ``epochs`` when the run is shorter (a value given explicitly must fit). The
     learning rate changes once per epoch, or every update with
     ``sched_on_updates`` (timm's ``--sched-on-updates``).
+
+    ``restart``: train from the start in an ``output`` folder that holds a
+    finished or interrupted run, replacing its files; without it an
+    interrupted run resumes and a finished one is not trained again.
 
     The augmentation and regularisation fields have timm's meaning (see
     :func:`keras_sequencer.training.train_pipeline`): ``drop_path`` is the rate
@@ -56,8 +66,8 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-5
     warmup_lr: float = 1e-4
-    warmup_epochs: int = 3
-    cooldown_epochs: int = 10
+    warmup_epochs: int = None  # default: DEFAULT_WARMUP_EPOCHS, at most epochs
+    cooldown_epochs: int = 0
     sched_on_updates: bool = False
     weight_decay: float = 0.05
     clip_grad: float = None
@@ -81,6 +91,7 @@ class TrainConfig:
     amp: bool = False
     seed: int = 42
     output: str = "output/train"
+    restart: bool = False
     verbose: object = "auto"
 
     def __post_init__(self):
@@ -108,7 +119,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}.")
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1]; got {self.crop_pct}.")
-        if self.warmup_epochs > self.epochs:
+        if self.warmup_epochs is None and self.epochs >= 1:
+            self.warmup_epochs = min(DEFAULT_WARMUP_EPOCHS, self.epochs)
+        if self.cooldown_epochs < 0 or (self.warmup_epochs or 0) < 0:
+            raise ValueError("warmup_epochs and cooldown_epochs must be >= 0.")
+        if self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs}).")
         if min(self.batch_size, self.epochs, self.workers) < 1:
             raise ValueError("batch_size, epochs and workers must be positive.")
@@ -175,7 +190,7 @@ def config_from_args(args):
         raise ValueError("Use either --pretrained or --initial-checkpoint, not both.")
     warmup_epochs = args.warmup_epochs
     if warmup_epochs is None:
-        warmup_epochs = capped_warmup(TrainConfig.warmup_epochs, args.epochs)
+        warmup_epochs = capped_warmup(DEFAULT_WARMUP_EPOCHS, args.epochs)
     return TrainConfig(
         model=args.model,
         weights="imagenet" if args.pretrained else args.initial_checkpoint,
@@ -213,4 +228,5 @@ def config_from_args(args):
         amp=args.amp,
         seed=args.seed,
         output=args.output,
+        restart=args.restart,
     )

@@ -1,7 +1,9 @@
 """The training run: model by name, ``compile``, ``fit`` inside the
 data-parallel strategy's scope, and the whole run from a data path (:func:`run`)."""
 
+import dataclasses
 import os
+import shutil
 
 import keras
 
@@ -9,7 +11,8 @@ from keras_sequencer import data as data_lib
 from keras_sequencer import distribute, keras_patches, optional, registry
 from keras_sequencer.initializers import apply_original_initialization
 from keras_sequencer.models import Sequencer2D
-from keras_sequencer.training.callbacks import make_callbacks
+from keras_sequencer.training.backup import read_state
+from keras_sequencer.training.callbacks import make_callbacks, read_history
 from keras_sequencer.training.optim import build_optimizer
 from keras_sequencer.training.pipeline import eval_pipeline, train_pipeline
 
@@ -51,29 +54,46 @@ def check_requirements(dataset=None):
 def fit(config, data, callbacks=(), distribution=None):
     """Trains on ``data`` (a :class:`keras_sequencer.data.DataSplits`).
 
-    Writes to ``config.output``: ``best.keras`` (best validation accuracy),
-    ``history.csv``, ``curves.png`` (when matplotlib is installed) and
-    ``backup/`` (removed when training completes). Re-running an interrupted
-    run with the same output resumes at its last finished epoch.
+    Writes to ``config.output``: ``best.keras`` (best validation accuracy; the
+    model's ``class_names`` are the data's), ``history.csv``, ``curves.png``
+    (when matplotlib is installed) and ``backup/`` (removed when training
+    completes). Re-running an interrupted run with the same output resumes at
+    its last finished epoch; re-running a finished one trains nothing and
+    returns its ``best.keras`` (a ``ValueError`` if it ran another number of
+    epochs); ``config.restart`` trains from the start instead. A batch larger
+    than the training set is lowered to it, with a notice.
 
     Returns:
-        ``(model, history)``.
+        ``(model, history)``; ``history`` is ``None`` when the run had finished.
     """
     check_requirements()
     distribution = distribution or distribute.setup_distribution()
     num_classes = config.num_classes or data.num_classes
     if config.num_classes and config.num_classes != data.num_classes:
         raise ValueError(f"num_classes is {config.num_classes} but the data has {data.num_classes} classes.")
+    config = fit_batch_to_data(config, data.train_size, distribution.num_replicas)
     global_batch = config.batch_size * distribution.num_replicas
     steps_per_epoch = data.train_size // global_batch
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"The global batch ({config.batch_size} x {distribution.num_replicas} replicas) "
-            f"is larger than the {data.train_size} training images."
-        )
     output_dir = config.output
     if not distribution.is_chief:  # other workers write to a scratch folder
         output_dir = os.path.join(config.output, f".worker_{distribution.worker_index}")
+    if config.restart:
+        clear_run(output_dir)
+    else:
+        finished = finished_epochs(output_dir)
+        total = config.epochs + config.cooldown_epochs
+        if finished == total:
+            print(
+                f"keras-sequencer: {os.path.abspath(config.output)} holds a finished run of {total} epochs; "
+                "not training again (restart=True / --restart trains from the start there)."
+            )
+            return keras.saving.load_model(os.path.join(config.output, "best.keras")), None
+        if finished is not None:
+            raise ValueError(
+                f"{os.path.abspath(config.output)} holds a finished run of {finished} epochs, not the "
+                f"{total} asked for; pass --restart (restart=True) to train from the start there, "
+                "replacing it, or choose another output folder."
+            )
     keras.utils.set_random_seed(config.seed)
     train = train_pipeline(data.train, config, num_classes, global_batch, repeat=True)
     on_jax = keras.backend.backend() == "jax"
@@ -91,6 +111,7 @@ def fit(config, data, callbacks=(), distribution=None):
     try:
         with distribution.scope():
             model = build_model(config, num_classes)
+            model.class_names = list(data.class_names) if len(data.class_names) == num_classes else None
             model.compile(
                 optimizer=build_optimizer(config, model, steps_per_epoch),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.smoothing),
@@ -111,6 +132,51 @@ def fit(config, data, callbacks=(), distribution=None):
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return model, history
+
+
+def fit_batch_to_data(config, train_size, num_replicas=1):
+    """``config``, with ``batch_size`` lowered (and a notice printed) when the global
+    batch ``batch_size * num_replicas`` is larger than the ``train_size`` training
+    images: to the largest that fits (even, when MixUp/CutMix pair the images)."""
+    if config.batch_size * num_replicas <= train_size:
+        return config
+    batch = train_size // num_replicas
+    if (config.mixup > 0 or config.cutmix > 0) and batch * num_replicas % 2:
+        batch -= 1
+    if batch < 1:
+        raise ValueError(
+            f"The {train_size} training images are fewer than the {num_replicas} replicas "
+            "(at least one image each per step); add images or train on fewer devices."
+        )
+    print(
+        f"keras-sequencer: batch size lowered from {config.batch_size} to {batch} per device: "
+        f"the training set has only {train_size} images (-b / batch_size chooses it)."
+    )
+    return dataclasses.replace(config, batch_size=batch)
+
+
+RUN_FILES = ("best.keras", "history.csv", "curves.png")
+
+
+def finished_epochs(output_dir):
+    """The epochs of a finished run in ``output_dir`` (``history.csv`` written and no
+    backup of an unfinished one left), or ``None``."""
+    history_path = os.path.join(output_dir, "history.csv")
+    if not os.path.exists(history_path) or read_state(os.path.join(output_dir, "backup")):
+        return None
+    if not os.path.exists(os.path.join(output_dir, "best.keras")):
+        return None
+    epochs = read_history(history_path).get("epoch", [])
+    return int(max(epochs)) + 1 if epochs else None
+
+
+def clear_run(output_dir):
+    """Removes a previous run's files (checkpoint, history, curves, backup) from ``output_dir``."""
+    for name in RUN_FILES:
+        path = os.path.join(output_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+    shutil.rmtree(os.path.join(output_dir, "backup"), ignore_errors=True)
 
 
 def _fit_naming_bad_images(model, data, train, **kwargs):
@@ -143,4 +209,9 @@ def run(config, data, dataset=""):
         f"images, {splits.num_classes} classes"
     )
     print(f"keras-sequencer: writing checkpoints, history and curves to {os.path.abspath(config.output)}")
+    cooldown = f", then {config.cooldown_epochs} cooldown epochs at --min-lr" if config.cooldown_epochs else ""
+    print(
+        f"keras-sequencer: {config.epochs + config.cooldown_epochs} epochs: {config.warmup_epochs} of warmup, "
+        f"the cosine schedule over {config.epochs}{cooldown}"
+    )
     return fit(config, splits, distribution=distribution)

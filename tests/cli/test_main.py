@@ -117,3 +117,42 @@ def test_every_sub_command_is_registered():
 
 
 # ---------------------------------------------------------------- bad files in a batch
+
+
+def test_argument_errors_name_the_sub_command_before_keras_is_imported(tmp_path):
+    """As the console script: a mistyped flag gets the sub-command's usage and error,
+    exit 2, without importing Keras or TensorFlow (so at once)."""
+    from tests.helpers import run_hidden
+
+    proc = run_hidden(
+        tmp_path,
+        """
+        from keras_sequencer.cli import main
+        try:
+            main(["predict", "photo.jpg", "--topk", "3"])
+        except SystemExit as exit:
+            print(exit.code, "keras" in sys.modules, "tensorflow" in sys.modules, "jax" in sys.modules)
+        """,
+        script_name="keras-sequencer",
+        KERAS_BACKEND="torch",
+    )
+    assert proc.stdout.split() == ["2", "False", "False", "False"], proc.stderr[-2000:]
+    assert proc.stderr.startswith("usage: keras-sequencer predict ")
+    assert proc.stderr.strip().splitlines()[-1] == "keras-sequencer predict: error: unrecognized arguments: --topk 3"
+
+
+def test_an_unknown_keras_backend_is_one_line(tmp_path):
+    from tests.helpers import run_hidden
+
+    proc = run_hidden(
+        tmp_path,
+        """
+        from keras_sequencer.cli import main
+        sys.exit(main())
+        """,
+        script_name="keras-sequencer",
+        KERAS_BACKEND="jaxx",
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("keras-sequencer: error: KERAS_BACKEND=jaxx is not a Keras backend; set it to jax")

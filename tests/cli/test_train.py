@@ -29,7 +29,7 @@ def test_train_command_resumes_a_killed_run(tmp_path, monkeypatch, capsys):
             f"--cooldown-epochs 0 --clip-grad 1 --output {out}"
         ).split(),
     ]
-    driver = os.path.join(REPO, "tests", "helpers.py")
+    driver = os.path.join(REPO, "tests", "train_driver.py")
     proc = subprocess.run(
         [sys.executable, driver, "1", *argv],
         env=dict(os.environ, PYTHONPATH=REPO),
@@ -59,6 +59,42 @@ def test_train_command_resumes_a_killed_run(tmp_path, monkeypatch, capsys):
     code = cli.main(["train", str(tmp_path / "data"), "--num-classes", "5", "--output", str(out)])
     assert code == 1
     assert "num_classes is 5 but the data has 2 classes" in capsys.readouterr().err
+
+    # the same command again: the run is finished, nothing is trained or appended
+    monkeypatch.setattr(training.loop, "build_model", lambda *a: pytest.fail("a finished run was trained again"))
+    assert cli.main(argv) == 0
+    assert f"{out} holds a finished run of 3 epochs; not training again" in capsys.readouterr().out
+    assert read_csv_epochs(out / "history.csv") == [0, 1, 2]
+    assert cli.main([*argv, "--epochs", "4"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"keras-sequencer train: error: {out} holds a finished run of 3 epochs, not the 4")
+    assert "--restart" in line
+    monkeypatch.undo()
+    monkeypatch.setattr(registry, "create_model", create_model_with_tiny_s)
+    assert cli.main([*argv, "--epochs", "1", "--warmup-epochs", "0", "--restart"]) == 0
+    assert read_csv_epochs(out / "history.csv") == [0]  # trained from the start, not appended
+
+
+def test_train_help_shows_every_default_in_timm_s_groups(capsys):
+    import re
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    body = capsys.readouterr().out.split("Dataset parameters:")[1]
+    for group in ("Model parameters", "Optimizer parameters", "Learning rate schedule", "Miscellaneous parameters"):
+        assert f"\n{group}" in body
+    # each flag's help, up to the next flag: "  --epochs EPOCHS  epochs ... (default: 300)"
+    entry = re.compile(r"\n  (-[^\n]*?)(?:  |\n)(.*?)(?=\n  -|\n\n|$)", re.S)
+    helps = {m[1]: " ".join(m[2].split()) for m in entry.finditer(body)}
+    for flag, default in (
+        ("--epochs EPOCHS", "(default: 300)"),
+        ("-b BATCH_SIZE, --batch-size BATCH_SIZE", "(default: 128)"),
+        ("--lr LR", "(default: 0.001)"),
+        ("--cooldown-epochs COOLDOWN_EPOCHS", "(default: 0)"),
+        ("--output OUTPUT", "(default: output/train)"),
+        ("--warmup-epochs WARMUP_EPOCHS", "(default: 3, at most --epochs)"),
+    ):
+        assert helps[flag.strip()].endswith(default), (flag, helps.get(flag))
 
 
 @pytest.mark.slow  # compiling the full CIFAR model's train and test steps

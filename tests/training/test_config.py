@@ -146,3 +146,27 @@ def test_recipe_flags_reach_the_config():
     ):
         with pytest.raises(ValueError, match=message):
             training.TrainConfig(**bad)
+
+
+def test_config_and_command_line_agree_on_short_runs():
+    """The default warmup (3) is shortened to a shorter run in Python as on the command
+    line; a warmup given explicitly must fit; no cooldown unless asked (current timm)."""
+    config = training.TrainConfig(epochs=1)
+    assert (config.epochs, config.warmup_epochs, config.cooldown_epochs) == (1, 1, 0)
+    assert (parse_train("--epochs 1")[1].warmup_epochs, training.TrainConfig().warmup_epochs) == (1, 3)
+    with pytest.raises(ValueError, match=r"warmup_epochs \(3\) cannot exceed epochs \(1\)"):
+        training.TrainConfig(epochs=1, warmup_epochs=3)
+    assert parse_train("--epochs 2")[1].cooldown_epochs == 0
+
+
+def test_a_batch_larger_than_the_data_is_lowered_with_a_notice(capsys):
+    config = training.TrainConfig(batch_size=128)
+    assert training.fit_batch_to_data(config, 48).batch_size == 48
+    notice = "batch size lowered from 128 to 48 per device: the training set has only 48 images"
+    assert notice in capsys.readouterr().out
+    mixing = training.TrainConfig(batch_size=128, mixup=0.8)
+    assert training.fit_batch_to_data(mixing, 47).batch_size == 46  # MixUp pairs the images: even
+    assert training.fit_batch_to_data(mixing, 47, num_replicas=2).batch_size == 23
+    assert training.fit_batch_to_data(config, 200) is config
+    with pytest.raises(ValueError, match="fewer than the 2 replicas"):
+        training.fit_batch_to_data(config, 1, num_replicas=2)
