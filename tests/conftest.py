@@ -56,6 +56,32 @@ def _clear_keras_session():
     keras.backend.clear_session(free_memory=False)
 
 
+@pytest.fixture(scope="session")
+def full_size():
+    """``full_size(name)``: the published full-size model ``name`` (``sequencer2d_s``,
+    ``_m`` or ``_l``) from its builder (``Sequencer2DS`` ...), logits head, any input
+    size; built once per test session. Building is most of a full-size test's time
+    (random initialisers over 27-54M parameters), so the tests whose subject is the
+    full size share these: parity with timm (which loads timm's weights into them),
+    feature shapes, export. None of them depends on the weights' values."""
+    import keras_sequencer
+
+    builders = {
+        "sequencer2d_s": keras_sequencer.Sequencer2DS,
+        "sequencer2d_m": keras_sequencer.Sequencer2DM,
+        "sequencer2d_l": keras_sequencer.Sequencer2DL,
+    }
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = builders[name](classifier_activation=None)
+        return cache[name]
+
+    yield get
+    cache.clear()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_memory_per_module():
     yield

@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sequencer import export, registry
+from keras_sequencer import export
 from keras_sequencer.models import Sequencer2D, VanillaSequencer
-from tests.helpers import MICRO_ARCH, REPO, requires_export
+from tests.helpers import MICRO_ARCH, REPO, requires_export, run_in_one_backend_pass
 
 pytestmark = requires_export
 
@@ -290,14 +290,16 @@ def test_missing_converter_is_one_line(tmp_path):
 
 # ------------------------------------------------------------ Sequencer2D-S --
 # One format per backend, so that each format is checked at full size somewhere.
-FULL_SIZE_FORMAT = {"jax": "onnx", "tensorflow": "litert", "torch": "tf_saved_model"}
-
-
 @pytest.mark.slow
-def test_sequencer2d_s_export_matches_predict(tmp_path):
-    fmt = FULL_SIZE_FORMAT.get(keras.backend.backend(), "onnx")
-    model = registry.create_model("sequencer2d_s", classifier_activation=None)
+def test_sequencer2d_s_export_matches_predict(tmp_path, full_size):
+    """One full-size export: Sequencer2D-S (the shared full S) to LiteRT at 224x224, the
+    strictest format (builtin ops only, a fixed size), run by its interpreter. It runs in
+    one backend's pass: every backend exports through the same TensorFlow graph, and the
+    micro model checks every format on every backend."""
+    run_in_one_backend_pass("full-size export (litert)")
+    fmt = "litert"
+    model = full_size("sequencer2d_s")
     path = str(tmp_path / f"s{SUFFIX[fmt]}")
-    model.export(path, format=fmt)
+    model.export(path, format=fmt, input_shape=(224, 224))
     x = images((224, 224, 3), 2)
     np.testing.assert_allclose(export.run_exported(path, fmt, x), expected(model, x), atol=TOLERANCE, rtol=0)

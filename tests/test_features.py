@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sequencer import Sequencer2D, Sequencer2DS, feature_extractor
+from keras_sequencer import Sequencer2D, feature_extractor
 from keras_sequencer.conversion import load_state_dict
 from tests.helpers import TINY_ARCH, random_images, requires_timm, timm_forward, timm_model, to_numpy
 
@@ -57,18 +57,20 @@ def test_stage_features_and_embeddings_match_timm():
     np.testing.assert_allclose(to_numpy(pooled_model(images)), pre_logits, atol=ATOL)
 
 
-# Builds the full S (27.6M parameters; random initialisers on CPU are the slow
-# part, above all on jax); no forward pass.
 @pytest.mark.slow
 @requires_timm
-def test_sequencer2d_s_default_features_and_embedding_shapes():
+def test_sequencer2d_s_default_features_and_embedding_shapes(full_size):
+    """The shared full S (tests/conftest.py): its default stage features are timm's
+    ``features_only`` channels and reductions, and its pooled embedding has 384 values."""
     import timm
 
     reference = timm.create_model("sequencer2d_s", features_only=True, pretrained=False)
-    embedder = Sequencer2DS(include_top=False, pooling="avg", input_shape=(224, 224, 3))
-    assert embedder.output_shape == (None, 384)
-    features = feature_extractor(embedder)  # the stage layers of any Sequencer2D model
-    shapes = [tuple(o.shape) for o in features.outputs]
+    model = full_size("sequencer2d_s")
+    embedding = keras.layers.GlobalAveragePooling2D()(model.get_layer("norm").output)
+    embedder = keras.Model(model.inputs, embedding)
+    assert embedder.compute_output_shape((None, 224, 224, 3)) == (None, 384)
+    features = feature_extractor(model)  # the stage layers of any Sequencer2D model
+    shapes = [tuple(s) for s in features.compute_output_shape((None, 224, 224, 3))]
     assert shapes == [(None, 32, 32, 192), (None, 16, 16, 384), (None, 16, 16, 384)]
     assert [s[-1] for s in shapes] == reference.feature_info.channels()
     assert [224 // s[1] for s in shapes] == reference.feature_info.reduction()

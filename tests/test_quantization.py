@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from keras_sequencer.models import Sequencer2D
-from tests.helpers import TINY_ARCH, random_images, run_model
+from tests.helpers import MICRO_ARCH, random_images, run_model
 
-SIZE = 32
+SIZE = 16
 CLASSES = 10
-BLOCKS = sum(TINY_ARCH["layers"])
+BLOCKS = sum(MICRO_ARCH["layers"])
 
 
 def tiny_model(implementation, weights=None):
@@ -23,7 +23,7 @@ def tiny_model(implementation, weights=None):
         classes=CLASSES,
         classifier_activation=None,
         implementation=implementation,
-        **TINY_ARCH,
+        **MICRO_ARCH,
     )
     if weights is not None:
         model.set_weights(weights)
@@ -50,7 +50,7 @@ def check_int8_and_close(model, quantized, floats):
     error = np.abs(quantized - floats)
     # Each int8 GEMM rounds weights (per output channel) and inputs (per
     # token) to 1/254 of their absolute maximum, ~0.4% relative error per
-    # operand: about 1% of the logits' scale through the 19 quantized GEMMs
+    # operand: about 1% of the logits' scale through the quantized GEMMs
     # in series (measured 1-3% on these random weights). 8% bounds that with
     # margin and still catches a wrong scale, a transposed kernel or an int8
     # kernel read as float (errors of the order of the logits themselves).

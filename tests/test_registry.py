@@ -438,36 +438,24 @@ def registered_at_small_input(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", keras_sequencer.list_models())
-def test_every_registered_model_has_the_official_parameter_count(name):
-    """Pinned to the official definition, on every backend, with the registered
-    name and output shape (built by ``create_model`` at full width and depth, at a
-    small input); the ``_392`` names also built at their own input size."""
+def test_every_registered_model_at_full_size(name):
+    """The registered model itself (``create_model``, full width and depth, at a small
+    input): its name, output shape and the official parameter count; then a forward
+    pass, one training step and a .keras round trip, run op by op (compiling a
+    full-size training step for a single call costs more than running it).
+
+    Each name is built once, in one backend's pass (spread over the passes by
+    ``run_in_one_backend_pass``): the parameter count does not depend on the backend
+    (the layers build the same variables everywhere; tests/kernels/test_dispatch.py
+    keeps backend branches out of them), and every backend runs each of these networks
+    narrowed (``test_every_registered_architecture_narrowed``), so at full size only the
+    widths and depths are new. The ``_392`` names at the small input are the very
+    network of their twin (``same_network_at_small_input``, so the same count at any
+    input size): run forward only; their training step and round trip are the twin's."""
+    run_in_one_backend_pass(name)
     model, size, classes = registered_at_small_input(name)
     assert model.output_shape == (None, classes)
     assert model.count_params() == expected_keras_params(name, size)
-    if same_network_at_small_input(name):
-        spec = registry.MODEL_REGISTRY[name]
-        default = keras_sequencer.create_model(name)  # built at its own input size
-        assert default.input_shape == (None, spec.input_size, spec.input_size, 3)
-        assert default.count_params() == expected_keras_params(name, spec.input_size)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", keras_sequencer.list_models())
-def test_every_registered_model_runs(name):
-    """The full-size registered model: a forward pass, one training step and a
-    .keras round trip, run op by op (compiling a full-size training step for a
-    single call costs more than running it).
-
-    Each name runs in one backend's pass (spread over the passes): every backend
-    runs each of these networks narrowed
-    (``test_every_registered_architecture_narrowed``), so at full size only the
-    widths and depths are new. The
-    ``_392`` names at the small input are the very network of their twin
-    (``same_network_at_small_input``): run forward only; their training step and
-    round trip are the twin's."""
-    run_in_one_backend_pass(name)
-    model, size, classes = registered_at_small_input(name)
     images = random_images(2, size, size)
     if same_network_at_small_input(name):
         with _op_by_op():

@@ -5,24 +5,33 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import load_script
+from tests.helpers import load_script, tiny_arch
 
 
 def _example():
     return load_script("examples/cifar10_from_scratch.py")
 
 
-@pytest.mark.slow
 def test_cifar10_example_on_mock_data(tmp_path, monkeypatch):
-    """Trains all three CIFAR models for one epoch (one batch) of mock CIFAR-10."""
+    """Runs the example over its three CIFAR models for one epoch (one batch) of mock
+    CIFAR-10: the script's data, training, curves and tables. Each name builds a tiny
+    stand-in of its family (what the full CIFAR models compute is tested in
+    test_registry.py), so the run costs seconds, not three full-size compilations."""
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from keras_sequencer import data
+    import keras_sequencer
+    from keras_sequencer import data, registry, variants
 
     monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: True)  # mock data: no download
 
+    def tiny_stand_in(name, **kwargs):
+        builder = registry.BUILDERS[variants.get_variant(name).family]
+        arch = tiny_arch(2, first_patch=4, width=8, mlp_ratio=2.0)
+        return builder(**arch, name=name, **kwargs)
+
+    monkeypatch.setattr(keras_sequencer, "create_model", tiny_stand_in)
     example = _example()
     out = tmp_path / "out"
     # ~16 of the 40 mock images fall in the 4 classes; 8 of them make exactly one

@@ -17,7 +17,7 @@ import pytest
 from keras_sequencer import Sequencer2D, kernels, layers
 from keras_sequencer.kernels import backend_kernels, generic
 from keras_sequencer.layers import BiLSTM2D, Sequencer2DBlock, VanillaSequencerBlock
-from tests.helpers import TINY_ARCH, random_images, run_model, save_and_reload, to_numpy
+from tests.helpers import MICRO_ARCH, TINY_ARCH, random_images, run_model, save_and_reload, to_numpy
 
 PACKAGE_DIR = os.path.dirname(kernels.__file__)
 BACKEND_MODULES = ("jax", "tensorflow", "torch")
@@ -238,17 +238,17 @@ def test_a_saved_auto_model_reloads_equal_and_keeps_auto():
 def test_mixed_bfloat16_runs_and_stays_close_to_float32():
     """Both paths infer within bf16 error of float32; the fused one (the CPU
     default) also trains."""
-    images = random_images(4, 28, 28)
+    images = random_images(4, 16, 16)
     labels = np.arange(4) % 3
-    reference = Sequencer2D(**TINY_ARCH, input_shape=(28, 28, 3), classes=3, classifier_activation=None)
+    reference = Sequencer2D(**MICRO_ARCH, input_shape=(16, 16, 3), classes=3, classifier_activation=None)
     expected = run_model(reference, images)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         for implementation in ("keras", "fused"):
             model = Sequencer2D(
-                **TINY_ARCH,
-                input_shape=(28, 28, 3),
+                **MICRO_ARCH,
+                input_shape=(16, 16, 3),
                 classes=3,
                 classifier_activation=None,
                 implementation=implementation,
