@@ -279,6 +279,17 @@ def create_model_with_tiny_s(name, **kwargs):
     return _create_model(name, **kwargs)
 
 
+def tiny_stand_in(name, **kwargs):
+    """``registry.create_model`` for the registered ``name``, built with the micro
+    architecture of its family (the name, defaults and head as asked): patched over
+    ``create_model`` where a test's subject is a script's or a command's handling of
+    a name, not the full-size network."""
+    from keras_sequencer import variants
+
+    family = variants.get_variant(name).family
+    return registry.BUILDERS[family](**tiny_arch(2, first_patch=4, width=8, mlp_ratio=2.0), name=name, **kwargs)
+
+
 def tiny_config(output, **overrides):
     """A TrainConfig of :data:`TINY_TRAIN_ARCH` at 16x16 (3 epochs, batch 16)."""
     from keras_sequencer import training

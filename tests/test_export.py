@@ -284,12 +284,11 @@ def test_missing_converter_is_one_line(tmp_path):
     assert f"API: export to onnx needs tf2onnx, which is not installed: {hint}" in result.stdout
     assert "CLI: 1" in result.stdout
     errors = [line for line in result.stderr.splitlines() if "keras-sequencer export" in line]
-    assert errors == [f"keras-sequencer export: error: needs tf2onnx, which is not installed: {hint}"]
+    assert errors == [f"keras-sequencer export: error: --format onnx needs tf2onnx, which is not installed: {hint}"]
     assert "Traceback" not in result.stderr
 
 
 # ------------------------------------------------------------ Sequencer2D-S --
-# One format per backend, so that each format is checked at full size somewhere.
 @pytest.mark.slow
 def test_sequencer2d_s_export_matches_predict(tmp_path, full_size):
     """One full-size export: Sequencer2D-S (the shared full S) to LiteRT at 224x224, the

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import load_script, tiny_arch
+from tests.helpers import load_script, tiny_stand_in
 
 
 def _example():
@@ -22,14 +22,9 @@ def test_cifar10_example_on_mock_data(tmp_path, monkeypatch):
     from PIL import Image
 
     import keras_sequencer
-    from keras_sequencer import data, registry, variants
+    from keras_sequencer import data
 
     monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: True)  # mock data: no download
-
-    def tiny_stand_in(name, **kwargs):
-        builder = registry.BUILDERS[variants.get_variant(name).family]
-        arch = tiny_arch(2, first_patch=4, width=8, mlp_ratio=2.0)
-        return builder(**arch, name=name, **kwargs)
 
     monkeypatch.setattr(keras_sequencer, "create_model", tiny_stand_in)
     example = _example()
