@@ -156,6 +156,7 @@ def test_public_names():
 # ---------------------------------------------------------------- tests/run_all_backends.py
 
 
+@pytest.mark.slow  # a subprocess that runs the command on one backend
 @pytest.mark.skipif(not INSTALLED, reason="no Keras backend installed")
 def test_predict_with_only_one_backend_installed(tmp_path):
     """``keras-sequencer predict`` end to end with the other backends hidden

@@ -51,6 +51,7 @@ def test_run_all_backends_without_any_backend_fails(tmp_path):
     ]
 
 
+@pytest.mark.slow  # runs the test command itself in a subprocess
 @pytest.mark.skipif(not INSTALLED, reason="no Keras backend installed")
 def test_run_all_backends_runs_the_installed_subset(tmp_path):
     """With one backend left visible, only it runs (a one-test selection) and the

@@ -9,6 +9,7 @@ from tests.helpers import (
 )
 
 
+@pytest.mark.slow  # profiles a forward pass of timm and of the backend
 @requires_timm
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the torch backend")
 def test_profile_forward_accounts_for_the_same_gemms_as_timm(capsys):

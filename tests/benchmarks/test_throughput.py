@@ -74,6 +74,7 @@ def test_a_run_against_timm_writes_the_table_and_the_json(tmp_path, capsys):
         assert report["args"]["mode"] == mode and report["table"] in printed
 
 
+@pytest.mark.slow  # the benchmark's engines in subprocesses
 def test_a_failing_engine_fails_the_run(tmp_path, capsys):
     output, backend = tmp_path / "failed.json", keras.backend.backend()
     argv = ["--backends", backend, "--reference", "", "--model", "sequencer2d_xl"]

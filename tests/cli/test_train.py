@@ -12,6 +12,7 @@ from keras_sequencer import cli, registry, training
 from tests.helpers import REPO, create_model_with_tiny_s, read_csv_epochs, tiny_stand_in
 
 
+@pytest.mark.slow  # a killed training process, then the run resumed, re-run and restarted
 def test_train_command_resumes_a_killed_run(tmp_path, monkeypatch, capsys):
     """keras-sequencer train on an image folder with the recipe flags; the first run
     is SIGKILLed in the middle of epoch 2, the second resumes there."""

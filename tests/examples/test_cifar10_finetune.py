@@ -70,6 +70,7 @@ def test_finetune_without_tfds_fails_before_any_work(tmp_path, monkeypatch):
     assert not out.exists()
 
 
+@pytest.mark.slow  # a subprocess that imports the example and its packages
 def test_finetune_script_reports_a_missing_package_in_one_line(tmp_path):
     """Run as a script: one error line, exit status 1, no traceback."""
     from tests.helpers import run_script_without

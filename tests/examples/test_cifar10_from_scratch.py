@@ -128,6 +128,7 @@ def test_one_epoch_curves_are_visible(tmp_path, monkeypatch):
     assert all(line.get_marker() not in (None, "", " ", "None") for line in lines)
 
 
+@pytest.mark.slow  # a subprocess that imports the example and its packages
 def test_from_scratch_script_reports_a_missing_package_in_one_line(tmp_path):
     """Run as a script: one error line, exit status 1, no traceback."""
     from tests.helpers import run_script_without
