@@ -8,6 +8,7 @@ that no test module imports another.
 import csv
 import importlib.util
 import json
+import math
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import types
 import zlib
 
 import keras
@@ -421,3 +423,45 @@ def tiny_imagenet_model(**kwargs):
     from keras_sequencer import Sequencer2D
 
     return Sequencer2D(**TINY_ARCH, weights="imagenet", classifier_activation=None, **kwargs)
+
+
+# ------------------------------------------------ the same random draws as timm --
+class Draws:
+    """Stands in for Python's ``random`` / numpy's ``np.random`` inside a timm
+    module: returns the given values in order (``randint(a, b)`` inclusive of
+    ``b`` as Python's, ``randint(a, b)`` exclusive as numpy's, from fractions)."""
+
+    def __init__(self, values, numpy_style=False):
+        self.values = list(values)
+        self.numpy_style = numpy_style
+
+    def next(self):
+        return self.values.pop(0)
+
+    def uniform(self, a, b):
+        return self.next()
+
+    def random(self):
+        return self.next()
+
+    def rand(self):
+        return self.next()
+
+    def beta(self, a, b):
+        return self.next()
+
+    def randint(self, low, high, size=None):
+        span = high - low + (0 if self.numpy_style else 1)
+        return low + int(math.floor(self.next() * span))
+
+
+def patched(module, name, draws, monkeypatch):
+    """Replaces ``module``'s random source ``name`` (``random``, or ``np`` for numpy's
+    ``np.random``) by ``draws`` for the test (monkeypatch), so that a timm function
+    draws the same values as the package's function under test."""
+    if name == "np":
+        fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+        fake.random = draws
+        monkeypatch.setattr(module, "np", fake)
+    else:
+        monkeypatch.setattr(module, name, draws)

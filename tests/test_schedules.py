@@ -78,9 +78,6 @@ def test_a_checkpoint_with_the_schedule_loads_with_only_the_package_imported(tmp
     assert float(rate) == pytest.approx(expected, rel=1e-6)
 
 
-torch = pytest.importorskip("torch")
-
-
 # ---------------------------------------------------------------- learning-rate schedule
 @pytest.mark.parametrize("on_updates", [False, True])
 def test_learning_rate_schedule_matches_timms_cosine_scheduler(on_updates):
@@ -88,6 +85,7 @@ def test_learning_rate_schedule_matches_timms_cosine_scheduler(on_updates):
     construction, then ``step(epoch + 1)`` after each epoch, or
     ``step_update(updates)`` after each update (``--sched-on-updates``, with
     ``t_initial`` and ``warmup_t`` in updates)."""
+    torch = pytest.importorskip("torch")
     cosine_lr = pytest.importorskip("timm.scheduler.cosine_lr")
     epochs, warmup, cooldown, steps = 6, 2, 2, 3
     config = types.SimpleNamespace(

@@ -2,69 +2,16 @@
 against timm's ``RandomErasing`` on the same draws."""
 
 import math
-import types
 
 import numpy as np
 import pytest
 
-from keras_sequencer import (
-    training,
-)
 from keras_sequencer.training import transforms
-from tests.helpers import to_numpy
-
-
-def test_rand_augment_string():
-    policy = training.parse_auto_augment("rand-m7-n3")
-    assert (policy.magnitude, policy.num_ops, policy.magnitude_std, policy.increasing) == (7, 3, 0.0, False)
-    assert training.parse_auto_augment(None) is None
-
+from tests.helpers import Draws, patched, to_numpy
 
 tf = pytest.importorskip("tensorflow")
-
-
 torch = pytest.importorskip("torch")
-
-
 timm_erasing = pytest.importorskip("timm.data.random_erasing")
-
-
-class Draws:
-    """Stands in for Python's ``random`` / numpy's ``np.random`` inside a timm
-    module: returns the given values in order (``randint(a, b)`` inclusive of
-    ``b`` as Python's, ``randint(a, b)`` exclusive as numpy's, from fractions)."""
-
-    def __init__(self, values, numpy_style=False):
-        self.values = list(values)
-        self.numpy_style = numpy_style
-
-    def next(self):
-        return self.values.pop(0)
-
-    def uniform(self, a, b):
-        return self.next()
-
-    def random(self):
-        return self.next()
-
-    def rand(self):
-        return self.next()
-
-    def beta(self, a, b):
-        return self.next()
-
-    def randint(self, low, high, size=None):
-        span = high - low + (0 if self.numpy_style else 1)
-        return low + int(math.floor(self.next() * span))
-
-
-def patched(module, name, draws, monkeypatch):
-    if name == "np":
-        fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
-        fake.random = draws
-        monkeypatch.setattr(module, "np", fake)
-    else:
-        monkeypatch.setattr(module, name, draws)
 
 
 # ---------------------------------------------------------------- random erasing

@@ -259,3 +259,9 @@ def test_digits_stay_recognisable_as_with_timm():
     assert ours_accuracy > 0.5 and abs(ours_accuracy - timm_accuracy) < 0.07
     changed = lambda x: (x != images[test]).any(axis=(1, 2, 3)).mean()  # noqa: E731
     assert abs(changed(ours) - changed(theirs)) < 0.07
+
+
+def test_rand_augment_string():
+    policy = parse_auto_augment("rand-m7-n3")
+    assert (policy.magnitude, policy.num_ops, policy.magnitude_std, policy.increasing) == (7, 3, 0.0, False)
+    assert parse_auto_augment(None) is None

@@ -8,54 +8,12 @@ import numpy as np
 import pytest
 
 from keras_sequencer.training import transforms
-from tests.helpers import to_numpy
+from tests.helpers import Draws, patched, to_numpy
 
 scipy_stats = pytest.importorskip("scipy.stats")
 tf = pytest.importorskip("tensorflow")
-
-
 torch = pytest.importorskip("torch")
-
-
 timm_transforms = pytest.importorskip("timm.data.transforms")
-
-
-class Draws:
-    """Stands in for Python's ``random`` / numpy's ``np.random`` inside a timm
-    module: returns the given values in order (``randint(a, b)`` inclusive of
-    ``b`` as Python's, ``randint(a, b)`` exclusive as numpy's, from fractions)."""
-
-    def __init__(self, values, numpy_style=False):
-        self.values = list(values)
-        self.numpy_style = numpy_style
-
-    def next(self):
-        return self.values.pop(0)
-
-    def uniform(self, a, b):
-        return self.next()
-
-    def random(self):
-        return self.next()
-
-    def rand(self):
-        return self.next()
-
-    def beta(self, a, b):
-        return self.next()
-
-    def randint(self, low, high, size=None):
-        span = high - low + (0 if self.numpy_style else 1)
-        return low + int(math.floor(self.next() * span))
-
-
-def patched(module, name, draws, monkeypatch):
-    if name == "np":
-        fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
-        fake.random = draws
-        monkeypatch.setattr(module, "np", fake)
-    else:
-        monkeypatch.setattr(module, name, draws)
 
 
 # ---------------------------------------------------------------- random resized crop
