@@ -41,6 +41,14 @@ def micro_classifier(num_classes=3, image_size=(32, 32)):
     return hub.Sequencer2DImageClassifier(backbone=backbone, num_classes=num_classes, preprocessor=preprocessor)
 
 
+def raw_photo():
+    """examples/images/chelsea.jpg as it is stored: 0-255 RGB, its own size."""
+    from PIL import Image
+
+    with Image.open(PHOTO) as image:
+        return np.asarray(image.convert("RGB"), dtype="float32")
+
+
 def raw_images(batch=2, height=40, width=36, seed=0):
     return np.random.RandomState(seed).randint(0, 256, (batch, height, width, 3)).astype("float32")
 
@@ -91,7 +99,7 @@ def test_backbone_is_the_package_network_without_top():
 def test_converter_is_timm_s_eval_transform():
     converter = hub.Sequencer2DImageConverter(image_size=(224, 224))
     assert converter.image_size == (224, 224) and converter.resizing.height == 256  # floor(224 / 0.875)
-    photo = np.asarray(load_image(PHOTO, image_size=10_000, crop_pct=1.0))  # the photo, not resized
+    photo = raw_photo()  # the photo, not resized
     expected = preprocess_input(load_image(PHOTO))
     actual = keras.ops.convert_to_numpy(converter(photo))
     assert actual.shape == expected.shape == (224, 224, 3)
@@ -154,7 +162,7 @@ def test_named_preset_online_then_offline_equals_the_package(checkpoint, server,
     assert folder.startswith(cache) and "license: apache-2.0" in open(os.path.join(folder, "README.md")).read()
 
     # The preset on a raw photo == Sequencer2D(weights="imagenet") on load_image + preprocess_input.
-    photo = np.asarray(load_image(PHOTO, image_size=10_000, crop_pct=1.0))[None]
+    photo = raw_photo()[None]
     logits = classifier.predict(photo, verbose=0)
     reference = Sequencer2D(**TINY_ARCH, weights="imagenet", classifier_activation=None)
     expected = run_model(reference, preprocess_input(load_image(PHOTO))[None])
