@@ -449,12 +449,10 @@ def preset_path(preset):
         raise pretrained.cache_write_error(error) from error
     try:
         write_preset(classifier, temp, name)
-        if os.path.isdir(target):  # an incomplete folder of a killed process
-            shutil.rmtree(target, ignore_errors=True)
         try:
-            os.rename(temp, target)
+            os.rename(temp, target)  # atomic: a folder at target is always complete
         except OSError:
-            if not os.path.exists(os.path.join(target, MODEL_CARD)):
+            if not os.path.exists(os.path.join(target, MODEL_CARD)):  # not another process's
                 raise
     except OSError as error:
         raise pretrained.cache_write_error(error) from error

@@ -178,6 +178,9 @@ def test_named_preset_online_then_offline_equals_the_package(checkpoint, server,
     np.testing.assert_allclose(again.predict(photo, verbose=0), logits, atol=1e-5)
     backbone = hub.Sequencer2DBackbone.from_preset(PRESET)
     assert type(backbone) is hub.Sequencer2DBackbone
+    preprocessor = hub.Sequencer2DImageClassifierPreprocessor.from_preset(PRESET)
+    assert preprocessor.image_converter.image_size == (224, 224)
+    assert hub.Sequencer2DImageConverter.from_preset(PRESET).crop_pct == 0.875
 
 
 @requires_timm
