@@ -18,6 +18,7 @@ PACKAGES = {
     "matplotlib": ("matplotlib", "train"),
     "PIL": ("pillow", "images"),
     "importlib_resources": ("importlib-resources", "train"),  # tensorflow-datasets needs it
+    "keras_hub": ("keras-hub", "hub"),
 }
 
 

@@ -20,7 +20,7 @@ import sys
 from keras_sequencer.cli.common import CLIError, one_line, report
 
 # keras_sequencer.cli.<name> modules; each add_parser adds one sub-command.
-COMMAND_MODULES = ["predict", "validate", "convert", "train", "export"]
+COMMAND_MODULES = ["predict", "validate", "convert", "train", "export", "preset"]
 # Exceptions shown as one line (anything else is a bug: traceback).
 USER_ERRORS = (CLIError, ValueError, OSError, ImportError)
 
