@@ -78,3 +78,16 @@ def error_lines(err):
     assert "Traceback" not in err
     assert all(line.startswith("keras-sequencer ") and ": error: " in line for line in lines), lines
     return lines
+
+
+def predictions(out):
+    """``{image path: [(probability, label), ...]}`` from ``predict``'s output."""
+    found, path = {}, None
+    for line in out.splitlines():
+        if not line.startswith("  "):
+            path = line
+            found[path] = []
+        else:
+            score, label = line.split(None, 1)
+            found[path].append((float(score), label))
+    return found

@@ -1,14 +1,21 @@
 """keras_sequencer.cli: one-line errors, ``--debug``, inputs checked before a model is
-built, and every sub-command registered.
+built, every sub-command registered, and the transfer-learning loop as a new user plays it
+(a folder of photos -> ``train`` for N epochs -> ``predict`` with the trained file, printing
+the folder's class names -> ``validate`` -> ``export`` to ONNX, on the tests' tiny model).
 
 The sub-commands' own behaviour is in ``test_predict.py``, ``test_validate.py``,
-``test_train.py`` and ``test_export.py`` beside this file."""
+``test_train.py``, ``test_export.py`` and ``test_preset.py`` beside this file."""
+
+import importlib.util
+import json
+import re
 
 import pytest
 
 from keras_sequencer import cli, registry
 from keras_sequencer.cli.common import CLIError, one_line
-from tests.cli.helpers import error_lines, write_images
+from tests.cli.helpers import NAME, error_lines, predictions, register_tiny, write_images
+from tests.helpers import EXPORT_PACKAGES, TINY_TRAIN_ARCH, make_image_folder, read_csv_epochs
 
 # ---------------------------------------------------------------- one-line errors
 
@@ -156,3 +163,69 @@ def test_an_unknown_keras_backend_is_one_line(tmp_path):
     assert proc.returncode == 1 and proc.stdout == ""
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("keras-sequencer: error: KERAS_BACKEND=jaxx is not a Keras backend; set it to jax")
+
+
+# The class folders of the transfer-learning loop.
+CLASSES = ("cat", "dog", "fox")
+
+
+def test_folder_to_trained_classifier_on_the_command_line(tmp_path, monkeypatch, capsys):
+    register_tiny(monkeypatch, arch=TINY_TRAIN_ARCH, input_size=16)
+    data, out = tmp_path / "photos", tmp_path / "runs" / "small"
+    make_image_folder(str(data), classes=CLASSES, per_class=4, size=(24, 20))
+    photos = write_images(str(tmp_path), ["new1.jpg", "new2.png"], size=(40, 30))
+
+    # 2. train for 2 epochs, with the default batch (128), larger than the 12 images
+    argv = ["train", str(data), "--model", NAME, "--epochs", "2", "-j", "1", "--output", str(out)]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "batch size lowered from 128 to 12 per device" in captured.out
+    assert "keras-sequencer: 2 epochs: 2 of warmup" in captured.out
+    assert read_csv_epochs(out / "history.csv") == [0, 1]  # N epochs run, no more
+    best = str(out / "best.keras")
+
+    # 3. predict with the trained file: the folder's class names, probabilities
+    assert cli.main(["predict", *photos, "--weights", best, "--top", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    found = predictions(captured.out)
+    assert list(found) == photos
+    for top in found.values():
+        assert sorted(label for _, label in top) == sorted(CLASSES)
+        assert sum(p for p, _ in top) == pytest.approx(1.0, abs=1e-3)
+        assert [p for p, _ in top] == sorted((p for p, _ in top), reverse=True)
+    # the same file as --model; its weights alone, with its head size read off the file
+    assert cli.main(["predict", photos[0], "--model", best, "--top", "1"]) == 0
+    assert predictions(capsys.readouterr().out)[photos[0]][0][1] == found[photos[0]][0][1]
+    import keras
+
+    trained = keras.saving.load_model(best)
+    assert trained.class_names == list(CLASSES)
+    trained.save_weights(str(tmp_path / "best.weights.h5"))
+    weights_argv = ["predict", photos[0], "--model", NAME, "--weights", str(tmp_path / "best.weights.h5")]
+    assert cli.main([*weights_argv, "--top", "1"]) == 0
+    top = predictions(capsys.readouterr().out)[photos[0]][0]
+    assert top[1] == str(CLASSES.index(found[photos[0]][0][1]))  # no names in a weights file: the index
+    # a head the weights do not have is an error, never ImageNet labels
+    assert cli.main([*weights_argv, "--num-classes", "1000"]) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "has a 3-class classifier, not --num-classes 1000" in line
+
+    # 4. validate with the trained file: the folders labelled by the model's class names
+    results = tmp_path / "results.json"
+    assert cli.main(["validate", str(data), "--weights", best, "--results-file", str(results)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.startswith(f"{NAME}: top-1 ")
+    report = json.loads(results.read_text())
+    assert report["images"] == 12 and report["input_size"] == [3, 16, 16] and report["top5"] == 100.0
+
+    # 5. export to ONNX, checked by ONNX Runtime against Keras
+    if any(importlib.util.find_spec(m) is None for m in EXPORT_PACKAGES):
+        pytest.skip("export needs the [export] extra")
+    onnx = tmp_path / "small.onnx"
+    assert cli.main(["export", best, "--format", "onnx", "--output", str(onnx)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and onnx.exists()
+    difference = float(re.search(r"max abs difference .*: ([0-9.e+-]+)$", captured.out.strip())[1])
+    assert difference < 1e-4
