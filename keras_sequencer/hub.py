@@ -162,34 +162,15 @@ class Sequencer2DBackbone(NamedPresets, InferenceCompilation, keras_hub.models.B
         patch_sizes,
         embed_dims,
         hidden_sizes,
-        mlp_ratios=(3.0, 3.0, 3.0, 3.0),
-        bidirectional=True,
-        union="cat",
-        with_fc=True,
-        rnn_type="lstm",
-        stem_norm=False,
-        position_embedding=False,
-        token_mixer="2d",
         image_shape=None,
         drop_path_rate=0.0,
         implementation="auto",
         dtype=None,
         **kwargs,
     ):
-        arch = dict(
-            layers=layers,
-            patch_sizes=patch_sizes,
-            embed_dims=embed_dims,
-            hidden_sizes=hidden_sizes,
-            mlp_ratios=mlp_ratios,
-            bidirectional=bidirectional,
-            union=union,
-            with_fc=with_fc,
-            rnn_type=rnn_type,
-            stem_norm=stem_norm,
-            position_embedding=position_embedding,
-            token_mixer=token_mixer,
-        )
+        # The optional architecture arguments, with Sequencer2D's defaults, from the one table.
+        options = {key: kwargs.pop(key, default) for key, default in ARCH_DEFAULTS["sequencer2d"].items()}
+        arch = dict(layers=layers, patch_sizes=patch_sizes, embed_dims=embed_dims, hidden_sizes=hidden_sizes, **options)
         name = kwargs.setdefault("name", "sequencer2d_backbone")
         with dtype_policy(dtype):
             network = Sequencer2D(
