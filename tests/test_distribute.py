@@ -91,6 +91,7 @@ def test_torch_refuses_what_keras_cannot_do(monkeypatch):
         distribute.setup_distribution()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution.DataParallel is the JAX path")
 def test_jax_data_parallel_splits_the_batch_over_two_devices():
     result = run_script(
@@ -124,6 +125,7 @@ def test_jax_data_parallel_splits_the_batch_over_two_devices():
     assert result["steps"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is the TensorFlow path")
 def test_tf_fused_model_predicts_with_xla_blocks_under_mirrored_strategy():
     """The fused path's per-block XLA inference inside a MirroredStrategy replica:
@@ -169,6 +171,7 @@ def test_tf_fused_model_predicts_with_xla_blocks_under_mirrored_strategy():
     assert np.isfinite(result["loss"]) and result["steps"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is the TensorFlow path")
 def test_tf_mirrored_strategy_splits_the_batch_over_two_devices():
     result = run_script(
@@ -223,6 +226,7 @@ print(json.dumps(dict(replicas=distribution.num_replicas, workers=distribution.n
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch backend has no multi-process training")
 def test_two_processes_train_to_identical_weights(tmp_path):
     """Two worker processes (TF: MultiWorkerMirroredStrategy; JAX: keras.distribution

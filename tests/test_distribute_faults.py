@@ -176,6 +176,7 @@ def lonely_worker_environment():
     }, coordinator
 
 
+@pytest.mark.slow
 @multi_process
 def test_unreachable_peer_fails_in_bounded_time_with_one_line(tmp_path):
     make_image_folder(str(tmp_path / "data"), per_class=2, size=(20, 20))

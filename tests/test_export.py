@@ -171,6 +171,7 @@ ARCHITECTURES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_exported_graph_matches_predict(name):
     build, size = ARCHITECTURES[name]
@@ -220,6 +221,7 @@ FREE_ARCHITECTURES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FREE_ARCHITECTURES))
 def test_free_size_graph_matches_predict(name):
     model = FREE_ARCHITECTURES[name]()
@@ -254,6 +256,7 @@ def test_channels_first_model_exports_in_its_layout():
     np.testing.assert_allclose(function(x).numpy(), expected(model, x), atol=TOLERANCE, rtol=0)
 
 
+@pytest.mark.slow
 def test_missing_converter_is_one_line(tmp_path):
     """With tf2onnx hidden, ``model.export(format="onnx")`` and the CLI name the package."""
     from tests.helpers import HIDE

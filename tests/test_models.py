@@ -214,6 +214,7 @@ FAMILY_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILY_CASES))
 def test_model_family(family):
     arch, options = FAMILY_CASES[family]

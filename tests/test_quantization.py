@@ -96,6 +96,7 @@ def keras_quantized():
     return model, weights, floats, run_model(model, tiny_images())
 
 
+@pytest.mark.slow
 def test_keras_path_int8_close_and_reloads_identically(tmp_path, keras_quantized):
     model, _, floats, quantized = keras_quantized
     check_int8_and_close(model, quantized, floats)
@@ -108,6 +109,7 @@ def test_keras_path_int8_close_and_reloads_identically(tmp_path, keras_quantized
     np.testing.assert_array_equal(run_model(fresh, tiny_images()), quantized)
 
 
+@pytest.mark.slow
 def test_fused_path_computes_the_quantized_keras_model_and_reloads(tmp_path, keras_quantized):
     _, weights, floats, expected = keras_quantized
     fused = tiny_model("fused", weights)

@@ -106,6 +106,7 @@ def _probe(backend, **env):
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow subprocess; run once, on tensorflow")
 def test_import_sets_xla_flags_for_tensorflow_unless_opted_out():
     default = _probe("tensorflow")

@@ -263,6 +263,7 @@ def run_cases(tmp_path, seed, cases_per_format, timeout):
     return done
 
 
+@pytest.mark.slow
 def test_damaged_checkpoints_raise_naming_the_file_or_load_what_they_hold(tmp_path):
     run_cases(tmp_path, seed=20, cases_per_format=40, timeout=600)
 

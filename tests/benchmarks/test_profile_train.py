@@ -44,6 +44,8 @@ def test_profile_train_times_timm_and_the_backend_by_phase(capsys):
         for name in profile_train.FUNCTIONS:
             first, median = timed[name]
             assert first > 0 and median > 0
-        # the step holds the forward and backward passes, which hold the forward pass
-        assert timed["step"][1] > timed["forward"][1]
-    assert "| phase: backward |" in capsys.readouterr().out
+    # the printed table is the one computed from these timings (no ordering of
+    # the times is asserted: at this size, one repeat is within the noise)
+    printed = capsys.readouterr().out
+    assert profile_train.table(results) in printed
+    assert "| phase: backward |" in printed

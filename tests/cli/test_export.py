@@ -89,6 +89,7 @@ def test_cli_errors_are_one_line_before_a_model_is_built(tmp_path, capsys, monke
     assert message.format(**fill) in err
 
 
+@pytest.mark.slow
 def test_cli_exports_a_free_size_and_checks_it_at_the_registered_size(tmp_path, capsys, micro_weights):
     output = str(tmp_path / "free.onnx")
     argv = [

@@ -169,6 +169,7 @@ def test_an_unknown_keras_backend_is_one_line(tmp_path):
 CLASSES = ("cat", "dog", "fox")
 
 
+@pytest.mark.slow
 def test_folder_to_trained_classifier_on_the_command_line(tmp_path, monkeypatch, capsys):
     register_tiny(monkeypatch, arch=TINY_TRAIN_ARCH, input_size=16)
     data, out = tmp_path / "photos", tmp_path / "runs" / "small"

@@ -9,6 +9,7 @@ from keras_sequencer.imagenet import imagenet_classes
 from tests.cli.helpers import NAME, error_lines, random_photo, timm_logits, write_bad_files, write_images
 
 
+@pytest.mark.slow
 def test_predict_classifies_every_readable_file_and_names_the_others(tmp_path, capsys, tiny_weights):
     good = write_images(str(tmp_path), ["good.jpg", "good2.png", "gray.png"])
     from PIL import Image

@@ -98,6 +98,7 @@ def test_train_help_shows_every_default_in_timm_s_groups(capsys):
         assert helps[flag.strip()].endswith(default), (flag, helps.get(flag))
 
 
+@pytest.mark.slow
 def test_train_command_trains_any_registered_model(tmp_path, capsys, monkeypatch):
     """--model takes every registered name: the CIFAR-scale VanillaSequencer's name,
     defaults and 32 px input (built as a micro stand-in of its family: the command's

@@ -12,6 +12,7 @@ def _example():
     return load_script("examples/cifar10_from_scratch.py")
 
 
+@pytest.mark.slow
 def test_cifar10_example_on_mock_data(tmp_path, monkeypatch):
     """Runs the example over its three CIFAR models for one epoch (one batch) of mock
     CIFAR-10: the script's data, training, curves and tables. Each name builds a tiny

@@ -145,6 +145,7 @@ def test_fused_lstm_scan_and_loop_agree():
         np.testing.assert_allclose(scanned, looped, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_both_paths_train_identically():
     """One SGD step (lr 1) from the same weights moves every weight by the same
     amount on both paths, i.e. the gradients are equal."""
@@ -214,6 +215,7 @@ def test_layer_gradients_match_keras_path(kwargs):
     assert sum(np.abs(d).max() > 1e-6 for d in deltas[0]) >= len(deltas[0]) - 1
 
 
+@pytest.mark.slow
 def test_weights_file_is_shared_between_paths(tmp_path):
     images = random_images(1, 28, 28)
     keras_model = Sequencer2D(**TINY_ARCH, classes=3, implementation="keras")
