@@ -85,6 +85,17 @@ def run_in_one_backend_pass(key):
         pytest.skip(f"run in one backend's pass only: KERAS_BACKEND={owner}")
 
 
+def quick_first(cases, keep=1, several_names=False):
+    """``cases`` for ``pytest.mark.parametrize`` with all but the first ``keep``
+    marked slow: the quick tier (``-m "not slow"``) runs those cases of the test,
+    CI runs every case. ``several_names``: each case is a tuple of the values of
+    several argument names."""
+    cases = list(cases)
+    slow = pytest.mark.slow
+    rest = [pytest.param(*c, marks=slow) if several_names else pytest.param(c, marks=slow) for c in cases[keep:]]
+    return cases[:keep] + rest
+
+
 def load_script(path):
     """Imports a script of the repository that is not a package module (an
     example, a benchmark) from its path relative to the repository root."""

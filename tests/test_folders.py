@@ -24,6 +24,7 @@ def readme_snippet():
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_readme_fine_tuning_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
     """The snippet, with only its sizes made tiny (each replaced exactly where the
     README has it) and the tiny model built for ``Sequencer2DS``."""

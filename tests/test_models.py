@@ -5,7 +5,7 @@ import pytest
 from keras_sequencer import MODEL_CONFIGS, Sequencer2D, SequencerModel, registry, variants
 from keras_sequencer.models import drop_path_schedule
 from tests.harness import run_model_family_test
-from tests.helpers import MICRO_ARCH, TINY_ARCH, random_images, save_and_reload, tiny_arch, to_numpy
+from tests.helpers import MICRO_ARCH, TINY_ARCH, quick_first, random_images, save_and_reload, tiny_arch, to_numpy
 
 
 def test_configs_match_timm():
@@ -33,15 +33,19 @@ def test_full_model_feature_shapes_at_224(full_size):
 
 @pytest.mark.parametrize(
     "kwargs,image_shape,expected",
-    [
-        (dict(), (2, 28, 42, 3), (2, 1000)),
-        (dict(classes=7, classifier_activation=None), (1, 14, 14, 3), (1, 7)),
-        (dict(include_top=False), (1, 56, 28, 3), (1, 4, 2, 24)),
-        (dict(include_top=False, pooling="avg"), (2, 30, 17, 3), (2, 24)),
-        (dict(include_top=False, pooling="max"), (1, 28, 28, 3), (1, 24)),
-        (dict(input_shape=(28, 42, 3)), (3, 28, 42, 3), (3, 1000)),
-        (dict(input_shape=(20, 20, 1)), (1, 20, 20, 1), (1, 1000)),
-    ],
+    quick_first(
+        keep=3,
+        several_names=True,
+        cases=[
+            (dict(), (2, 28, 42, 3), (2, 1000)),
+            (dict(classes=7, classifier_activation=None), (1, 14, 14, 3), (1, 7)),
+            (dict(include_top=False), (1, 56, 28, 3), (1, 4, 2, 24)),
+            (dict(include_top=False, pooling="avg"), (2, 30, 17, 3), (2, 24)),
+            (dict(include_top=False, pooling="max"), (1, 28, 28, 3), (1, 24)),
+            (dict(input_shape=(28, 42, 3)), (3, 28, 42, 3), (3, 1000)),
+            (dict(input_shape=(20, 20, 1)), (1, 20, 20, 1), (1, 1000)),
+        ],
+    ),
 )
 def test_output_shapes(kwargs, image_shape, expected):
     model = Sequencer2D(**TINY_ARCH, **kwargs)
@@ -148,12 +152,14 @@ def channels_first():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [
-        dict(classes=5),
-        dict(include_top=False),
-        dict(include_top=False, pooling="avg"),
-        dict(include_top=False, pooling="max", include_preprocessing=True),
-    ],
+    quick_first(
+        [
+            dict(classes=5),
+            dict(include_top=False),
+            dict(include_top=False, pooling="avg"),
+            dict(include_top=False, pooling="max", include_preprocessing=True),
+        ]
+    ),
 )
 def test_channels_first_equals_channels_last_on_transposed_images(kwargs, tmp_path):
     """A model built under ``channels_first`` takes ``(B, 3, H, W)`` images, reads the

@@ -122,6 +122,7 @@ def test_fused_path_computes_the_quantized_keras_model_and_reloads(tmp_path, ker
     assert reloaded.get_layer("stages_0_blocks_0").implementation == "fused"
 
 
+@pytest.mark.slow
 def test_float_configs_are_unchanged_and_quantized_ones_name_their_int8_layers(keras_quantized):
     block = tiny_model("keras").get_layer("stages_0_blocks_0")
     assert "quantized_sublayers" not in block.get_config()
@@ -132,6 +133,7 @@ def test_float_configs_are_unchanged_and_quantized_ones_name_their_int8_layers(k
     }
 
 
+@pytest.mark.slow
 def test_a_quantized_model_exports_to_onnx_with_its_int8_arithmetic(tmp_path, keras_quantized):
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")

@@ -10,6 +10,7 @@ import pytest
 import keras_sequencer
 from keras_sequencer import registry, variants
 from tests.helpers import (
+    quick_first,
     random_images,
     requires_timm,
     run_in_one_backend_pass,
@@ -268,7 +269,7 @@ PARITY_CASES = {
 
 
 @requires_timm
-@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+@pytest.mark.parametrize("case", quick_first(sorted(PARITY_CASES)))
 def test_parity_with_torch_reference(case):
     import torch
 
@@ -381,13 +382,14 @@ def test_test_models_cover_registry():
     assert sorted(names) == keras_sequencer.list_models()
 
 
-# The two biggest test-size networks, the slowest to compile: slow.
-_SLOW = {"sequencer2d_l_d4_3x", "sequencer2d_cifar_medium"}
+# The quick tier runs three networks: the published one (S, M, L and their _392
+# twins), a GRU one and a VanillaSequencer; CI runs every distinct network.
+_QUICK = {"sequencer2d_s", "gru_sequencer2d_s", "v_sequencer_s"}
 
 
 @pytest.mark.parametrize(
     "names",
-    [pytest.param(g, marks=pytest.mark.slow) if _SLOW & set(g) else g for g in _distinct_test_models()],
+    [g if _QUICK & set(g) else pytest.param(g, marks=pytest.mark.slow) for g in _distinct_test_models()],
     ids="+".join,
 )
 def test_every_registered_architecture_narrowed(names):

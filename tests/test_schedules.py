@@ -50,6 +50,7 @@ def test_learning_rate_schedule_changes_per_epoch_warms_up_and_cools_down():
     assert [rate(again, s) for s in (0, 3, 11, 60)] == [rate(per_update, s) for s in (0, 3, 11, 60)]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_the_schedule_loads_with_only_the_package_imported(tmp_path):
     """``best.keras`` keeps the optimizer and its schedule; loading it needs no
     import of the training modules (a fresh process imports ``keras_sequencer`` only)."""

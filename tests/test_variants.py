@@ -11,6 +11,7 @@ import keras_sequencer
 from keras_sequencer import models, pretrained, registry, variants
 from tests.helpers import (
     TINY_ARCH,
+    quick_first,
     random_images,
     requires_timm,
     run_model,
@@ -210,6 +211,7 @@ def test_feature_extractor_looks_names_up_in_the_table(recorder):
     assert recorder.calls == [_expected_call(name, include_top=False, input_shape=(28, 28, 3)) for name in NAMES]
 
 
+@pytest.mark.slow
 @requires_timm
 def test_convert_checkpoint_looks_names_up_in_the_table(recorder, tmp_path):
     from safetensors.numpy import save_file
@@ -243,7 +245,7 @@ def test_every_lookup_rejects_unknown_names_alike(tmp_path):
         assert str(info.value) == expected
 
 
-@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize("name", quick_first(SMALL))
 def test_small_variants_build_and_run(name):
     v = variants.get_variant(name)
     model = keras_sequencer.create_model(name)

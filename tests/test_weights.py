@@ -64,6 +64,7 @@ def test_keras_weights_of_another_variant_are_refused(tmp_path):
         Sequencer2D(**TINY_ARCH, weights=str(path), classes=10)
 
 
+@pytest.mark.slow
 def test_keras_weights_of_a_trained_model_load_without_its_optimizer_state(tmp_path):
     """save_weights of a compiled, fitted model also writes the optimizer's variables:
     the model weights load, the optimizer state is left out, with or without the head."""

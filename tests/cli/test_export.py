@@ -31,6 +31,7 @@ def micro_weights(monkeypatch, tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_cli_export_reports_path_size_and_difference(tmp_path, capsys, micro_weights):
     output = str(tmp_path / "micro.tflite")
     argv = [

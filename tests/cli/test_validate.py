@@ -12,6 +12,7 @@ from keras_sequencer import cli
 from keras_sequencer.imagenet import imagenet_classes
 from keras_sequencer.validation import image_folder
 from tests.cli.helpers import CROP, NAME, error_lines, random_photo, timm_logits, write_bad_files, write_images
+from tests.helpers import quick_first
 
 
 def test_validate_leaves_out_unreadable_files(tmp_path, capsys, tiny_weights):
@@ -84,7 +85,7 @@ def _known_folder(root, torch_model, class_names, image_size, ranks, seed=0):
     raise AssertionError("not enough images with clear margins")
 
 
-@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("amp", quick_first([False, True]))
 def test_validate_on_a_folder_with_known_accuracy(tiny, tmp_path, capsys, amp):
     weights, torch_model = tiny()
     wnids = [wnid for wnid, _ in imagenet_classes()]

@@ -152,6 +152,7 @@ def test_default_is_auto_and_resolves_to_fused_on_cpu():
     assert set(chosen.values()) == {"fused"}
 
 
+@pytest.mark.slow
 def test_default_model_predicts_any_batch_size():
     """``predict`` over calls of different batch sizes and a partial last batch:
     TensorFlow then retraces with an unknown batch size, which the fused

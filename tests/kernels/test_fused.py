@@ -13,6 +13,7 @@ from tests.helpers import (
     IMPLEMENTATIONS,
     TINY_ARCH,
     layer_pair,
+    quick_first,
     random_images,
     requires_timm,
     state_dict_numpy,
@@ -23,7 +24,7 @@ from tests.helpers import (
 
 
 @requires_timm
-@pytest.mark.parametrize("size", [(28, 28), (42, 28)])
+@pytest.mark.parametrize("size", quick_first([(28, 28), (42, 28)]))
 def test_both_paths_match_timm(size):
     torch_model = timm_model(TINY_ARCH, num_classes=7)
     images = random_images(2, *size)

@@ -11,6 +11,7 @@ from keras_sequencer import data, training
 from tests.helpers import read_csv_epochs, tiny_config
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_message(tmp_path):
     images = np.full((32, 16, 16, 3), np.nan, "float32")
     splits = data.from_arrays((images, np.arange(32) % 10), (images, np.arange(32) % 10))
@@ -19,6 +20,7 @@ def test_nan_loss_stops_with_a_message(tmp_path):
     assert keras.config.dtype_policy().name == "float32"
 
 
+@pytest.mark.slow
 def test_without_matplotlib_the_curves_are_skipped_and_training_finishes(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     images = np.random.RandomState(0).randint(0, 256, (16, 16, 16, 3)).astype("uint8")

@@ -28,6 +28,7 @@ def test_mixed_precision_keeps_the_head_in_float32():
         keras.config.set_dtype_policy(previous)
 
 
+@pytest.mark.slow
 def test_truncated_image_stops_training_naming_the_file(tmp_path):
     from tests.helpers import make_image_folder, truncate_into_jpeg
 
