@@ -60,8 +60,8 @@ def run(args):
     """Checks the inputs, builds the model, evaluates; returns the exit code."""
     import keras
 
+    from keras_sequencer.evaluation import image_folder, validate
     from keras_sequencer.registry import create_model
-    from keras_sequencer.validation import image_folder, validate
 
     optional.require_installed(("PIL",))
     saved = saved_model_path(args)
