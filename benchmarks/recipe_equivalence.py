@@ -122,7 +122,8 @@ def run_keras(folder, recipe, seed, args, output):
     """Validation top-1 per epoch of :func:`keras_sequencer.training.fit`."""
     import keras
 
-    from keras_sequencer import data, training
+    from keras_sequencer import training
+    from keras_sequencer.training import data
 
     keras.backend.clear_session()
     splits = data.load(folder)

@@ -10,7 +10,7 @@ from 1e-6 (fewer when ``--epochs`` is smaller), gradient clipping 1.0, drop path
 precision. CIFAR-10 comes from TensorFlow Datasets, downloaded on first use into
 ``--data-dir`` (TFDS's default folder without it); offline, prepare it elsewhere
 with ``tfds build cifar10 --data_dir DIR`` and pass ``--data-dir DIR``. Every
-visible GPU is used (see ``keras_sequencer.distribute``); ``--batch-size`` is per
+visible GPU is used (see ``keras_sequencer.training.distribute``); ``--batch-size`` is per
 device. The output folder receives ``best.keras``, ``history.csv`` and
 ``curves.png`` (with matplotlib); run the same command again after an
 interruption to resume from the last finished epoch. Needs

@@ -28,8 +28,8 @@ import numpy as np
 if __name__ == "__main__":  # allow running from a source checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_sequencer import data as data_lib  # noqa: E402
 from keras_sequencer import optional  # noqa: E402
+from keras_sequencer.training import data as data_lib  # noqa: E402
 
 PROG = os.path.basename(__file__)
 

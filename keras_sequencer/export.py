@@ -23,7 +23,6 @@ the recurrences then run as loops): one file serves every image size the
 model takes.
 """
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from keras_sequencer import optional
 from keras_sequencer.preprocessing import TensorLike
 
 if TYPE_CHECKING:
@@ -40,36 +40,22 @@ if TYPE_CHECKING:
     from keras_sequencer.kernels.export_tf import WeightStore
 
 FORMATS = ("tf_saved_model", "onnx", "litert")
-# Format -> (module, distribution) pairs the export needs.
+# Format -> the modules the export needs (their distributions: keras_sequencer.optional.PACKAGES).
 EXPORT_PACKAGES = {
-    "tf_saved_model": (("tensorflow", "tensorflow-cpu"),),
-    "onnx": (("tensorflow", "tensorflow-cpu"), ("tf2onnx", "tf2onnx"), ("onnx", "onnx")),
-    "litert": (("tensorflow", "tensorflow-cpu"),),
+    "tf_saved_model": ("tensorflow",),
+    "onnx": ("tensorflow", "tf2onnx", "onnx"),
+    "litert": ("tensorflow",),
 }
-# Format -> (module, distribution) of the runtime that runs the artefact.
+# Format -> the module of the runtime that runs the artefact.
 RUNTIME_PACKAGES = {
-    "tf_saved_model": ("tensorflow", "tensorflow-cpu"),
-    "onnx": ("onnxruntime", "onnxruntime"),
-    "litert": ("ai_edge_litert", "ai-edge-litert"),
+    "tf_saved_model": "tensorflow",
+    "onnx": "onnxruntime",
+    "litert": "ai_edge_litert",
 }
 ONNX_OPSET = 17
 DEFAULT_INPUT_SIZE = 224
 INPUT_NAME = "images"
 OUTPUT_NAME = "output_0"
-
-
-def require(module: str, distribution: str, purpose: str) -> None:
-    """Raises a one-line ``ImportError`` naming the package when ``module`` is missing."""
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        extra = "tensorflow" if module == "tensorflow" else "export"
-        raise ImportError(
-            f"{purpose} needs {distribution}, which is not installed: "
-            f'pip install "keras-sequencer[{extra}]" (or pip install {distribution})'
-        )
 
 
 def check_format(format: str) -> str:
@@ -169,8 +155,7 @@ def export_model(
         )
     if input_signature is not None and input_shape is None:
         input_shape = signature_shape(input_signature)
-    for module, distribution in EXPORT_PACKAGES[format]:
-        require(module, distribution, f"export to {format}")
+    optional.require_installed(EXPORT_PACKAGES[format], f"export to {format}", extra="export")
     shape = export_input_shape(model, input_shape)
     if format == "litert" and None in shape:
         raise ValueError(
@@ -355,8 +340,7 @@ def load_exported(filepath: str | os.PathLike, format: str) -> Callable[[TensorL
     ``tf.saved_model.load``, the LiteRT interpreter); returns ``run(images)``:
     a float32 batch -> the artefact's output as numpy."""
     check_format(format)
-    module, distribution = RUNTIME_PACKAGES[format]
-    require(module, distribution, f"running a {format} artefact")
+    optional.require_installed((RUNTIME_PACKAGES[format],), f"running a {format} artefact", extra="export")
     filepath = os.fspath(filepath)
     if format == "onnx":
         import onnxruntime

@@ -2,7 +2,7 @@
 (:func:`image_dataset`, ``keras_sequencer.image_dataset``).
 
 It reads ``folder/<class name>/<images>`` as ``keras-sequencer train`` does
-(:mod:`keras_sequencer.data`: the same checks, decoders and class order) and
+(:mod:`keras_sequencer.training.data`: the same checks, decoders and class order) and
 gives batched ``tf.data`` with the recipe's training transforms
 (:func:`keras_sequencer.training.train_pipeline`) or timm's evaluation
 transform (:func:`keras_sequencer.training.eval_pipeline`: bicubic resize to
@@ -13,7 +13,7 @@ does. ``model.fit`` takes ``tf.data`` on every Keras backend.
 import os
 import warnings
 
-from keras_sequencer import data
+from keras_sequencer.training import data
 from keras_sequencer.training.config import TRANSFER_RECIPE, TrainConfig
 from keras_sequencer.training.pipeline import eval_pipeline, train_pipeline
 

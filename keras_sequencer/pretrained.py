@@ -34,12 +34,15 @@ import time
 import urllib.error
 import urllib.request
 
-# variant_for_arch is also importable from here, its former home.
+# variant_for_arch (a checkpoint's architecture -> its variant name) is one of
+# this module's public names: code that finds the weights of a checkpoint looks it up here.
 from keras_sequencer.variants import TableView, get_variant, variant_for_arch  # noqa: F401
 
+# The OS file lock: flock on POSIX, msvcrt.locking on Windows. Python builds with
+# neither (Emscripten, WASI) cannot start a second process, so there is no one to wait for.
 try:
     import fcntl
-except ImportError:  # Windows and other platforms without flock
+except ImportError:
     fcntl = None
 try:
     import msvcrt
@@ -160,6 +163,8 @@ def _lock_fd(fd):
     if fcntl is not None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
+    if msvcrt is None:
+        return
     while True:  # msvcrt: a lock on the file's first byte; LK_LOCK gives up after 10 tries
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
@@ -169,7 +174,7 @@ def _lock_fd(fd):
 
 
 def _unlock_fd(fd):
-    if fcntl is None:
+    if fcntl is None and msvcrt is not None:
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
@@ -206,53 +211,6 @@ def _os_lock(path):
             pass
         _unlock_fd(fd)
         os.close(fd)
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but is another user's, or no way to ask
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def _exclusive_create_lock(path):
-    """A lock for platforms without ``fcntl`` and ``msvcrt``: the file ``path``
-    created exclusively, holding the owner's pid; one whose owner is no longer
-    running is taken over."""
-    while True:
-        try:
-            with _cache_writes():
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-                except FileExistsError:
-                    fd = None
-            if fd is not None:
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
-                break
-            with open(path) as f:
-                owner = int(f.read() or 0)
-            if owner and not _pid_alive(owner):
-                _remove(path)
-                continue
-        except (FileNotFoundError, ValueError):  # released, or its owner is writing its pid
-            pass
-        time.sleep(0.1)
-    try:
-        yield
-    finally:
-        _remove(path)
-
-
-def _exclusive(path):
-    """A lock on ``path`` held by one process of this host at a time."""
-    if fcntl is None and msvcrt is None:
-        return _exclusive_create_lock(path)
-    return _os_lock(path)
 
 
 class DownloadError(OSError):
@@ -418,7 +376,7 @@ def imagenet_weights_path(variant, convert):
         return target
     with _cache_writes():
         os.makedirs(cache_dir(), exist_ok=True)
-    with _exclusive(lock_path(variant)):
+    with _os_lock(lock_path(variant)):
         if os.path.exists(target):  # published while this process waited
             return target
         _remove_leftovers(variant)

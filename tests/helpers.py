@@ -327,7 +327,8 @@ def tiny_config(output, **overrides):
 
 def digits_splits(num_train=64, num_val=32, image_size=16):
     """The first scikit-learn digits as uint8 RGB images (fixed split)."""
-    from keras_sequencer import data, datasets
+    from keras_sequencer import datasets
+    from keras_sequencer.training import data
 
     (x_train, y_train), (x_val, y_val) = datasets.load_digits(image_size)
     to_uint8 = lambda x: (x * 255).round().astype("uint8")  # noqa: E731

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from keras_sequencer import data
+from keras_sequencer.training import data
 
 
 class FakeTfdsBuilder:

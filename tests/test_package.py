@@ -5,13 +5,16 @@ The subprocess tests hide backend packages with an import hook, so they run
 whatever is installed here; each needs at least one real backend.
 """
 
+import importlib
 import json
+import pathlib
+import re
 
 import pytest
 
 from keras_sequencer import backend_setup
 from keras_sequencer.backend_setup import INSTALL_HINT, BackendNotFoundError, choose_backend
-from tests.helpers import INSTALLED, run_hidden
+from tests.helpers import INSTALLED, REPO, run_hidden
 
 # ---------------------------------------------------------------- the choice, without processes
 
@@ -184,3 +187,55 @@ def test_predict_with_only_one_backend_installed(tmp_path):
     assert lines[-3:-1] == [f"backend {keep}", "black.png"] and lines[-1].startswith("  ")
     for backend in hidden:
         assert f"'{backend}'" not in proc.stderr
+
+
+# ---------------------------------------------------------------- the documented layout
+
+
+def documented_layout(text):
+    """The files the package layout of docs/development.md names, as paths under
+    ``keras_sequencer/`` (``"training/data.py"``): its lines indented by two
+    (the package) or four (the sub-package above) spaces, each starting with
+    one name or a comma-separated list of names."""
+    lines = text.split("## Package layout", 1)[1].split("```")[1].splitlines()
+    start = lines.index("keras_sequencer/")
+    files, folder = set(), ""
+    for line in lines[start + 1 :]:
+        indent = len(line) - len(line.lstrip(" "))
+        if indent == 0:
+            break
+        if indent not in (2, 4):
+            continue  # a description carried over from the line above
+        names = re.split(r"\s{2,}", line.strip())[0].split(", ")
+        if indent == 2:
+            folder = ""
+        for name in names:
+            if name.endswith("/"):
+                folder = name
+            else:
+                files.add(folder + name)
+    return files
+
+
+def test_development_layout_names_every_module_of_the_package():
+    documented = documented_layout((pathlib.Path(REPO) / "docs" / "development.md").read_text())
+    package = pathlib.Path(REPO) / "keras_sequencer"
+    actual = {
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert sorted(actual - documented) == [], "in the package but not in docs/development.md's layout"
+    assert sorted(documented - actual) == [], "in docs/development.md's layout but not in the package"
+
+
+@pytest.mark.parametrize(
+    "alias, module",
+    [
+        ("keras_sequencer.data", "keras_sequencer.training.data"),
+        ("keras_sequencer.distribute", "keras_sequencer.training.distribute"),
+        ("keras_sequencer.validation", "keras_sequencer.evaluation"),
+    ],
+)
+def test_old_module_names_are_the_same_modules(alias, module):
+    assert importlib.import_module(alias) is importlib.import_module(module)

@@ -5,7 +5,6 @@ flag is reported at once, in terms of the command line.
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -49,23 +48,6 @@ def one_line(error):
 def report(command, message):
     """Prints ``keras-sequencer <command>: error: <message>`` to stderr."""
     print(f"{PROG} {command}: error: {message}", file=sys.stderr, flush=True)
-
-
-def module_installed(module):
-    """Whether ``module`` can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def require_module(module, distribution, extra, command):
-    """Raises :class:`CLIError` naming the extra to install when ``module`` is missing."""
-    if not module_installed(module):
-        raise CLIError(
-            f"needs {distribution}, which is not installed: "
-            f'pip install "keras-sequencer[{extra}]" (or pip install {distribution})'
-        )
 
 
 def require_file(path, flag=None):

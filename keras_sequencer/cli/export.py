@@ -14,11 +14,11 @@ See :mod:`keras_sequencer.export`.
 
 import os
 
+from keras_sequencer import optional
 from keras_sequencer.cli.common import (
     CLIError,
     check_model,
     check_weights,
-    module_installed,
     require_file,
 )
 
@@ -76,13 +76,8 @@ def check_arguments(args):
     """Every check that needs no model: returns ``(variant or None, weights, size)``."""
     from keras_sequencer.export import EXPORT_PACKAGES, RUNTIME_PACKAGES
 
-    needed = dict(EXPORT_PACKAGES[args.format] + (RUNTIME_PACKAGES[args.format],))
-    missing = [distribution for module, distribution in needed.items() if not module_installed(module)]
-    if missing:  # all of them at once: the [export] extra installs every one
-        raise CLIError(
-            f"--format {args.format} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-            f'not installed: pip install "keras-sequencer[export]" (or pip install {" ".join(missing)})'
-        )
+    needed = dict.fromkeys((*EXPORT_PACKAGES[args.format], RUNTIME_PACKAGES[args.format]))
+    optional.require_installed(needed, f"--format {args.format}", extra="export")  # all at once: one extra
     size = None
     if args.input_size == ["any"]:
         if args.format == "litert":

@@ -17,6 +17,7 @@ is 1 at the end if any failed. Missing files, a bad ``--model`` or
 
 import os
 
+from keras_sequencer import optional
 from keras_sequencer.cli.common import (
     CLIError,
     add_model_arguments,
@@ -26,7 +27,6 @@ from keras_sequencer.cli.common import (
     checkpoint_classes,
     model_input_size,
     report,
-    require_module,
     saved_model_path,
 )
 from keras_sequencer.preprocessing import image_error_reason
@@ -84,7 +84,7 @@ def run(args):
     """Checks the inputs, then classifies the readable images; returns the exit code."""
     import numpy as np
 
-    require_module("PIL", "pillow", "images", COMMAND)
+    optional.require_installed(("PIL",))
     if args.top < 1:
         raise CLIError(f"--top must be at least 1; got {args.top}")
     if args.batch_size < 1:

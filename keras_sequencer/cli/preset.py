@@ -9,7 +9,8 @@ before any model is built.
 
 import os
 
-from keras_sequencer.cli.common import CLIError, require_module
+from keras_sequencer import optional
+from keras_sequencer.cli.common import CLIError
 
 COMMAND = "preset"
 SUFFIX = "_imagenet"
@@ -41,7 +42,7 @@ def add_parser(subparsers):
 
 def run(args):
     """Checks the arguments, writes the preset, prints what was written; returns the exit code."""
-    require_module("keras_hub", "keras-hub", "hub", COMMAND)
+    optional.require_installed(("keras_hub",))
     names = preset_names()
     if args.name not in names:
         raise CLIError(f"unknown preset {args.name!r}; choose one of: {', '.join(names)}")

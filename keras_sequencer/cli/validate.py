@@ -10,6 +10,7 @@ exit status is then 1.
 
 import json
 
+from keras_sequencer import optional
 from keras_sequencer.cli.common import (
     CLIError,
     add_model_arguments,
@@ -19,7 +20,6 @@ from keras_sequencer.cli.common import (
     model_input_size,
     report,
     require_directory,
-    require_module,
     saved_model_path,
 )
 
@@ -60,10 +60,10 @@ def run(args):
     """Checks the inputs, builds the model, evaluates; returns the exit code."""
     import keras
 
+    from keras_sequencer.evaluation import image_folder, validate
     from keras_sequencer.registry import create_model
-    from keras_sequencer.validation import image_folder, validate
 
-    require_module("PIL", "pillow", "images", COMMAND)
+    optional.require_installed(("PIL",))
     saved = saved_model_path(args)
     if saved is None:
         variant = check_model(args.model, args.weights)

@@ -33,10 +33,11 @@ from scratch                            the original's initialisation
 Written here: the mapping itself, timm's augmentations as ``tf`` ops, the
 ``--aa`` string parser, the non-finite-loss stop with a message and the
 training-curve PNG. The input pipeline is ``tf.data``, which ``fit`` accepts on
-every backend. :mod:`keras_sequencer.distribute` spreads the work over devices.
+every backend. :mod:`~.distribute` spreads the work over devices.
 
 Modules, by concern: :mod:`~.config` (``TrainConfig``, the transfer recipe,
-command-line flags -> config), :mod:`~.augment` (``--aa`` / ``--remode``),
+command-line flags -> config), :mod:`~.data` (image folders, TFDS, arrays),
+:mod:`~.distribute` (devices and workers), :mod:`~.augment` (``--aa`` / ``--remode``),
 :mod:`~.pipeline` (``tf.data``), :mod:`~.transforms` (crop, colour jitter,
 erasing), :mod:`~.mix` (MixUp / CutMix), :mod:`~.optim` (AdamW and the schedule),
 :mod:`~.callbacks` (NaN stop, history, curves, checkpoints), :mod:`~.loop`
@@ -76,7 +77,7 @@ _NAMES = {
     "transforms": ("ERASE_MODES",),
 }
 _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
-_SUBMODULES = (*_NAMES, "backup", "randaugment")
+_SUBMODULES = (*_NAMES, "backup", "data", "distribute", "randaugment")
 
 
 def __getattr__(name):

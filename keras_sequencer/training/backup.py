@@ -7,7 +7,7 @@ it into place, then records it in ``state.json`` the same way; ``state.json``
 is the commit point, so a file a killed process was writing is never read back.
 The two latest epochs are kept: a worker killed while another had already
 committed the next epoch can still meet it at the epoch both have, which
-:func:`keras_sequencer.distribute.agree_min` finds at the start of ``fit``.
+:func:`keras_sequencer.training.distribute.agree_min` finds at the start of ``fit``.
 """
 
 import json
@@ -15,7 +15,7 @@ import os
 
 import keras
 
-from keras_sequencer import distribute
+from keras_sequencer.training import distribute
 
 STATE = "state.json"
 KEEP = 2

@@ -7,10 +7,11 @@ import shutil
 
 import keras
 
-from keras_sequencer import data as data_lib
-from keras_sequencer import distribute, keras_patches, optional, registry
+from keras_sequencer import keras_patches, optional, registry
 from keras_sequencer.initializers import apply_original_initialization
 from keras_sequencer.models import Sequencer2D
+from keras_sequencer.training import data as data_lib
+from keras_sequencer.training import distribute
 from keras_sequencer.training.backup import read_state
 from keras_sequencer.training.callbacks import make_callbacks, read_history
 from keras_sequencer.training.optim import build_optimizer
@@ -52,7 +53,7 @@ def check_requirements(dataset=None):
 
 
 def fit(config, data, callbacks=(), distribution=None):
-    """Trains on ``data`` (a :class:`keras_sequencer.data.DataSplits`).
+    """Trains on ``data`` (a :class:`keras_sequencer.training.data.DataSplits`).
 
     Writes to ``config.output``: ``best.keras`` (best validation accuracy; the
     model's ``class_names`` are the data's), ``history.csv``, ``curves.png``
@@ -198,7 +199,7 @@ def _fit_naming_bad_images(model, data, train, **kwargs):
 
 
 def run(config, data, dataset=""):
-    """Loads ``data`` (folder or TFDS, see :func:`keras_sequencer.data.load`) and trains;
+    """Loads ``data`` (folder or TFDS, see :func:`keras_sequencer.training.data.load`) and trains;
     prints the backend, the data and the output folder."""
     check_requirements(data_lib.tfds_name(data, dataset))
     distribution = distribute.setup_distribution()  # first: multi-worker TF needs it so

@@ -3,7 +3,7 @@
 :func:`keras_sequencer.preprocessing.normalize`, the package's one.
 
 Both take the unbatched ``(uint8 image (H, W, 3), int32 label)`` datasets of
-:mod:`keras_sequencer.data` and yield ``(float32 (B, height, width, 3)
+:mod:`keras_sequencer.training.data` and yield ``(float32 (B, height, width, 3)
 normalised images, float32 (B, num_classes) one-hot or mixed labels)``.
 """
 

@@ -1,4 +1,4 @@
-"""``keras-sequencer validate`` (keras_sequencer.validation): top-1 / top-5 on folders
+"""``keras-sequencer validate`` (keras_sequencer.evaluation): top-1 / top-5 on folders
 whose answers timm computed, unreadable files left out, bad input in one line."""
 
 import json
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from keras_sequencer import cli
+from keras_sequencer.evaluation import image_folder
 from keras_sequencer.imagenet import imagenet_classes
-from keras_sequencer.validation import image_folder
 from tests.cli.helpers import CROP, NAME, error_lines, random_photo, timm_logits, write_bad_files, write_images
 from tests.helpers import quick_first
 

@@ -5,7 +5,8 @@ import csv
 import keras
 import pytest
 
-from keras_sequencer import data, registry
+from keras_sequencer import registry
+from keras_sequencer.training import data
 from tests.helpers import create_model_with_tiny_s, load_script
 
 

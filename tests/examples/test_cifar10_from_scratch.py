@@ -23,7 +23,7 @@ def test_cifar10_example_on_mock_data(tmp_path, monkeypatch):
     from PIL import Image
 
     import keras_sequencer
-    from keras_sequencer import data
+    from keras_sequencer.training import data
 
     monkeypatch.setattr(data, "download_hosts_reachable", lambda urls: True)  # mock data: no download
 

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sequencer import data, training
+from keras_sequencer import training
+from keras_sequencer.training import data
 from tests.helpers import read_csv_epochs, tiny_config
 
 

@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sequencer import data, training
+from keras_sequencer import training
 from keras_sequencer.models import Sequencer2D
+from keras_sequencer.training import data
 from tests.helpers import TINY_TRAIN_ARCH, random_images, tiny_arch, tiny_config, to_numpy
 
 

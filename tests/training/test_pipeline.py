@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sequencer import data, training
+from keras_sequencer import training
 from keras_sequencer.models import IMAGENET_MEAN, IMAGENET_STD
+from keras_sequencer.training import data
 from tests.helpers import TINY_ARCH, tiny_config, to_numpy
 
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sequencer import distribute
+from keras_sequencer.training import distribute
 from tests.helpers import REPO, worker_environments
 
 BACKEND = keras.backend.backend()
@@ -25,7 +25,8 @@ TRAIN_WITH_PROBE = """
 import sys
 import keras
 from tests.helpers import digits_splits, tiny_config
-from keras_sequencer import distribute, training
+from keras_sequencer import training
+from keras_sequencer.training import distribute
 
 def train(distribution, probe):
     config = tiny_config("unused", batch_size=8, epochs=1, warmup_epochs=0)
@@ -213,7 +214,8 @@ WORKER = """
 import json, os, sys
 import numpy as np
 from tests.helpers import digits_splits, tiny_config
-from keras_sequencer import distribute, training
+from keras_sequencer import training
+from keras_sequencer.training import distribute
 
 distribution = distribute.setup_distribution()
 config = tiny_config(sys.argv[1], batch_size=8, epochs=2, warmup_epochs=1)

@@ -1,4 +1,4 @@
-"""ImageNet-style folders and in-memory arrays as training data (keras_sequencer.data)."""
+"""ImageNet-style folders and in-memory arrays as training data (keras_sequencer.training.data)."""
 
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_sequencer import data
+from keras_sequencer.training import data
 from tests.helpers import make_image_folder, truncate_into_jpeg
 
 

@@ -214,7 +214,7 @@ def test_unreachable_peer_fails_in_bounded_time_with_one_line(tmp_path):
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch backend's limit")
 def test_torch_has_no_multi_process_training(monkeypatch):
     """Said up front: a multi-worker TF_CONFIG on torch is a one-line error."""
-    from keras_sequencer import distribute
+    from keras_sequencer.training import distribute
 
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
@@ -224,7 +224,7 @@ def test_torch_has_no_multi_process_training(monkeypatch):
 
 
 def test_timeout_setting_and_peer_addresses(monkeypatch):
-    from keras_sequencer import distribute
+    from keras_sequencer.training import distribute
 
     monkeypatch.delenv("KERAS_SEQUENCER_DIST_TIMEOUT", raising=False)
     assert distribute.connect_timeout() == 300
