@@ -96,12 +96,15 @@ def fit(config, data, callbacks=(), distribution=None):
             )
     keras.utils.set_random_seed(config.seed)
     train = train_pipeline(data.train, config, num_classes, global_batch, repeat=True)
+    torch_parallel = distribution.strategy if isinstance(distribution.strategy, distribute.TorchDataParallel) else None
+    if torch_parallel:  # each process trains on its slice; all validate on every image
+        train = torch_parallel.shard(train, global_batch)
     on_jax = keras.backend.backend() == "jax"
     val = eval_pipeline(
         data.val,
         config,
         num_classes,
-        global_batch,
+        config.batch_size if torch_parallel else global_batch,
         batch_multiple=distribution.num_replicas if on_jax else 1,
         drop_remainder=on_jax and distribution.num_workers > 1,
     )
@@ -117,6 +120,8 @@ def fit(config, data, callbacks=(), distribution=None):
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.smoothing),
                 metrics=["accuracy"],
             )
+            if torch_parallel:
+                torch_parallel.prepare(model)
             if distribution.num_workers > 1 and keras.backend.backend() == "tensorflow":
                 keras_patches.tf_multi_worker_symbolic_build(model, train)
             history = _fit_naming_bad_images(
@@ -203,6 +208,8 @@ def run(config, data, dataset=""):
     check_requirements(data_lib.tfds_name(data, dataset))
     distribution = distribute.setup_distribution()  # first: multi-worker TF needs it so
     print(f"keras-sequencer: {keras.backend.backend()} backend, {distribution.description}")
+    # seeded before the data's shuffle is made: the same image order in every worker
+    keras.utils.set_random_seed(config.seed)
     splits = data_lib.load(data, dataset)
     print(
         f"keras-sequencer: {splits.train_size} training / {splits.val_size} validation "
