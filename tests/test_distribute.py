@@ -82,13 +82,36 @@ def test_single_device_by_default(monkeypatch):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch backend's limits")
 def test_torch_refuses_what_keras_cannot_do(monkeypatch):
-    with pytest.raises(ValueError, match="not supported by Keras' torch backend"):
+    with pytest.raises(ValueError, match="not supported by Keras' torch backend.*torchrun"):
         distribute.setup_distribution(devices=["cpu:0", "cpu:1"])
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
     monkeypatch.setattr(distribute, "_CACHE", {})
     with pytest.raises(ValueError, match="Multi-machine training is not supported"):
         distribute.setup_distribution()
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torchrun's variables are the torch path")
+def test_torch_process_variables(monkeypatch):
+    """torchrun's variables are read up front; incomplete ones are a one-line error."""
+    for name in distribute.TORCH_PROCESS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert distribute.torch_process_group() == (1, 0, 0, None)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distribute.torch_process_group() == (1, 0, 0, None)
+    env = dict(WORLD_SIZE="4", RANK="3", LOCAL_RANK="1", MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert distribute.torch_process_group() == (4, 3, 1, "10.0.0.1:29500")
+    for name, value in (("RANK", "4"), ("LOCAL_RANK", "x"), ("MASTER_ADDR", "")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match="Several torch processes need WORLD_SIZE, RANK") as error:
+            distribute.torch_process_group()
+        assert "\n" not in str(error.value)
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("MASTER_PORT")
+    with pytest.raises(ValueError, match="missing: MASTER_PORT"):
+        distribute.torch_process_group()
 
 
 @pytest.mark.slow
