@@ -360,14 +360,14 @@ def _single_device(devices):
         and tf_config_workers()[0] > 1
         or any(name in os.environ for name in JAX_PROCESS_VARIABLES)
     ):
+        if backend == "torch":
+            raise ValueError(
+                "TF_CONFIG / KERAS_DISTRIBUTION_* are set, but the torch backend does not read them; "
+                "start the processes with torchrun (WORLD_SIZE, RANK, MASTER_ADDR, ...)."
+            )
         raise ValueError(
             f"Multi-machine training is not supported by Keras' {backend} backend "
-            "(TF_CONFIG / KERAS_DISTRIBUTION_* are set); use KERAS_BACKEND=jax or tensorflow"
-            + (
-                ", or start the processes with torchrun (WORLD_SIZE, RANK, MASTER_ADDR, ...)."
-                if backend == "torch"
-                else "."
-            )
+            "(TF_CONFIG / KERAS_DISTRIBUTION_* are set); use KERAS_BACKEND=jax or tensorflow."
         )
     gpus = 0
     if backend == "torch":

@@ -87,7 +87,7 @@ def test_torch_refuses_what_keras_cannot_do(monkeypatch):
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
     monkeypatch.setattr(distribute, "_CACHE", {})
-    with pytest.raises(ValueError, match="Multi-machine training is not supported"):
+    with pytest.raises(ValueError, match="the torch backend does not read them; start the processes with torchrun"):
         distribute.setup_distribution()
 
 
