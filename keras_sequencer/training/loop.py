@@ -61,7 +61,10 @@ def fit(config, data, callbacks=(), distribution=None):
     its last finished epoch; re-running a finished one trains nothing and
     returns its ``best.keras`` (a ``ValueError`` if it ran another number of
     epochs); ``config.restart`` trains from the start instead. A batch larger
-    than the training set is lowered to it, with a notice.
+    than the training set is lowered to it, with a notice. With several torch
+    processes (:class:`keras_sequencer.distribute.TorchDataParallel`) each trains on
+    its slice of every global batch, so ``data`` must be shuffled alike in all of
+    them: made after ``keras.utils.set_random_seed``, as :func:`run` does.
 
     Returns:
         ``(model, history)``; ``history`` is ``None`` when the run had finished.
