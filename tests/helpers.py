@@ -235,7 +235,21 @@ def free_ports(count):
 def worker_environments():
     """Per-process environment for a two-process run on 127.0.0.1: ``TF_CONFIG``
     (MultiWorkerMirroredStrategy) on TensorFlow, ``KERAS_DISTRIBUTION_*``
-    (``keras.distribution.initialize``, one CPU device each) on JAX."""
+    (``keras.distribution.initialize``, one CPU device each) on JAX, torchrun's
+    ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` / ``MASTER_*`` (gloo, CPU) on torch."""
+    if keras.backend.backend() == "torch":
+        port = str(free_ports(1)[0])
+        return [
+            dict(
+                WORLD_SIZE="2",
+                RANK=str(i),
+                LOCAL_RANK=str(i),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=port,
+                CUDA_VISIBLE_DEVICES="",
+            )
+            for i in range(2)
+        ]
     if keras.backend.backend() == "tensorflow":
         workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
         return [

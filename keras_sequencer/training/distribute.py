@@ -9,11 +9,16 @@
   (``keras.distribution.list_devices()``); with several processes
   (``KERAS_DISTRIBUTION_JOB_ADDRESSES`` / ``_NUM_PROCESSES`` / ``_PROCESS_ID``
   set) ``keras.distribution.initialize()`` joins them first.
-- PyTorch: Keras' ``fit`` has no multi-device support on torch, so training runs
-  on one device; several GPUs print a note, a multi-machine setup is an error.
+- PyTorch: with several processes (``torchrun``: ``WORLD_SIZE`` > 1, ``RANK``,
+  ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) ``torch.distributed`` joins
+  them (NCCL, one GPU per ``LOCAL_RANK``; gloo on CPU) and
+  :class:`TorchDataParallel` averages the gradients of every step over them. In
+  one process Keras' ``fit`` trains on one device; several GPUs print a note.
 
 Build, compile *and* fit the model inside ``Distribution.scope()``; the batch
-given to ``fit`` is the global batch, split evenly over ``num_replicas``.
+given to ``fit`` is the global batch, split evenly over ``num_replicas``. With
+several torch processes, :meth:`TorchDataParallel.shard` gives each its slice of
+the global batches and :meth:`TorchDataParallel.prepare` the compiled model.
 
 Joining the other workers is bounded in time: a worker that cannot reach all its
 peers within ``KERAS_SEQUENCER_DIST_TIMEOUT`` seconds (default 300) prints one
@@ -39,6 +44,8 @@ JAX_PROCESS_VARIABLES = (
     "KERAS_DISTRIBUTION_NUM_PROCESSES",
     "KERAS_DISTRIBUTION_PROCESS_ID",
 )
+# What torchrun sets for each process (WORLD_SIZE > 1: several processes).
+TORCH_PROCESS_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 TIMEOUT_VARIABLE = "KERAS_SEQUENCER_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0
 
@@ -195,6 +202,16 @@ def agree_min(value):
         from jax.experimental import multihost_utils
 
         return int(np.min(multihost_utils.process_allgather(np.asarray([int(value)]))))
+    if backend == "torch":
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return int(value)
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        smallest = torch.tensor([int(value)], dtype=torch.int64, device=device)
+        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+        return int(smallest.item())
     return int(value)
 
 
@@ -216,7 +233,7 @@ def setup_distribution(devices=None):
     backend = keras.backend.backend()
     key = (backend, tuple(devices) if devices else None)
     if key not in _CACHE:
-        builder = {"tensorflow": _tensorflow, "jax": _jax}.get(backend, _single_device)
+        builder = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}.get(backend, _single_device)
         _CACHE[key] = builder(devices)
     return _CACHE[key]
 
@@ -335,13 +352,19 @@ def _single_device(devices):
     if devices and len(devices) > 1:
         raise ValueError(
             f"Data-parallel training over several devices is not supported by Keras' "
-            f"{backend} backend; use KERAS_BACKEND=jax or tensorflow."
+            f"{backend} backend; use KERAS_BACKEND=jax or tensorflow"
+            + (", or start one process per device with torchrun." if backend == "torch" else ".")
         )
     if (
         os.environ.get("TF_CONFIG")
         and tf_config_workers()[0] > 1
         or any(name in os.environ for name in JAX_PROCESS_VARIABLES)
     ):
+        if backend == "torch":
+            raise ValueError(
+                "TF_CONFIG / KERAS_DISTRIBUTION_* are set, but the torch backend does not read them; "
+                "start the processes with torchrun (WORLD_SIZE, RANK, MASTER_ADDR, ...)."
+            )
         raise ValueError(
             f"Multi-machine training is not supported by Keras' {backend} backend "
             "(TF_CONFIG / KERAS_DISTRIBUTION_* are set); use KERAS_BACKEND=jax or tensorflow."
@@ -353,9 +376,181 @@ def _single_device(devices):
         gpus = torch.cuda.device_count()
     if gpus > 1:
         warnings.warn(
-            f"{gpus} GPUs are visible, but Keras' torch backend trains on one device "
-            "(model.fit has no data parallelism on torch); use KERAS_BACKEND=jax or "
-            "tensorflow to use all of them.",
+            f"{gpus} GPUs are visible, but one torch process trains on one device; start "
+            f"one process per GPU (torchrun --nproc_per_node {gpus} -m keras_sequencer.cli "
+            "train ...) to use all of them.",
             stacklevel=3,
         )
     return Distribution(f"single device ({backend} backend)")
+
+
+class TorchDataParallel:
+    """Data parallelism over the processes of a ``torch.distributed`` group, with
+    Keras' own ``fit``: every process holds a full copy of the model and trains on
+    its slice of each global batch; the gradients are averaged over the processes
+    before the optimizer applies them, so every copy takes the same step, the one
+    a single process takes on the whole global batch.
+
+    Gradients are averaged by a ``train_step`` of the model's own (:meth:`prepare`)
+    rather than by ``torch.nn.parallel.DistributedDataParallel``: Keras' ``fit``
+    calls ``model.train_step``, which calls the model itself, not a DDP wrapper
+    around it, and the callbacks, checkpoints, backups and schedules of
+    ``fit`` stay as they are on the other backends.
+
+    Attributes:
+        world_size: processes taking part.
+        rank: this process' index (0 is the chief, which writes files).
+        device: the torch device this process trains on (``"cpu"`` or
+            ``"cuda:<LOCAL_RANK>"``).
+    """
+
+    def __init__(self, world_size: int, rank: int, device: str):
+        self.world_size, self.rank, self.device = world_size, rank, device
+
+    def scope(self):
+        """Nothing to enter: each process builds its model on its own device."""
+        return contextlib.nullcontext()
+
+    def shard(self, dataset, global_batch_size: int):
+        """This process' slice of every batch of ``dataset`` (a ``tf.data`` of
+        ``(images (global_batch_size, ...), labels (global_batch_size, ...))``):
+        rows ``[rank * b, (rank + 1) * b)``, ``b = global_batch_size / world_size``.
+        Every process runs the whole input pipeline and keeps its slice: with the
+        data shuffled under the same seed in every process, the slices are
+        disjoint and together make each global batch once (MixUp / CutMix pairs
+        are made before the slicing). The random augmentation draws of an
+        image can differ from one process to another; each image is still
+        augmented once, by the process that trains on it."""
+        if global_batch_size % self.world_size:
+            raise ValueError(
+                f"The global batch ({global_batch_size}) does not split evenly over the {self.world_size} processes."
+            )
+        size = global_batch_size // self.world_size
+        start, stop = self.rank * size, (self.rank + 1) * size
+        return dataset.map(lambda *batch: tuple(part[start:stop] for part in batch))
+
+    def prepare(self, model) -> None:
+        """Makes a compiled ``model`` train in step with the other processes:
+        copies the chief's weights to every process (they then start equal even
+        when their initialisations differ) and gives the model a ``train_step``
+        that averages the gradients over the processes (see :meth:`train_step`)."""
+        import torch
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for variable in model.variables:
+                dist.broadcast(variable.value.data, src=0)
+        model.train_step = lambda data: self.train_step(model, data)
+
+    def train_step(self, model, data):
+        """Keras' torch ``train_step`` on this process' slice, with two collectives:
+        one ``all_reduce`` averages the gradients (one flat buffer, the loss
+        appended), and one ``all_gather`` collects the labels and predictions of
+        every slice, so that the loss and metrics logged are those of the whole
+        global batch on every process."""
+        import torch
+        import torch.distributed as dist
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+        model.zero_grad()
+        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        variables = model.trainable_weights[:]
+        model.optimizer.scale_loss(loss).backward()
+        gradients = [variable.value.grad for variable in variables]
+        present = [gradient for gradient in gradients if gradient is not None]
+        with torch.no_grad():
+            flat = torch.cat([*(g.reshape(-1).float() for g in present), loss.detach().reshape(1).float()])
+            dist.all_reduce(flat)
+            flat /= self.world_size
+            averaged = iter(torch.split(flat[:-1], [g.numel() for g in present]))
+            gradients = [None if g is None else next(averaged).view_as(g).to(g.dtype) for g in gradients]
+            model.optimizer.apply(gradients, variables)
+            rows = keras.tree.flatten(x)[0].shape[0] * self.world_size
+            model._loss_tracker.update_state(flat[-1], sample_weight=rows)
+            gathered = [self.all_gather(part) for part in (y, y_pred.detach(), sample_weight)]
+        return model.compute_metrics(x, *gathered)
+
+    def all_gather(self, tensor):
+        """``tensor`` (``(b, ...)``, or ``None``) of every process, concatenated in rank order."""
+        if tensor is None:
+            return None
+        import torch
+        import torch.distributed as dist
+
+        tensor = tensor.contiguous()
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor)
+        return torch.cat(parts)
+
+
+def torch_process_group():
+    """``(world size, rank, local rank, MASTER_ADDR:MASTER_PORT)`` from torchrun's
+    variables, ``(1, 0, 0, None)`` without ``WORLD_SIZE`` > 1; a ``ValueError``
+    naming the variables when they are incomplete or not integers."""
+    raw = os.environ.get("WORLD_SIZE", "").strip()
+    if raw in ("", "1"):
+        return 1, 0, 0, None
+    missing = [name for name in TORCH_PROCESS_VARIABLES if not os.environ.get(name, "").strip()]
+    try:
+        world, rank, local_rank = (int(os.environ.get(name, "")) for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"))
+        int(os.environ.get("MASTER_PORT", ""))
+    except ValueError:
+        world = rank = local_rank = -1
+    if missing or world < 1 or not 0 <= rank < world or local_rank < 0:
+        raise ValueError(
+            "Several torch processes need WORLD_SIZE, RANK (0 to WORLD_SIZE-1), LOCAL_RANK "
+            "and MASTER_PORT as integers and MASTER_ADDR (torchrun sets them all)"
+            + (f"; missing: {', '.join(missing)}." if missing else ".")
+        )
+    return world, rank, local_rank, f"{os.environ['MASTER_ADDR'].strip()}:{os.environ['MASTER_PORT'].strip()}"
+
+
+def _torch(devices):
+    world, rank, local_rank, master = torch_process_group()
+    if world == 1:
+        return _single_device(devices)
+    if devices:
+        raise ValueError("devices= cannot be combined with torchrun: each process trains on its LOCAL_RANK's device.")
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    device, backend, device_id = "cpu", "gloo", None
+    if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK is {local_rank} but this machine has {torch.cuda.device_count()} "
+                "visible GPUs (one process per GPU: torchrun --nproc_per_node at most that)."
+            )
+        device, backend, device_id = f"cuda:{local_rank}", "nccl", torch.device("cuda", local_rank)
+        torch.cuda.set_device(device_id)  # Keras' "cuda" device is the current one
+    timeout = connect_timeout()
+    if rank == 0:  # hosts the rendezvous: waits for the others to join
+        message = (
+            f"only some of the {world} torch processes joined the rendezvous at {master} "
+            f"(this process, RANK 0) within {timeout:g} s. Check that every process is started "
+            f"with MASTER_ADDR, MASTER_PORT and WORLD_SIZE={world} and its own RANK, that this "
+            f"port is reachable from their machines (firewall), or raise {TIMEOUT_VARIABLE}."
+        )
+        message = message.replace("{", "{{").replace("}", "}}")
+    else:
+        message = unreachable_message(timeout, f"torch.distributed rendezvous of {world} processes, RANK {rank}")
+    with bounded_join(timeout, [master], message):
+        dist.init_process_group(
+            backend,
+            init_method="env://",
+            world_size=world,
+            rank=rank,
+            timeout=datetime.timedelta(seconds=timeout + 60),
+            device_id=device_id,
+        )
+        dist.barrier()
+    return Distribution(
+        f"torch.distributed data parallel: {world} processes ({backend}, one {device.split(':')[0]} each)",
+        world,
+        TorchDataParallel(world, rank, device),
+        world,
+        rank,
+    )

@@ -62,7 +62,10 @@ def fit(config, data, callbacks=(), distribution=None):
     its last finished epoch; re-running a finished one trains nothing and
     returns its ``best.keras`` (a ``ValueError`` if it ran another number of
     epochs); ``config.restart`` trains from the start instead. A batch larger
-    than the training set is lowered to it, with a notice.
+    than the training set is lowered to it, with a notice. With several torch
+    processes (:class:`keras_sequencer.distribute.TorchDataParallel`) each trains on
+    its slice of every global batch, so ``data`` must be shuffled alike in all of
+    them: made after ``keras.utils.set_random_seed``, as :func:`run` does.
 
     Returns:
         ``(model, history)``; ``history`` is ``None`` when the run had finished.
@@ -97,12 +100,15 @@ def fit(config, data, callbacks=(), distribution=None):
             )
     keras.utils.set_random_seed(config.seed)
     train = train_pipeline(data.train, config, num_classes, global_batch, repeat=True)
+    torch_parallel = distribution.strategy if isinstance(distribution.strategy, distribute.TorchDataParallel) else None
+    if torch_parallel:  # each process trains on its slice; all validate on every image
+        train = torch_parallel.shard(train, global_batch)
     on_jax = keras.backend.backend() == "jax"
     val = eval_pipeline(
         data.val,
         config,
         num_classes,
-        global_batch,
+        config.batch_size if torch_parallel else global_batch,
         batch_multiple=distribution.num_replicas if on_jax else 1,
         drop_remainder=on_jax and distribution.num_workers > 1,
     )
@@ -118,6 +124,8 @@ def fit(config, data, callbacks=(), distribution=None):
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.smoothing),
                 metrics=["accuracy"],
             )
+            if torch_parallel:
+                torch_parallel.prepare(model)
             if distribution.num_workers > 1 and keras.backend.backend() == "tensorflow":
                 keras_patches.tf_multi_worker_symbolic_build(model, train)
             history = _fit_naming_bad_images(
@@ -204,6 +212,8 @@ def run(config, data, dataset=""):
     check_requirements(data_lib.tfds_name(data, dataset))
     distribution = distribute.setup_distribution()  # first: multi-worker TF needs it so
     print(f"keras-sequencer: {keras.backend.backend()} backend, {distribution.description}")
+    # seeded before the data's shuffle is made: the same image order in every worker
+    keras.utils.set_random_seed(config.seed)
     splits = data_lib.load(data, dataset)
     print(
         f"keras-sequencer: {splits.train_size} training / {splits.val_size} validation "

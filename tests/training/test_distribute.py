@@ -1,4 +1,4 @@
-"""Data parallelism: the strategy helper, 2 simulated devices, 2 TensorFlow workers.
+"""Data parallelism: the strategy helper, 2 simulated devices, 2 worker processes.
 
 Device counts are fixed when JAX / TensorFlow start, so the multi-device runs are
 subprocesses with their own environment.
@@ -83,13 +83,36 @@ def test_single_device_by_default(monkeypatch):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch backend's limits")
 def test_torch_refuses_what_keras_cannot_do(monkeypatch):
-    with pytest.raises(ValueError, match="not supported by Keras' torch backend"):
+    with pytest.raises(ValueError, match="not supported by Keras' torch backend.*torchrun"):
         distribute.setup_distribution(devices=["cpu:0", "cpu:1"])
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
     monkeypatch.setattr(distribute, "_CACHE", {})
-    with pytest.raises(ValueError, match="Multi-machine training is not supported"):
+    with pytest.raises(ValueError, match="the torch backend does not read them; start the processes with torchrun"):
         distribute.setup_distribution()
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torchrun's variables are the torch path")
+def test_torch_process_variables(monkeypatch):
+    """torchrun's variables are read up front; incomplete ones are a one-line error."""
+    for name in distribute.TORCH_PROCESS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert distribute.torch_process_group() == (1, 0, 0, None)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distribute.torch_process_group() == (1, 0, 0, None)
+    env = dict(WORLD_SIZE="4", RANK="3", LOCAL_RANK="1", MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert distribute.torch_process_group() == (4, 3, 1, "10.0.0.1:29500")
+    for name, value in (("RANK", "4"), ("LOCAL_RANK", "x"), ("MASTER_ADDR", "")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match="Several torch processes need WORLD_SIZE, RANK") as error:
+            distribute.torch_process_group()
+        assert "\n" not in str(error.value)
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("MASTER_PORT")
+    with pytest.raises(ValueError, match="missing: MASTER_PORT"):
+        distribute.torch_process_group()
 
 
 @pytest.mark.slow
@@ -212,43 +235,45 @@ def test_tf_mirrored_strategy_splits_the_batch_over_two_devices():
 
 WORKER = """
 import json, os, sys
+import keras
 import numpy as np
 from tests.helpers import digits_splits, tiny_config
 from keras_sequencer import training
 from keras_sequencer.training import distribute
 
+output, settings = sys.argv[1], dict(batch_size=8, epochs=2, warmup_epochs=1, num_train=64)
+settings.update(json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})
+num_train = settings.pop("num_train")
 distribution = distribute.setup_distribution()
-config = tiny_config(sys.argv[1], batch_size=8, epochs=2, warmup_epochs=1)
-model, history = training.fit(config, digits_splits(num_train=64, num_val=16), distribution=distribution)
+config = tiny_config(output, **settings)
+keras.utils.set_random_seed(config.seed)  # every process shuffles the images alike
+model, history = training.fit(config, digits_splits(num_train=num_train, num_val=16), distribution=distribution)
 index = distribution.worker_index
-np.savez(os.path.join(sys.argv[1], f"weights_{index}.npz"), *[np.asarray(w) for w in model.get_weights()])
+np.savez(os.path.join(output, f"weights_{index}.npz"), *[np.asarray(w) for w in model.get_weights()])
 print(json.dumps(dict(replicas=distribution.num_replicas, workers=distribution.num_workers,
                       index=index, steps=int(np.asarray(model.optimizer.iterations)),
-                      loss=history.history["loss"])))
+                      description=distribution.description, history=history.history)))
 """
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch backend has no multi-process training")
-def test_two_processes_train_to_identical_weights(tmp_path):
-    """Two worker processes (TF: MultiWorkerMirroredStrategy; JAX: keras.distribution
-    .initialize + DataParallel) train together and end with identical weights."""
-    procs = []
-    for env in worker_environments():
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", WORKER, str(tmp_path)],
-                cwd=REPO,
-                env=dict(os.environ, PYTHONPATH=REPO, **env),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+def run_workers(jobs, timeout=240):
+    """Runs :data:`WORKER` once per ``(arguments, environment)`` of ``jobs``, all at
+    once; their JSON reports."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, *map(str, args)],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=REPO, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        for args, env in jobs
+    ]
     outputs = []
     try:
         for proc in procs:
-            out, err = proc.communicate(timeout=240)
+            out, err = proc.communicate(timeout=timeout)
             assert proc.returncode == 0, err[-4000:]
             outputs.append(json.loads(out.strip().splitlines()[-1]))
     finally:
@@ -256,6 +281,15 @@ def test_two_processes_train_to_identical_weights(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    return outputs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BACKEND == "torch", reason="the torch test below checks this and more")
+def test_two_processes_train_to_identical_weights(tmp_path):
+    """Two worker processes (TF: MultiWorkerMirroredStrategy; JAX: keras.distribution
+    .initialize + DataParallel) train together and end with identical weights."""
+    outputs = run_workers([([tmp_path], env) for env in worker_environments()])
     for result in outputs:
         # 64 images, global batch 8 x 2 replicas -> 4 steps per epoch, 2 epochs
         assert (result["replicas"], result["workers"], result["steps"]) == (2, 2, 8)
@@ -266,3 +300,42 @@ def test_two_processes_train_to_identical_weights(tmp_path):
         np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
     assert (tmp_path / "history.csv").exists() and (tmp_path / "best.keras").exists()
     assert not (tmp_path / ".worker_1" / "history.csv").samefile(tmp_path / "history.csv")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.distributed is the torch path")
+def test_torch_two_processes_follow_one_process_on_the_global_batch(tmp_path):
+    """Two torch processes (gloo, as torchrun starts them) with batch 8 each train
+    as one process does with batch 16: the same losses and weights up to float
+    rounding, identical weights and logs in both processes, files from the chief.
+
+    16 images and no random augmentation: every step is one whole-set batch, so
+    the one-process run is the same computation whatever order its batches come
+    in; the two processes match it only if their slices are disjoint halves of
+    the set and their gradients are averaged."""
+    together, alone = tmp_path / "two", tmp_path / "one"
+    together.mkdir(), alone.mkdir()
+    plain = dict(num_train=16, epochs=3, lr=1e-2, scale=[1.0, 1.0], ratio=[1.0, 1.0], hflip=0.0)
+    plain.update(train_interpolation="bilinear", color_jitter=0.0)
+    jobs = [([together, json.dumps(dict(plain, batch_size=8))], env) for env in worker_environments()]
+    single = dict(CUDA_VISIBLE_DEVICES="", WORLD_SIZE="1")
+    *workers, reference = run_workers([*jobs, ([alone, json.dumps(dict(plain, batch_size=16))], single)])
+    for result in workers:
+        # 16 images, batch 8 x 2 processes -> 1 step per epoch, 3 epochs
+        assert (result["replicas"], result["workers"], result["steps"]) == (2, 2, 3)
+        assert "torch.distributed" in result["description"]
+    assert sorted(result["index"] for result in workers) == [0, 1]
+    assert (reference["replicas"], reference["steps"]) == (1, 3)
+    # every process logs the metrics of whole global batches, not of its slice
+    assert workers[0]["history"] == workers[1]["history"]
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(workers[0]["history"][name], reference["history"][name], rtol=1e-5, err_msg=name)
+    assert reference["history"]["loss"][-1] < reference["history"]["loss"][0] - 1e-3  # it learns
+    chief, other = (np.load(together / f"weights_{i}.npz") for i in range(2))
+    single_weights = np.load(alone / "weights_0.npz")
+    assert len(chief.files) == len(other.files) == len(single_weights.files) > 0
+    for name in chief.files:
+        np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+        np.testing.assert_allclose(chief[name], single_weights[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert (together / "history.csv").exists() and (together / "best.keras").exists()
+    assert (together / ".worker_1" / "history.csv").exists()

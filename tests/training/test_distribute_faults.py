@@ -1,7 +1,8 @@
 """Worker faults in data-parallel training, with real worker processes on 127.0.0.1.
 
 - Two workers (TensorFlow: MultiWorkerMirroredStrategy; JAX: keras.distribution
-  with one process each) run ``keras-sequencer train``; one is SIGKILLed in the
+  with one process each; torch: torch.distributed with gloo, started as torchrun
+  starts them) run ``keras-sequencer train``; one is SIGKILLed in the
   middle of epoch 2, the other is stopped, and both are started again with the
   same command: they resume at epoch 2 and end with identical weights after as
   many steps as an uninterrupted run.
@@ -9,8 +10,7 @@
   address, within ``KERAS_SEQUENCER_DIST_TIMEOUT``.
 
 Each test starts its own processes (their backend is fixed when they start), so
-the TensorFlow tests run on the tensorflow pass and the JAX ones on the jax pass.
-Keras' torch backend has no multi-process training (``distribute`` refuses it).
+each backend's tests run on its own pass.
 """
 
 import csv
@@ -29,7 +29,6 @@ from keras_sequencer.training import backup
 from tests.helpers import REPO, free_ports, make_image_folder, worker_environments
 
 BACKEND = keras.backend.backend()
-multi_process = pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch backend has no multi-process training")
 
 # keras-sequencer train with a tiny "sequencer2d_s"; SIGKILLs itself after the
 # second batch of epoch KILL_EPOCH (0-based; -1: never) and writes the final
@@ -102,7 +101,6 @@ def csv_epochs(path):
 
 
 @pytest.mark.slow
-@multi_process
 def test_killed_worker_resumes_with_both_workers_identical(tmp_path):
     make_image_folder(str(tmp_path / "data"), per_class=16, size=(20, 20))
     out = tmp_path / "out"
@@ -163,6 +161,9 @@ def test_killed_worker_resumes_with_both_workers_identical(tmp_path):
 def lonely_worker_environment():
     """One worker of two whose peer (a free port on 127.0.0.1) never answers."""
     ports = free_ports(2)
+    if BACKEND == "torch":
+        master = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))
+        return dict(master, WORLD_SIZE="2", RANK="1", LOCAL_RANK="0", CUDA_VISIBLE_DEVICES=""), f"127.0.0.1:{ports[0]}"
     if BACKEND == "tensorflow":
         workers = [f"127.0.0.1:{port}" for port in ports]
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 0}}
@@ -177,7 +178,6 @@ def lonely_worker_environment():
 
 
 @pytest.mark.slow
-@multi_process
 def test_unreachable_peer_fails_in_bounded_time_with_one_line(tmp_path):
     make_image_folder(str(tmp_path / "data"), per_class=2, size=(20, 20))
     env, peer = lonely_worker_environment()
@@ -209,18 +209,6 @@ def test_unreachable_peer_fails_in_bounded_time_with_one_line(tmp_path):
     assert "Traceback" not in log
     assert elapsed < 90  # imports, then at most the 5 s timeout
     assert not os.path.exists(tmp_path / "out" / "history.csv")
-
-
-@pytest.mark.skipif(BACKEND != "torch", reason="the torch backend's limit")
-def test_torch_has_no_multi_process_training(monkeypatch):
-    """Said up front: a multi-worker TF_CONFIG on torch is a one-line error."""
-    from keras_sequencer.training import distribute
-
-    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
-    monkeypatch.setattr(distribute, "_CACHE", {})
-    with pytest.raises(ValueError, match="Multi-machine training is not supported by Keras' torch"):
-        distribute.setup_distribution()
 
 
 def test_timeout_setting_and_peer_addresses(monkeypatch):
