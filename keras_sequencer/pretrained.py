@@ -7,6 +7,9 @@ checked against its SHA-256 where one is published, converted to a Keras
 ``.weights.h5`` and cached under ``$KERAS_HOME/models/keras_sequencer/``
 (``~/.keras`` by default). Later loads read the cached file: no network, no
 conversion, nothing written (a read-only cache that holds the file works).
+This module fetches, checks and publishes files and builds no model: the
+conversion is done by its caller, :mod:`keras_sequencer.weights`, inside
+:func:`filling_cache`.
 
 Several processes may ask for the same weights at once (data-parallel
 workers, parallel test runs): one of them downloads and converts while
