@@ -19,7 +19,9 @@ Tensor maps (torch -> Keras):
 
 This module maps a checkpoint onto an existing model and builds none;
 :func:`keras_sequencer.registry.convert_checkpoint` writes a checkpoint's
-Keras ``.weights.h5`` (by registered name or by :func:`infer_arch`).
+Keras ``.weights.h5`` (by registered name or by :func:`infer_arch`), and
+``weights="imagenet"`` converts into the model being loaded
+(:mod:`keras_sequencer.weights`).
 """
 
 import contextlib
@@ -316,6 +318,14 @@ def head_classes(state_dict: Mapping[str, np.ndarray]) -> int | None:
     """Number of classes of the checkpoint's classifier (``head.fc``), or None without one."""
     bias = state_dict.get("head.fc.bias")
     return None if bias is None else int(bias.shape[0])
+
+
+def head_weights(state_dict: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
+    """The classifier of a timm-layout state dict as the Keras head's weights,
+    ``[kernel (features, classes), bias (classes,)]``, or None without one."""
+    if "head.fc.weight" not in state_dict:
+        return None
+    return [state_dict["head.fc.weight"].T, state_dict["head.fc.bias"]]
 
 
 def infer_arch(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:

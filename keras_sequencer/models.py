@@ -35,7 +35,9 @@ from keras_sequencer.layers import (
 # ImageNet-1k normalisation used by the published checkpoints (timm defaults);
 # re-exported here, their former home.
 from keras_sequencer.preprocessing import IMAGENET_MEAN, IMAGENET_STD, TensorLike
-from keras_sequencer.variants import TableView, get_variant
+
+# MODEL_CONFIGS (a view of keras_sequencer.variants.VARIANTS) is also importable from here.
+from keras_sequencer.variants import MODEL_CONFIGS, check_arch, get_variant, variant_for_arch  # noqa: F401
 
 # Every layer of the network is channels-last, whatever
 # keras.config.image_data_format() says; a channels_first model transposes its
@@ -44,11 +46,6 @@ CHANNELS_LAST = "channels_last"
 
 # Token mixers of the blocks: BiLSTM2D (Sequencer2D) or BiLSTM1D (VanillaSequencer).
 TOKEN_MIXERS = {"2d": Sequencer2DBlock, "1d": VanillaSequencerBlock}
-
-# Architectures (Sequencer2D keyword arguments) of the variants with published
-# weights, timm's sequencer2d_{s,m,l}: a read-only view of
-# keras_sequencer.variants.VARIANTS.
-MODEL_CONFIGS = TableView("MODEL_CONFIGS", lambda v: dict(v.arch) if v.pretrained else None)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -195,6 +192,7 @@ def Sequencer2D(
     position_embedding: bool = False,
     token_mixer: str = "2d",
     dropout_rate: float = 0.0,
+    weights_name: str | None = None,
 ) -> keras.Model:
     """Builds a Sequencer2D network (Tatsunami & Taki, NeurIPS 2022).
 
@@ -245,6 +243,12 @@ def Sequencer2D(
         token_mixer: ``"2d"`` (BiLSTM2D blocks) or ``"1d"`` (the VanillaSequencer's
             BiLSTM1D over the flattened tokens; ``union`` is then unused).
         dropout_rate: dropout before the classifier (with ``include_top``).
+        weights_name: the registered variant whose published weights
+            ``weights="imagenet"`` loads (``"sequencer2d_s"``, ...); it must have
+            this architecture. ``Sequencer2DS/M/L`` and
+            :func:`keras_sequencer.create_model` pass it. Left out, a published
+            architecture is looked up by its arguments here, once
+            (:func:`keras_sequencer.variants.variant_for_arch`).
 
     Under ``channels_first`` the model takes ``(batch, 3, height, width)``
     images and transposes them once (:class:`ChannelsFirstInput`); every layer
@@ -360,21 +364,26 @@ def Sequencer2D(
     model = SequencerModel(model_inputs, x, name=name)
 
     if weights is not None:
-        arch = dict(
-            layers=layers,
-            patch_sizes=patch_sizes,
-            embed_dims=embed_dims,
-            hidden_sizes=hidden_sizes,
-            mlp_ratios=mlp_ratios,
-            bidirectional=bidirectional,
-            union=union,
-            with_fc=with_fc,
-            rnn_type=rnn_type,
-            stem_norm=stem_norm,
-            position_embedding=position_embedding,
-            token_mixer=token_mixer,
-        )
-        weights_lib.load_weights(model, weights, arch, build=Sequencer2D)
+        if weights == "imagenet":
+            arch = dict(
+                layers=layers,
+                patch_sizes=patch_sizes,
+                embed_dims=embed_dims,
+                hidden_sizes=hidden_sizes,
+                mlp_ratios=mlp_ratios,
+                bidirectional=bidirectional,
+                union=union,
+                with_fc=with_fc,
+                rnn_type=rnn_type,
+                stem_norm=stem_norm,
+                position_embedding=position_embedding,
+                token_mixer=token_mixer,
+            )
+            if weights_name is None:
+                weights_name = variant_for_arch(arch)
+            else:
+                check_arch(weights_name, arch)
+        weights_lib.load_weights(model, weights, variant=weights_name)
     return model
 
 
@@ -450,6 +459,7 @@ def _variant(variant: str, doc_name: str) -> Callable[..., keras.Model]:
             include_preprocessing=include_preprocessing,
             name=name,
             implementation=implementation,
+            weights_name=variant,
         )
 
     builder.__name__ = doc_name

@@ -7,6 +7,9 @@ checked against its SHA-256 where one is published, converted to a Keras
 ``.weights.h5`` and cached under ``$KERAS_HOME/models/keras_sequencer/``
 (``~/.keras`` by default). Later loads read the cached file: no network, no
 conversion, nothing written (a read-only cache that holds the file works).
+This module fetches, checks and publishes files and builds no model: the
+conversion is done by its caller, :mod:`keras_sequencer.weights`, inside
+:func:`filling_cache`.
 
 Several processes may ask for the same weights at once (data-parallel
 workers, parallel test runs): one of them downloads and converts while
@@ -34,9 +37,8 @@ import time
 import urllib.error
 import urllib.request
 
-# variant_for_arch (a checkpoint's architecture -> its variant name) is one of
-# this module's public names: code that finds the weights of a checkpoint looks it up here.
-from keras_sequencer.variants import TableView, get_variant, variant_for_arch  # noqa: F401
+# variant_for_arch and PRETRAINED are also importable from here.
+from keras_sequencer.variants import PRETRAINED, get_variant, variant_for_arch  # noqa: F401
 
 # The OS file lock: flock on POSIX, msvcrt.locking on Windows. Python builds with
 # neither (Emscripten, WASI) cannot start a second process, so there is no one to wait for.
@@ -60,11 +62,6 @@ _CHUNK_BYTES = 1 << 20
 _PARTIAL = ".partial."
 
 logger = logging.getLogger(__name__)
-
-# variant -> its PublishedWeights as a dict (repo, commit, sha256, original_url,
-# top1, top5), for every variant with published weights: a read-only view of
-# keras_sequencer.variants.VARIANTS.
-PRETRAINED = TableView("PRETRAINED", lambda v: dataclasses.asdict(v.weights) if v.pretrained else None)
 
 
 def published_weights(variant):
@@ -349,36 +346,54 @@ def _check_seeded(variant, checkpoint):
         )
 
 
-def imagenet_weights_path(variant, convert):
-    """Path of the cached Keras ImageNet weights of ``variant``, fetched and converted on first use.
+@dataclasses.dataclass(frozen=True)
+class CacheFill:
+    """What :func:`filling_cache` hands its caller to convert.
 
-    Safe to call from several processes at once: one downloads and converts,
-    the others wait and reuse its result.
+    Attributes:
+        checkpoint: the downloaded (or pre-seeded) ``model.safetensors``,
+            SHA-256-checked where a hash is published.
+        output: the private temporary path to write the converted full-model
+            ``.weights.h5`` to; renamed to :func:`weights_cache_path` when the
+            ``with`` block ends without an exception.
+    """
 
-    Args:
-        variant: a name with published weights (``list_models(pretrained=True)``).
-        convert: ``convert(checkpoint_path, output_path)`` writes the full-model
-            ``.weights.h5`` of ``variant`` converted from the downloaded
-            checkpoint (``keras_sequencer.weights`` passes one that builds the
-            model being loaded; this module builds no model).
+    checkpoint: str
+    output: str
+
+
+@contextlib.contextmanager
+def filling_cache(variant):
+    """Fills the cache of ``variant``'s converted ImageNet weights, once per host.
+
+    Yields ``None`` when :func:`weights_cache_path` already holds them
+    (possibly published by another process while this one waited for the
+    lock; read it); otherwise a :class:`CacheFill` whose ``checkpoint`` the
+    ``with`` block converts into ``output``. This module only fetches, checks
+    and publishes files: the caller does the conversion, so it builds no model.
+
+    Safe to use from several processes at once: one downloads and converts
+    under the lock, the others wait and then get ``None``.
 
     Raises:
         ValueError: ``variant`` has no published weights; the download fails
-            its SHA-256 check or is not a valid checkpoint of that variant
-            (nothing is left in the cache); a pre-seeded checkpoint fails its
-            SHA-256 check.
+            its SHA-256 check, or the ``with`` block fails to convert it (not a
+            valid checkpoint of that variant; nothing is left in the cache); a
+            pre-seeded checkpoint fails its SHA-256 check.
         OSError: the checkpoint cannot be fetched (no network; the message
             says which file to fetch and where to put it), or the cache cannot
             be written (the message names it and ``KERAS_HOME``).
     """
     target = weights_cache_path(variant)
     if os.path.exists(target):
-        return target
+        yield None
+        return
     with _cache_writes():
         os.makedirs(cache_dir(), exist_ok=True)
     with _os_lock(lock_path(variant)):
         if os.path.exists(target):  # published while this process waited
-            return target
+            yield None
+            return
         _remove_leftovers(variant)
         checkpoint = checkpoint_cache_path(variant)
         downloaded = not os.path.exists(checkpoint)
@@ -389,7 +404,7 @@ def imagenet_weights_path(variant, convert):
         temp = _temp_path(variant, "weights.h5")
         print(f"keras-sequencer: converting {checkpoint} to Keras weights {target}", file=sys.stderr, flush=True)
         try:
-            convert(checkpoint, temp)
+            yield CacheFill(checkpoint, temp)
             os.replace(temp, target)
         except OSError as error:  # writing the .weights.h5: the checkpoint itself was read
             if downloaded:
@@ -404,4 +419,3 @@ def imagenet_weights_path(variant, convert):
         finally:
             _remove(temp)
         _remove(checkpoint)
-    return target

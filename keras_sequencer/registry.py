@@ -26,7 +26,9 @@ BUILDERS = {"sequencer2d": Sequencer2D, "vanilla": VanillaSequencer}
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """One registered model, as :data:`MODEL_REGISTRY` shows it.
+    """One registered model, as :data:`MODEL_REGISTRY` shows it: a row of
+    :data:`keras_sequencer.variants.VARIANTS` (a :class:`~keras_sequencer.variants.Variant`)
+    with its family's builder, kept for code that reads ``MODEL_REGISTRY``.
 
     Attributes:
         builder: :func:`Sequencer2D` or :func:`VanillaSequencer`.
@@ -58,8 +60,8 @@ def _spec(variant):
     )
 
 
-# name -> ModelSpec of every registered variant: a read-only view of
-# keras_sequencer.variants.VARIANTS.
+# name -> ModelSpec of every registered variant: a read-only view of the one table,
+# keras_sequencer.variants.VARIANTS, kept for code that reads it.
 MODEL_REGISTRY = TableView("MODEL_REGISTRY", _spec)
 
 
@@ -109,6 +111,8 @@ def create_model(name: str, weights: str | os.PathLike | None = None, **kwargs) 
     options = {**variant.defaults, "name": name, **kwargs}
     if variant.fixed_input_size:
         options.setdefault("input_shape", (variant.input_size, variant.input_size, 3))
+    if weights == "imagenet":
+        options["weights_name"] = name  # the published weights are looked up by name
     return builder(**variant.arch, weights=weights, **options)
 
 

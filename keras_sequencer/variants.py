@@ -4,9 +4,15 @@ default input size and published weights.
 Every lookup by name in the package reads :data:`VARIANTS` through
 :func:`get_variant`: :func:`keras_sequencer.create_model` (and with it the
 command line, training, :func:`keras_sequencer.feature_extractor` and
-checkpoint conversion), and ``weights="imagenet"`` on a builder call
-(:func:`variant_for_arch`). ``MODEL_CONFIGS``, ``MODEL_REGISTRY`` and
-``pretrained.PRETRAINED`` are read-only views derived from it.
+checkpoint conversion) and the ``Sequencer2DS/M/L`` builders, which pass the
+name on to ``weights="imagenet"``; a direct ``Sequencer2D(**arch,
+weights="imagenet")`` call finds its name once, at its entry, with
+:func:`variant_for_arch`.
+
+:data:`VARIANTS` is the one table. ``MODEL_CONFIGS`` (``keras_sequencer.models``),
+``MODEL_REGISTRY`` and ``ModelSpec`` (``keras_sequencer.registry``) and
+``PRETRAINED`` (``keras_sequencer.pretrained``) are kept for existing code as
+read-only views of it (:class:`TableView`), computed on every access.
 
 The ImageNet names are the registrations of the official okojoalg/sequencer
 repo (``models/two_dim_sequencer.py``, ``models/vanilla_sequencer.py``); the
@@ -298,9 +304,10 @@ def _normalize(arch):
 def variant_for_arch(arch):
     """Name of the variant with published weights whose architecture is ``arch``.
 
-    ``weights="imagenet"`` on a builder call (``Sequencer2D(**arch, weights=...)``)
-    names no variant; this finds it. ``arch`` are ``Sequencer2D``'s architecture
-    arguments; those left out take the builder's defaults, lists equal tuples.
+    ``Sequencer2D(**arch, weights="imagenet")`` without ``weights_name`` names
+    no variant; ``Sequencer2D`` calls this once, before loading, to find it.
+    ``arch`` are ``Sequencer2D``'s architecture arguments; those left out take
+    the builder's defaults, lists equal tuples.
 
     Raises:
         ValueError: no published variant has this architecture.
@@ -357,3 +364,29 @@ class TableView(collections.abc.Mapping):
 
     def __repr__(self):
         return f"{self._name}({self._items()!r})"
+
+
+def check_arch(name, arch):
+    """Raises a ``ValueError`` unless ``arch`` (``Sequencer2D``'s architecture
+    arguments, defaults filled in as :func:`variant_for_arch` does) is the
+    architecture of the registered variant ``name``: ``weights_name`` of a
+    builder must name the model being built."""
+    wanted = _normalize(get_variant(name).full_arch)
+    given = _normalize({**ARCH_DEFAULTS["sequencer2d"], **arch})
+    if given != wanted:
+        differ = sorted(key for key in given.keys() | wanted.keys() if given.get(key) != wanted.get(key))
+        raise ValueError(
+            f"weights_name={name!r} names another architecture than this model's "
+            f"(they differ in {', '.join(differ)}); pass the registered name of this "
+            "architecture, or leave weights_name out."
+        )
+
+
+# name -> architecture (Sequencer2D keyword arguments) of every variant with
+# published weights: a view of VARIANTS, importable as keras_sequencer.MODEL_CONFIGS.
+MODEL_CONFIGS = TableView("MODEL_CONFIGS", lambda v: dict(v.arch) if v.pretrained else None)
+
+# name -> its PublishedWeights as a dict (repo, commit, sha256, original_url, top1,
+# top5) for every variant with published weights: a view of VARIANTS, importable
+# as keras_sequencer.pretrained.PRETRAINED.
+PRETRAINED = TableView("PRETRAINED", lambda v: dataclasses.asdict(v.weights) if v.pretrained else None)

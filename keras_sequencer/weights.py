@@ -6,54 +6,51 @@ okojoalg/sequencer layout; needs torch), or ``"imagenet"``. A file that
 cannot be read (truncated, damaged, not a checkpoint) raises an ``OSError`` or
 ``ValueError`` naming it; so does :func:`load_model` for a saved ``.keras`` model.
 
-This module builds no model of its own choosing: the caller passes ``build``,
-the builder of the model being loaded (``Sequencer2D``), for the twin a
-``.weights.h5`` with another head is read into and for converting the
-ImageNet checkpoint. So the builders can import this module and not the
-other way round.
+Everything here works on the model it is given and builds none: a file with
+another classifier than the model's (or one with a classifier for a model
+without) loads every weight but the classifier's straight into the model, and
+the ImageNet cache is converted into, and written from, the model being
+loaded. The builders import this module; it calls nothing of theirs.
+
+The layout of a Keras ``.weights.h5`` (dataset paths such as
+``layers/sequencer2d_block/rnn_tokens/.../vars/0``) is read off the model by
+Keras' own saving walk (``keras.src.saving.saving_lib``) with a store that
+records paths and shapes instead of writing them.
 """
 
 import os
 import re
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from keras.src.saving import saving_lib
 
 from keras_sequencer import conversion, pretrained
-from keras_sequencer.variants import variant_for_arch
 
 if TYPE_CHECKING:
     import keras
     import numpy as np
 
-# The builder a caller passes (``Sequencer2D``): ``build(**arch, ...)`` -> the model.
-Builder = Callable[..., "keras.Model"]
 
-
-def load_weights(
-    model: "keras.Model", weights: str | os.PathLike, arch: Mapping[str, Any], build: Builder
-) -> "keras.Model":
+def load_weights(model: "keras.Model", weights: str | os.PathLike, variant: str | None = None) -> "keras.Model":
     """Loads ``weights`` into ``model``.
 
     Args:
-        model: a model built by ``build(**arch, ...)``.
+        model: a model built by ``Sequencer2D``.
         weights: ``"imagenet"`` or the path to a ``.weights.h5`` /
             ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin`` file.
-        arch: the builder's architecture keyword arguments.
-        build: the builder (``Sequencer2D``), called as
-            ``build(**arch, include_top=..., classes=..., classifier_activation=None,
-            input_shape=...)`` for a twin with the stored head.
+        variant: the registered name whose published weights ``"imagenet"``
+            means (``"sequencer2d_s"``, ...); needed only for ``"imagenet"``.
 
-    A ``.weights.h5`` file holds a full model (with its 1000-class head); for
-    ``include_top=False`` or another number of classes it is loaded into a twin
-    with the stored head and every layer but ``head`` is copied over.
+    A file with another classifier than the model's (``include_top=False``,
+    or another number of classes: a warning) loads every weight but the
+    classifier, which keeps its initialisation.
     """
     if weights == "imagenet":
-        variant = variant_for_arch(arch)
-        weights = pretrained.imagenet_weights_path(
-            variant, lambda checkpoint, output: convert_checkpoint_file(checkpoint, output, arch, build)
-        )
+        if variant is None:
+            raise ValueError("weights='imagenet' needs the variant's name (weights_name='sequencer2d_s', ...).")
+        return _load_imagenet(model, variant)
     path = os.fspath(weights)
     if not os.path.exists(path):
         raise ValueError(
@@ -62,19 +59,36 @@ def load_weights(
         )
     if path.endswith(conversion.CHECKPOINT_SUFFIXES):
         state_dict = conversion.read_checkpoint(path)
-        skip_head = _head_differs(model, conversion.head_classes(state_dict))
         try:
-            conversion.load_state_dict(model, state_dict, skip_head=skip_head)
+            _assign_checkpoint(model, state_dict)
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from error
     elif path.endswith(".weights.h5"):
         with conversion.reading_errors(path, "Keras weights file"):
-            load_keras_weights(model, path, arch, build)
+            load_keras_weights(model, path)
     else:
         raise ValueError(
             f"Unknown weights file {path!r}; expected a .weights.h5, {', '.join(conversion.CHECKPOINT_SUFFIXES)} file."
         )
     return model
+
+
+def _assign_checkpoint(model, state_dict):
+    """Assigns a timm-layout ``state_dict`` to ``model``, its classifier only when it fits."""
+    skip_head = _head_differs(model, conversion.head_classes(state_dict))
+    conversion.load_state_dict(model, state_dict, skip_head=skip_head)
+
+
+def _load_imagenet(model, variant):
+    """``weights="imagenet"``: from the cache, or converted into ``model`` (which
+    then writes the cache) the first time on this host."""
+    with pretrained.filling_cache(variant) as fill:
+        if fill is not None:
+            save_converted(model, conversion.read_checkpoint(fill.checkpoint), fill.output)
+            return model
+    path = pretrained.weights_cache_path(variant)
+    with conversion.reading_errors(path, "Keras weights file"):
+        return load_keras_weights(model, path)
 
 
 def check_output_path(output_path: str | os.PathLike) -> str:
@@ -88,36 +102,52 @@ def check_output_path(output_path: str | os.PathLike) -> str:
 def save_converted(
     model: "keras.Model", state_dict: Mapping[str, "np.ndarray"], output_path: str | os.PathLike
 ) -> "keras.Model":
-    """Assigns ``state_dict`` (timm layout) to ``model`` and writes its ``.weights.h5``."""
+    """Converts a checkpoint: assigns the timm-layout ``state_dict`` to ``model``
+    (its classifier only when it fits) and writes the checkpoint's full-model
+    ``.weights.h5`` (its classifier included, logits) in ``model``'s Keras layout.
+
+    The file holds the checkpoint's values (float32), not the model's: ``model``
+    may have another classifier or none (``include_top=False``; the classifier
+    is then written where a model with one keeps it, :data:`HEAD_GROUP`), or
+    another variable dtype, and the file is still the checkpoint's full model.
+    So converting needs no other model than the one being loaded.
+
+    Raises:
+        ValueError: ``output_path`` does not end in ``.weights.h5``, or
+            ``state_dict`` does not match ``model`` (naming the tensors).
+    """
     output_path = check_output_path(output_path)
-    conversion.load_state_dict(model, state_dict)
+    _assign_checkpoint(model, state_dict)
+    values = {
+        id(variable): transform(*(state_dict[key] for key in keys))
+        for variable, keys, transform in conversion.weight_map(model)
+        if all(key in state_dict for key in keys)
+    }
+    head = conversion.head_weights(state_dict)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    model.save_weights(output_path)
+    store = _ConvertedStore(output_path, values)
+    try:
+        saving_lib._save_state(model, store, None, "", set())
+        if head is not None and _model_classes(model) is None:
+            store.make(HEAD_GROUP, metadata={"name": "head"})
+            for index, value in enumerate(head):
+                store[str(index)] = value
+    finally:
+        store.close()
     return model
 
 
-def convert_checkpoint_file(
-    checkpoint_path: str | os.PathLike, output_path: str | os.PathLike, arch: Mapping[str, Any], build: Builder
-) -> "keras.Model":
-    """Converts a checkpoint of architecture ``arch`` into a full-model ``.weights.h5``
-    (with the checkpoint's head, logits) built by ``build``."""
-    check_output_path(output_path)
-    state_dict = conversion.read_checkpoint(checkpoint_path)
-    classes = conversion.head_classes(state_dict)
-    model = build(
-        **arch,
-        include_top=classes is not None,
-        classes=classes or 1000,
-        classifier_activation=None,
-    )
-    return save_converted(model, state_dict, output_path)
+def _head_layer(model):
+    """The classifier (the layer named ``head``) of ``model``, or None."""
+    for layer in model.layers:
+        if layer.name == "head":
+            return layer
+    return None
 
 
 def _model_classes(model):
-    for layer in model.layers:
-        if layer.name == "head":
-            return layer.units
-    return None
+    head = _head_layer(model)
+    return None if head is None else head.units
 
 
 def _head_differs(model, checkpoint_classes):
@@ -164,22 +194,75 @@ def stored_classes(path: str | os.PathLike) -> int | None:
     return conversion.head_classes(conversion.read_checkpoint(path))
 
 
+# Where a Sequencer2D ``.weights.h5`` keeps the classifier: Keras' saving names
+# a model's layers by class, and the head is the model's only top-level Dense.
+HEAD_GROUP = "layers/dense"
+# The classifier's datasets (kernel ``vars/0``, bias ``vars/1``) in such a file.
+HEAD_DATASET = re.compile(r"layers/dense(_\d+)?/vars/\d+")
+
+
 def _stored_head_classes(datasets):
     """Classes of the head stored in a Sequencer2D ``.weights.h5`` (its only top-level
     Dense, saved as ``layers/dense*/vars``), or None for a model without head."""
     for name, shape in datasets.items():
-        if re.fullmatch(r"layers/dense(_\d+)?/vars/1", name):
+        if HEAD_DATASET.fullmatch(name) and name.endswith("/1"):
             return shape[0]
     return None
 
 
-def _check_layout(model, datasets, path):
+class _LayoutStore(saving_lib.H5IOStore):
+    """A write-mode store for Keras' saving walk that records, for each dataset
+    the walk would write, its path in the ``.weights.h5`` and the value given
+    (a model variable) instead of writing anything."""
+
+    def __init__(self):
+        self.entries = {}
+        self._group = "vars"
+
+    def __bool__(self):
+        return True
+
+    def make(self, path, metadata=None):
+        self._group = f"{path}/vars" if path else "vars"
+        return self
+
+    def __setitem__(self, key, value):
+        self.entries[f"{self._group}/{key}"] = value
+
+    def close(self):
+        pass
+
+
+class _ConvertedStore(saving_lib.H5IOStore):
+    """Keras' ``.weights.h5`` writer that stores, for each variable found in
+    ``values`` (``{id(variable): array}``), that array instead of the variable."""
+
+    def __init__(self, path, values):
+        super().__init__(path, mode="w")
+        self._values = values
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, self._values.get(id(value), value))
+
+
+def _layout_entries(model):
+    """``{dataset path: variable}`` of what ``model.save_weights`` would write
+    (the optimizer state left out); nothing is written."""
+    store = _LayoutStore()
+    saving_lib._save_state(model, store, None, "", set())
+    return {path: value for path, value in store.entries.items() if not path.startswith(NON_MODEL_GROUPS)}
+
+
+def keras_layout(model: "keras.Model") -> dict[str, tuple[int, ...]]:
+    """``{dataset path: shape}`` of the model weights ``model.save_weights`` would
+    write (the optimizer state left out), read off the model: nothing is written."""
+    return {path: tuple(value.shape) for path, value in _layout_entries(model).items()}
+
+
+def _check_layout(model, expected, datasets, path):
     """Keras' ``load_weights`` silently ignores tensors the model has no place for;
-    refuse any difference between the file and the model instead."""
-    with tempfile.TemporaryDirectory() as tmp:
-        reference = os.path.join(tmp, "expected.weights.h5")
-        model.save_weights(reference)
-        expected = _h5_datasets(reference)
+    refuse any difference between the file's ``datasets`` and the model's
+    ``expected`` layout (both ``{dataset path: shape}``) instead."""
     missing = sorted(expected.keys() - datasets.keys())
     unexpected = sorted(datasets.keys() - expected.keys())
     mis_shaped = sorted(
@@ -203,28 +286,24 @@ def _check_layout(model, datasets, path):
         )
 
 
-def load_keras_weights(model: "keras.Model", path: str, arch: Mapping[str, Any], build: Builder) -> "keras.Model":
-    """Loads a full-model ``.weights.h5`` (as written by the converter) into ``model``,
-    through a twin built by ``build(**arch, ...)`` when the heads differ."""
+def load_keras_weights(model: "keras.Model", path: str) -> "keras.Model":
+    """Loads a full-model ``.weights.h5`` (as written by the converter or
+    ``save_weights``) into ``model``, after checking that it holds exactly
+    the model's tensors; when the heads differ (another number of classes, a
+    model or a file without one), everything but the classifier."""
     datasets = _h5_datasets(path)
     stored = _stored_head_classes(datasets)
+    entries = _layout_entries(model)
     if stored is not None and not _head_differs(model, stored):
-        _check_layout(model, datasets, path)
+        _check_layout(model, {name: tuple(v.shape) for name, v in entries.items()}, datasets, path)
         model.load_weights(path)
         return model
-    twin = build(
-        **arch,
-        include_top=stored is not None,
-        classes=stored or 1000,
-        classifier_activation=None,
-        input_shape=tuple(model.inputs[0].shape[1:]),
-    )
-    _check_layout(twin, datasets, path)
-    twin.load_weights(path)
-    twin_layers = {layer.name: layer for layer in twin.layers}
-    for layer in model.layers:
-        if layer.weights and layer.name != "head":
-            layer.set_weights(twin_layers[layer.name].get_weights())
+    head = _head_layer(model)
+    head_ids = {id(variable) for variable in head.weights} if head is not None else set()
+    expected = {name: tuple(v.shape) for name, v in entries.items() if id(v) not in head_ids}
+    datasets = {name: shape for name, shape in datasets.items() if not HEAD_DATASET.fullmatch(name)}
+    _check_layout(model, expected, datasets, path)
+    model.load_weights(path, objects_to_skip=None if head is None else [head])
     return model
 
 

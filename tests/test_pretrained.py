@@ -162,3 +162,58 @@ def test_published_table_matches_the_release(monkeypatch):
     hashes = {name: info["sha256"] for name, info in pretrained.PRETRAINED.items()}
     assert hashes["sequencer2d_m"] is None
     assert all(len(hashes[n]) == 64 for n in ("sequencer2d_s", "sequencer2d_l"))
+
+
+@pytest.fixture
+def built_models(monkeypatch):
+    """The Keras models constructed while the test runs (each once, however many
+    ``__init__`` calls its construction makes)."""
+    import keras
+
+    built = {}
+    init = keras.Model.__init__
+
+    def counting(self, *args, **kwargs):
+        built[id(self)] = self
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "__init__", counting)
+    return built
+
+
+@pytest.mark.parametrize("first", [dict(classes=10), dict(include_top=False), dict()], ids=["10", "no_top", "1000"])
+def test_imagenet_builds_only_the_model_asked_for(first, checkpoint, server, register, reference_weights, built_models):
+    """The first load converts into the model being built and writes the cache from it;
+    later loads read the cache into it: no second model, whatever the head."""
+    from keras_sequencer import create_model
+    from keras_sequencer.weights import stored_classes
+
+    body, _ = checkpoint
+    server.files[URL_PATH] = (body, len(body))
+    register(hashlib.sha256(body).hexdigest(), server.base_url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the 10-class head's warning
+        create_model(VARIANT, weights="imagenet", classifier_activation=None, **first)
+    assert len(built_models) == 1
+    # The cache holds the checkpoint's full model, its 1000-class head included.
+    assert stored_classes(pretrained.weights_cache_path(VARIANT)) == 1000
+    for kwargs in (dict(classes=10), dict(include_top=False), dict()):
+        built_models.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = create_model(VARIANT, weights="imagenet", classifier_activation=None, **kwargs)
+        assert len(built_models) == 1
+        if "classes" in kwargs:  # a fresh 10-class head on the ImageNet body
+            assert_weights_equal(model, dict(reference_weights, head=model.get_layer("head").get_weights()))
+        else:
+            assert_weights_equal(model, reference_weights, skip=["head"] if kwargs else [])
+    assert server.requests == [URL_PATH]
+
+
+def test_weights_name_must_name_the_models_architecture(register):
+    cache = register(None, closed_port_url())
+    with pytest.raises(ValueError, match=f"weights_name='{VARIANT}' names another architecture.*hidden_sizes"):
+        Sequencer2D(**dict(TINY_ARCH, hidden_sizes=(4, 6, 6, 8)), weights="imagenet", weights_name=VARIANT)
+    assert not os.path.exists(cache)  # refused before any download
+    with pytest.raises(ValueError, match="Unknown model 'sequencer2d_tinyy'"):
+        Sequencer2D(**TINY_ARCH, weights="imagenet", weights_name="sequencer2d_tinyy")

@@ -87,7 +87,10 @@ def convert(checkpoint, output):
         dst.write(data[len(data) // 2 :])
 
 
-with open(pretrained.imagenet_weights_path(spec["variant"], convert), "rb") as f:
+with pretrained.filling_cache(spec["variant"]) as fill:
+    if fill is not None:
+        convert(fill.checkpoint, fill.output)
+with open(pretrained.weights_cache_path(spec["variant"]), "rb") as f:
     print("weights-sha256", hashlib.sha256(f.read()).hexdigest())
 """
 )
@@ -98,16 +101,16 @@ MODEL_CHILD = (
 from keras_sequencer import Sequencer2D, weights
 
 if spec.get("stall_conversion"):
-    convert = weights.convert_checkpoint_file
+    convert = weights.save_converted
 
-    def stalled(checkpoint, output, *args):
+    def stalled(model, state_dict, output):
         # Half of the converted file on disk.
-        convert(checkpoint, output, *args)
+        convert(model, state_dict, output)
         with open(output, "r+b") as f:
             f.truncate(os.path.getsize(output) // 2)
         stall()
 
-    weights.convert_checkpoint_file = stalled
+    weights.save_converted = stalled
 model = Sequencer2D(**spec["arch"], weights="imagenet", classifier_activation=None)
 digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
 print("weights-sha256", digest)
@@ -331,6 +334,15 @@ def _copy_convert(checkpoint_path, output_path):
         dst.write(src.read())
 
 
+def _fill_cache(convert):
+    """What weights='imagenet' does with the cache, with ``convert(checkpoint, output)``
+    in place of the conversion; returns the cached file's path."""
+    with pretrained.filling_cache(VARIANT) as fill:
+        if fill is not None:
+            convert(fill.checkpoint, fill.output)
+    return pretrained.weights_cache_path(VARIANT)
+
+
 def test_full_disk_while_converting_names_the_cache_and_leaves_nothing(checkpoint, server, register):
     body, _ = checkpoint
     server.files[URL_PATH] = (body, len(body))
@@ -342,11 +354,11 @@ def test_full_disk_while_converting_names_the_cache_and_leaves_nothing(checkpoin
         raise OSError(errno.ENOSPC, "No space left on device", output_path)
 
     with pytest.raises(OSError, match="No space left on device") as info:
-        pretrained.imagenet_weights_path(VARIANT, convert)
+        _fill_cache(convert)
     _assert_cache_error(info.value)
     assert os.listdir(cache) == []
     # With room again it works.
-    path = pretrained.imagenet_weights_path(VARIANT, _copy_convert)
+    path = _fill_cache(_copy_convert)
     assert open(path, "rb").read() == body
 
 
@@ -373,7 +385,7 @@ def test_full_disk_while_downloading_names_the_cache_and_leaves_nothing(checkpoi
 
     monkeypatch.setattr(pretrained, "open", Full, raising=False)
     with pytest.raises(OSError, match="No space left on device") as info:
-        pretrained.imagenet_weights_path(VARIANT, _copy_convert)
+        _fill_cache(_copy_convert)
     _assert_cache_error(info.value)
     assert os.listdir(cache) == []
 
@@ -386,7 +398,7 @@ def test_preseeded_checkpoint_with_wrong_hash_is_named_and_kept(checkpoint, regi
     with open(seeded, "wb") as f:
         f.write(body[:-10])
     with pytest.raises(ValueError, match="does not have the published SHA-256") as info:
-        pretrained.imagenet_weights_path(VARIANT, _copy_convert)
+        _fill_cache(_copy_convert)
     assert seeded in str(info.value)
     assert os.listdir(cache) == [os.path.basename(seeded)]
 
@@ -402,5 +414,5 @@ def test_leftover_temp_files_are_removed(checkpoint, server, register):
     for name in leftovers + [other]:
         with open(os.path.join(cache, name), "wb") as f:
             f.write(b"partial")
-    pretrained.imagenet_weights_path(VARIANT, _copy_convert)
+    _fill_cache(_copy_convert)
     assert sorted(os.listdir(cache)) == sorted([stem + ".weights.h5", other])

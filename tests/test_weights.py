@@ -88,3 +88,55 @@ def test_keras_weights_of_a_trained_model_load_without_its_optimizer_state(tmp_p
     assert backbone.get_layer("stem").get_weights()[0].tolist() == trained.get_layer("stem").get_weights()[0].tolist()
     with pytest.raises(ValueError, match="another architecture.*missing tensors"):
         Sequencer2D(**dict(TINY_TRAIN_ARCH, layers=(2,)), classes=3, input_shape=(16, 16, 3), weights=str(path))
+
+
+def test_loading_a_keras_weights_file_writes_no_copy_of_the_weights(tmp_path, monkeypatch):
+    """The file's layout is checked against the model's own, read off the model:
+    no temporary file, no save_weights, also when the heads differ."""
+    import tempfile
+
+    import keras
+
+    from tests.helpers import assert_weights_equal, layer_weights
+
+    source = Sequencer2D(**TINY_ARCH, classes=10)
+    path = tmp_path / "source.weights.h5"
+    source.save_weights(str(path))
+    reference = layer_weights(source)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a copy of the weights was written while loading")
+
+    monkeypatch.setattr(keras.Model, "save_weights", refuse)
+    for name in ("mkstemp", "mkdtemp", "TemporaryDirectory", "NamedTemporaryFile", "TemporaryFile"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    assert_weights_equal(Sequencer2D(**TINY_ARCH, classes=10, weights=str(path)), reference)
+    assert_weights_equal(Sequencer2D(**TINY_ARCH, include_top=False, weights=str(path)), reference, skip=["head"])
+    with pytest.warns(UserWarning, match="10 classes and the model 3"):
+        other = Sequencer2D(**TINY_ARCH, classes=3, weights=str(path))
+    assert_weights_equal(other, dict(reference, head=other.get_layer("head").get_weights()))
+    with pytest.raises(ValueError, match="another architecture.*unexpected tensors"):
+        Sequencer2D(**dict(TINY_ARCH, layers=(2, 1, 1, 1)), include_top=False, weights=str(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.weights.h5"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(classes=3), dict(include_top=False), dict(include_top=False, pooling="max"), dict(stem_norm=True)],
+    ids=["top", "3_classes", "no_top", "max_pool", "stem_norm"],
+)
+def test_the_layout_read_off_the_model_is_the_one_save_weights_writes(kwargs, tmp_path):
+    """keras_layout follows Keras' saving walk: a Keras that changes it fails here."""
+    import h5py
+
+    from keras_sequencer.weights import HEAD_GROUP, keras_layout
+
+    model = Sequencer2D(**TINY_ARCH, **kwargs)
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(str(path))
+    written = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: written.update({name: obj.shape}) if isinstance(obj, h5py.Dataset) else None)
+    assert keras_layout(model) == written
+    head = {name for name in written if name.startswith(HEAD_GROUP + "/")}
+    assert head == ({f"{HEAD_GROUP}/vars/0", f"{HEAD_GROUP}/vars/1"} if kwargs.get("include_top", True) else set())

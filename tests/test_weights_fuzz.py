@@ -107,7 +107,6 @@ class Fuzzer:
         from keras_sequencer import Sequencer2D, conversion, weights
 
         self.np, self.conversion, self.weights = np, conversion, weights
-        self.build = Sequencer2D
         self.folder = folder
         keras.utils.set_random_seed(0)
         self.model = Sequencer2D(**ARCH, classes=3, classifier_activation=None, name="tiny")
@@ -179,9 +178,9 @@ class Fuzzer:
             return self.weights.load_model(path)
         if fmt != "weights.h5":
             state = self.conversion.read_checkpoint(path)
-            self.weights.load_weights(self.model, path, ARCH, build=self.build)
+            self.weights.load_weights(self.model, path)
             return state
-        self.weights.load_weights(self.model, path, ARCH, build=self.build)
+        self.weights.load_weights(self.model, path)
         return None
 
     def _expected(self, fmt, path, loaded):
