@@ -98,14 +98,9 @@ def resolve_implementation(implementation, rnn_type="lstm", platform=None):
 
 
 def resolved_implementation(layer):
-    """The implementation ``layer`` (a ``BiLSTM2D`` or a block with a
-    ``rnn_tokens`` token mixer) runs now, for its ``implementation`` and
-    ``rnn_type`` on the current backend and device (see
-    :func:`resolve_implementation`). A block whose token mixer has no fused
-    path (the VanillaSequencer's ``BiLSTM1D``) runs ``"keras"``."""
-    mixer = getattr(layer, "rnn_tokens", None)
-    if mixer is not None and not hasattr(mixer, "resolved_implementation"):
-        return "keras"
+    """The implementation a ``BiLSTM2D`` ``layer`` runs now, for its
+    ``implementation`` and ``rnn_type`` on the current backend and device
+    (see :func:`resolve_implementation`)."""
     return resolve_implementation(layer.implementation, layer.rnn_type)
 
 
