@@ -252,23 +252,14 @@ def Sequencer2D(
     inputs, source_tensor = _resolve_input(input_tensor, input_shape, channels_first)
     x = _image_input(inputs, channels_first, math.prod(patch_sizes), include_preprocessing, name)
     x = _stem(x, embed_dims[0], patch_sizes[0], stem_norm, position_embedding, name, tuple(inputs.shape[1:]))
-    block_rates = drop_path_schedule(drop_path_rate, sum(layers))
-    block_options = dict(bidirectional=bidirectional, with_fc=with_fc, rnn_type=rnn_type, implementation=implementation)
-    if token_mixer == "2d":
-        block_options["union"] = union
+    rates = iter(drop_path_schedule(drop_path_rate, sum(layers)))  # one per block, over all stages
+    block_options = dict(
+        bidirectional=bidirectional, union=union, with_fc=with_fc, rnn_type=rnn_type, implementation=implementation
+    )  # (union: BiLSTM2D's only)
     for i, depth in enumerate(layers):
-        first = sum(layers[:i])
-        x = _stage(
-            x,
-            i,
-            BLOCK_CLASSES[token_mixer],
-            [
-                dict(hidden_size=hidden_sizes[i], mlp_ratio=mlp_ratios[i], drop_path_rate=rate, **block_options)
-                for rate in block_rates[first : first + depth]
-            ],
-            embed_dims[i],
-            patch_sizes[i],
-        )
+        options = dict(hidden_size=hidden_sizes[i], mlp_ratio=mlp_ratios[i], **block_options)
+        blocks = [dict(options, drop_path_rate=next(rates)) for _ in range(depth)]
+        x = _stage(x, i, BLOCK_CLASSES[token_mixer], blocks, embed_dims[i], patch_sizes[i])
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
     x = _head(x, include_top, pooling, classes, classifier_activation, dropout_rate, channels_first)
 

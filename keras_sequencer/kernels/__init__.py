@@ -12,7 +12,8 @@ version of one uses :mod:`.generic`'s:
 - ``bilstm2d(x, rnns, concat)``: the LSTMs of a fused ``BiLSTM2D`` over the
   columns and rows of ``(B, H, W, C)``.
 - ``fused_block(block, x, training)``: a ``Sequencer2DBlock``'s call with
-  ``implementation="fused"``.
+  ``implementation="fused"``, over its ``block.parts()``
+  (:class:`.generic.BlockParts`) by :func:`.generic.block_forward`.
 - ``layer_norm(layer, x, training)``: a block's LayerNormalization.
 - ``dense(layer, x)`` / ``residual_dense(layer, x, y, in_place=False)``: a
   Dense on the fused path, ``layer(x)`` / ``x + layer(y)``.
