@@ -225,10 +225,8 @@ def layer_function(store: "WeightStore", layer: "keras.layers.Layer") -> Callabl
     if name == "PositionEmbedding":
         embedding = store.add(layer.embedding)
         return lambda x: x + embedding
-    if name == "Sequencer2DBlock":
-        return k.sequencer_block(store, layer, k.bilstm2d)
-    if name == "VanillaSequencerBlock":
-        return k.sequencer_block(store, layer, k.bilstm1d)
+    if name in ("Sequencer2DBlock", "VanillaSequencerBlock"):
+        return k.sequencer_block(store, layer)
     if name == "GlobalAveragePooling2D":
         return lambda x: tf.reduce_mean(x, axis=(1, 2))
     if name == "GlobalMaxPooling2D":

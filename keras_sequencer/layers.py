@@ -10,30 +10,69 @@ implementation is in :mod:`keras_sequencer.kernels`, reached through
 import keras
 from keras import ops
 
-from keras_sequencer.kernels import backend_kernels, resolved_implementation
-from keras_sequencer.kernels.generic import fused_lstm  # noqa: F401 (public since 0.1)
+from keras_sequencer.kernels import IMPLEMENTATIONS, backend_kernels, resolved_implementation
+from keras_sequencer.kernels.generic import (
+    BlockParts,
+    block_forward,
+    fused_lstm,  # noqa: F401 (public API)
+)
 from keras_sequencer.quantization import QuantizedSublayers
+from keras_sequencer.rnn import RNN_TYPES, make_rnn, rnn_cells
 
 PACKAGE = "keras_sequencer"
 
-# Recurrent layer classes selectable by name (``rnn_type``). Keras GRU uses
-# ``reset_after=True`` by default, which is the PyTorch GRU formulation.
-RNN_TYPES = {
-    "lstm": keras.layers.LSTM,
-    "gru": keras.layers.GRU,
-    "rnn": keras.layers.SimpleRNN,
-}
 UNIONS = ("cat", "add", "vertical", "horizontal")
-# How BiLSTM2D runs its recurrences (see BiLSTM2D); both read the same variables.
-IMPLEMENTATIONS = ("auto", "keras", "fused")
 
 
 def _register(cls):
     return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
 
 
+class RNNTokenMixer(QuantizedSublayers):
+    """Mix-in of a ``keras.layers.Layer``: what the token mixers
+    :class:`BiLSTM2D` and :class:`BiLSTM1D` share:
+    the RNN settings, the size of one RNN's output and the optional ``fc``
+    Dense back to the input channels.
+
+    ``BLOCK_OPTIONS``: the settings of a :class:`Sequencer2DBlock` the mixer
+    takes besides ``hidden_size``, ``bidirectional``, ``with_fc`` and
+    ``rnn_type``.
+    """
+
+    BLOCK_OPTIONS: tuple[str, ...] = ()
+
+    def __init__(self, hidden_size: int, bidirectional: bool, with_fc: bool, rnn_type: str, **kwargs):
+        if rnn_type not in RNN_TYPES:
+            raise ValueError(f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}.")
+        super().__init__(**kwargs)
+        self.hidden_size = int(hidden_size)
+        self.bidirectional = bool(bidirectional)
+        self.with_fc = bool(with_fc)
+        self.rnn_type = rnn_type
+        self.fc = None
+
+    @property
+    def rnn_output_size(self) -> int:
+        """Channels of one RNN's output (both directions)."""
+        return self.hidden_size * (2 if self.bidirectional else 1)
+
+    def build_fc(self, channels: int, inputs: int):
+        """Creates and builds ``fc``, ``Dense(channels)`` over ``inputs`` channels."""
+        self.fc = keras.layers.Dense(channels, name="fc", dtype=self.sublayer_dtype("fc"))
+        self.fc.build((None, inputs))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_size": self.hidden_size,
+            "bidirectional": self.bidirectional,
+            "with_fc": self.with_fc,
+            "rnn_type": self.rnn_type,
+        }
+
+
 @_register
-class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
+class BiLSTM2D(RNNTokenMixer, keras.layers.Layer):
     """Vertical and horizontal (bi)directional RNNs over an image's columns and rows.
 
     Input ``(B, H, W, C)``. The vertical RNN runs down each column (sequences of
@@ -65,6 +104,7 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
             files are identical.
     """
 
+    BLOCK_OPTIONS = ("union", "implementation")
     resolved_implementation = property(resolved_implementation)
 
     def __init__(
@@ -77,7 +117,6 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
         implementation: str = "auto",
         **kwargs,
     ):
-        super().__init__(**kwargs)
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"Unrecognized implementation {implementation!r}; expected one of {IMPLEMENTATIONS}.")
         if implementation == "fused" and rnn_type != "lstm":
@@ -87,24 +126,13 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
             )
         if union not in UNIONS:
             raise ValueError(f"Unrecognized union {union!r}; expected one of {UNIONS}.")
-        if rnn_type not in RNN_TYPES:
-            raise ValueError(f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}.")
-        self.hidden_size = int(hidden_size)
-        self.bidirectional = bool(bidirectional)
+        super().__init__(hidden_size, bidirectional, with_fc, rnn_type, **kwargs)
         self.union = union
-        self.with_fc = bool(with_fc)
-        self.rnn_type = rnn_type
         self.implementation = implementation
         self.with_vertical = union != "horizontal"
         self.with_horizontal = union != "vertical"
         self.rnn_v = self._make_rnn("rnn_v") if self.with_vertical else None
         self.rnn_h = self._make_rnn("rnn_h") if self.with_horizontal else None
-        self.fc = None
-
-    @property
-    def rnn_output_size(self):
-        """Channels of one RNN's output (both directions)."""
-        return self.hidden_size * (2 if self.bidirectional else 1)
 
     @property
     def union_size(self):
@@ -122,8 +150,7 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
             if rnn is not None:
                 rnn.build((None, None, channels))
         if self.with_fc:
-            self.fc = keras.layers.Dense(channels, name="fc", dtype=self.sublayer_dtype("fc"))
-            self.fc.build((None, self.union_size))
+            self.build_fc(channels, self.union_size)
         elif self.union_size != channels:
             raise ValueError(
                 f"BiLSTM2D with with_fc=False and union={self.union!r} outputs "
@@ -131,11 +158,10 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
                 "the residual connection needs them equal."
             )
 
-    def _cells(self, rnn):
-        """LSTM cells of one RNN: ``[forward]`` or ``[forward, backward]``."""
-        if isinstance(rnn, keras.layers.Bidirectional):
-            return [rnn.forward_layer.cell, rnn.backward_layer.cell]
-        return [rnn.cell]
+    def axis_rnns(self) -> list[tuple[int, keras.layers.Layer]]:
+        """The built RNNs with the axis of ``(B, H, W, C)`` each runs along:
+        ``(1, rnn_v)`` (down the columns) and ``(2, rnn_h)`` (along the rows)."""
+        return [(axis, rnn) for axis, rnn in ((1, self.rnn_v), (2, self.rnn_h)) if rnn is not None]
 
     def call(self, x):
         y = self.mix(x)
@@ -170,7 +196,7 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
         """:meth:`mix` by the backend's fused kernel (``bilstm2d``), over the
         same LSTM cells: the vertical RNN along axis 1 (columns), the
         horizontal one along axis 2 (rows)."""
-        rnns = [(axis, self._cells(rnn)) for axis, rnn in ((1, self.rnn_v), (2, self.rnn_h)) if rnn is not None]
+        rnns = [(axis, rnn_cells(rnn)) for axis, rnn in self.axis_rnns()]
         kernels = backend_kernels()
         if self.union == "cat" or len(rnns) == 1:
             return kernels.bilstm2d(x, rnns, concat=True)
@@ -182,15 +208,59 @@ class BiLSTM2D(QuantizedSublayers, keras.layers.Layer):
         return tuple(input_shape[:-1]) + (channels,)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "hidden_size": self.hidden_size,
-            "bidirectional": self.bidirectional,
-            "union": self.union,
-            "with_fc": self.with_fc,
-            "rnn_type": self.rnn_type,
-            "implementation": self.implementation,
-        }
+        return {**super().get_config(), "union": self.union, "implementation": self.implementation}
+
+
+@_register
+class BiLSTM1D(RNNTokenMixer, keras.layers.Layer):
+    """A (bi)directional RNN over the flattened token sequence of an image
+    (the VanillaSequencer's token mixer).
+
+    ``(B, H, W, C)`` is read row by row as one sequence of ``H*W`` tokens, run
+    through the RNN and reshaped back to ``(B, H, W, D)``, ``D = hidden_size * (2
+    if bidirectional else 1)``. With ``with_fc`` a Dense maps ``D`` back to ``C``;
+    without it (the paper's VanillaSequencer) ``D`` must equal ``C``.
+
+    Args:
+        hidden_size: units of each RNN direction.
+        bidirectional: run the RNN forwards and backwards.
+        with_fc: project the RNN output back to the input channels.
+        rnn_type: ``"lstm"``, ``"gru"`` or ``"rnn"``, as in :class:`BiLSTM2D`.
+    """
+
+    def __init__(
+        self, hidden_size: int, bidirectional: bool = True, with_fc: bool = False, rnn_type: str = "lstm", **kwargs
+    ):
+        super().__init__(hidden_size, bidirectional, with_fc, rnn_type, **kwargs)
+        self.rnn = make_rnn(rnn_type, self.hidden_size, self.bidirectional, "rnn")
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError("BiLSTM1D needs a known channel dimension.")
+        self.rnn.build((None, None, channels))
+        if self.with_fc:
+            self.build_fc(channels, self.rnn_output_size)
+        elif self.rnn_output_size != channels:
+            raise ValueError(
+                f"BiLSTM1D with with_fc=False outputs {self.rnn_output_size} channels "
+                f"(hidden_size {self.hidden_size}, bidirectional={self.bidirectional}), but "
+                f"its input has {channels}; the residual connection needs them equal."
+            )
+
+    def call(self, x):
+        batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
+        y = self.rnn(ops.reshape(x, (batch, -1, x.shape[-1])))
+        y = ops.reshape(y, (batch, height, width, self.rnn_output_size))
+        return self.fc(y) if self.fc is not None else y
+
+    def compute_output_shape(self, input_shape):
+        channels = input_shape[-1] if self.with_fc else self.rnn_output_size
+        return tuple(input_shape[:-1]) + (channels,)
+
+
+# The token mixers a Sequencer2DBlock can be built with (its ``token_mixer``).
+TOKEN_MIXERS = {"2d": BiLSTM2D, "1d": BiLSTM1D}
 
 
 @_register
@@ -227,11 +297,16 @@ class DropPath(keras.layers.Layer):
 class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
     """One Sequencer2D block, ``(B, H, W, C) -> (B, H, W, C)``.
 
-    ``x + drop_path(BiLSTM2D(LayerNorm(x)))`` then
+    ``x + drop_path(mixer(LayerNorm(x)))`` then
     ``x + drop_path(MLP(LayerNorm(x)))`` with LayerNorm eps 1e-6 and an MLP of
     ``Dense(mlp_ratio * C) -> exact GELU -> Dense(C)``.
     Sublayers are named as timm's: ``norm1``, ``rnn_tokens``, ``norm2``,
-    ``mlp_fc1``, ``mlp_fc2``.
+    ``mlp_fc1``, ``mlp_fc2``; :meth:`parts` hands them to the kernels.
+
+    The token mixer is a part, chosen by ``token_mixer`` (as timm's
+    ``rnn_layer=``): ``"2d"`` :class:`BiLSTM2D` (which takes the block's
+    ``union`` and ``implementation``) or ``"1d"`` :class:`BiLSTM1D` (one RNN
+    over the ``H*W`` tokens; ``union`` unused, always the ``"keras"`` path).
 
     With ``implementation="fused"`` (or ``"auto"`` resolved to it, as in
     :class:`BiLSTM2D`) the call is the backend's ``fused_block`` kernel
@@ -239,7 +314,8 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
     on torch and an XLA-compiled inference call on TensorFlow.
     """
 
-    resolved_implementation = property(resolved_implementation)
+    # The token mixer of a block built without ``token_mixer`` (not saved in its config).
+    DEFAULT_TOKEN_MIXER = "2d"
 
     def __init__(
         self,
@@ -252,9 +328,13 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         drop_path_rate: float = 0.0,
         layer_norm_epsilon: float = 1e-6,
         implementation: str = "auto",
+        token_mixer: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        token_mixer = self.DEFAULT_TOKEN_MIXER if token_mixer is None else token_mixer
+        if token_mixer not in TOKEN_MIXERS:
+            raise ValueError(f"Unrecognized token_mixer {token_mixer!r}; expected one of {tuple(TOKEN_MIXERS)}.")
         self.hidden_size = int(hidden_size)
         self.mlp_ratio = float(mlp_ratio)
         self.bidirectional = bool(bidirectional)
@@ -264,24 +344,27 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         self.drop_path_rate = float(drop_path_rate)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.implementation = implementation
+        self.token_mixer = token_mixer
         self.norm1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm1")
-        self.rnn_tokens = self._make_token_mixer("rnn_tokens")
+        mixer_class = TOKEN_MIXERS[token_mixer]
+        self.rnn_tokens = mixer_class(
+            self.hidden_size,
+            bidirectional=self.bidirectional,
+            with_fc=self.with_fc,
+            rnn_type=self.rnn_type,
+            name="rnn_tokens",
+            **{option: getattr(self, option) for option in mixer_class.BLOCK_OPTIONS},
+        )
         self.norm2 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm2")
         self.drop_path = DropPath(drop_path_rate, name="drop_path")
         self.mlp_fc1 = None
         self.mlp_fc2 = None
 
-    def _make_token_mixer(self, name):
-        """The token-mixing layer: BiLSTM2D here; :class:`VanillaSequencerBlock` swaps it."""
-        return BiLSTM2D(
-            self.hidden_size,
-            bidirectional=self.bidirectional,
-            union=self.union,
-            with_fc=self.with_fc,
-            rnn_type=self.rnn_type,
-            implementation=self.implementation,
-            name=name,
-        )
+    @property
+    def resolved_implementation(self) -> str:
+        """What the block runs here: its token mixer's resolved implementation
+        (``"keras"`` for a mixer without a fused path, :class:`BiLSTM1D`)."""
+        return getattr(self.rnn_tokens, "resolved_implementation", "keras")
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -296,6 +379,23 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         self.mlp_fc2 = keras.layers.Dense(dim, name="mlp_fc2", dtype=self.sublayer_dtype("mlp_fc2"))
         self.mlp_fc2.build(tuple(input_shape[:-1]) + (int(self.mlp_ratio * dim),))
 
+    def parts(self) -> BlockParts:
+        """The block's sub-layers and settings as the kernels read them
+        (:class:`~keras_sequencer.kernels.generic.BlockParts`): the one place
+        that names them for code outside this class."""
+        mixer = self.rnn_tokens
+        return BlockParts(
+            norm1=self.norm1,
+            mixer=mixer,
+            mix=getattr(mixer, "mix", None),
+            mixer_fc=mixer.fc,
+            norm2=self.norm2,
+            mlp_fc1=self.mlp_fc1,
+            mlp_fc2=self.mlp_fc2,
+            drop_path=self.drop_path,
+            drop_path_rate=self.drop_path_rate,
+        )
+
     def call(self, x, training=None):
         if self.resolved_implementation == "fused":
             return backend_kernels().fused_block(self, x, training)
@@ -303,19 +403,24 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
 
     def forward_pass(self, x, training=None):
         """The block, as timm's ``Sequencer2dBlock.forward``:
-        ``(B, H, W, C) -> (B, H, W, C)``."""
+        ``(B, H, W, C) -> (B, H, W, C)``, by
+        :func:`~keras_sequencer.kernels.generic.block_forward` with the
+        sub-layers called as Keras layers."""
         kernels = backend_kernels()
-        tokens = self.rnn_tokens(kernels.layer_norm(self.norm1, x, training))
-        x = x + self.drop_path(tokens, training=training)
-        hidden = self.mlp_fc1(kernels.layer_norm(self.norm2, x, training))
-        hidden = ops.gelu(hidden, approximate=False)
-        return x + self.drop_path(self.mlp_fc2(hidden), training=training)
+        return block_forward(
+            x,
+            self.parts(),
+            norm=lambda layer, t: kernels.layer_norm(layer, t, training),
+            residual=lambda t, layer, y: t + self.drop_path(layer(y), training=training),
+            dense=lambda layer, t: layer(t),
+            gelu=lambda t: ops.gelu(t, approximate=False),
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "hidden_size": self.hidden_size,
             "mlp_ratio": self.mlp_ratio,
@@ -327,6 +432,11 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "implementation": self.implementation,
         }
+        if "union" not in TOKEN_MIXERS[self.token_mixer].BLOCK_OPTIONS:
+            del config["union"]
+        if self.token_mixer != self.DEFAULT_TOKEN_MIXER:
+            config["token_mixer"] = self.token_mixer
+        return config
 
 
 @_register
@@ -411,83 +521,17 @@ class ImageInputCheck(keras.layers.Layer):
         }
 
 
-# ------------------------------------------------- the 1-D (vanilla) Sequencer --
-@_register
-class BiLSTM1D(QuantizedSublayers, keras.layers.Layer):
-    """A (bi)directional RNN over the flattened token sequence of an image.
-
-    ``(B, H, W, C)`` is read row by row as one sequence of ``H*W`` tokens, run
-    through the RNN and reshaped back to ``(B, H, W, D)``, ``D = hidden_size * (2
-    if bidirectional else 1)``. With ``with_fc`` a Dense maps ``D`` back to ``C``;
-    without it (the paper's VanillaSequencer) ``D`` must equal ``C``.
-
-    Args:
-        hidden_size: units of each RNN direction.
-        bidirectional: run the RNN forwards and backwards.
-        with_fc: project the RNN output back to the input channels.
-        rnn_type: ``"lstm"``, ``"gru"`` or ``"rnn"``, as in :class:`BiLSTM2D`.
-    """
-
-    def __init__(
-        self, hidden_size: int, bidirectional: bool = True, with_fc: bool = False, rnn_type: str = "lstm", **kwargs
-    ):
-        super().__init__(**kwargs)
-        if rnn_type not in RNN_TYPES:
-            raise ValueError(f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}.")
-        self.hidden_size = int(hidden_size)
-        self.bidirectional = bool(bidirectional)
-        self.with_fc = bool(with_fc)
-        self.rnn_type = rnn_type
-        self.rnn = make_rnn(rnn_type, self.hidden_size, self.bidirectional, "rnn")
-        self.fc = None
-
-    @property
-    def rnn_output_size(self):
-        return self.hidden_size * (2 if self.bidirectional else 1)
-
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError("BiLSTM1D needs a known channel dimension.")
-        self.rnn.build((None, None, channels))
-        if self.with_fc:
-            self.fc = keras.layers.Dense(channels, name="fc", dtype=self.sublayer_dtype("fc"))
-            self.fc.build((None, self.rnn_output_size))
-        elif self.rnn_output_size != channels:
-            raise ValueError(
-                f"BiLSTM1D with with_fc=False outputs {self.rnn_output_size} channels "
-                f"(hidden_size {self.hidden_size}, bidirectional={self.bidirectional}), but "
-                f"its input has {channels}; the residual connection needs them equal."
-            )
-
-    def call(self, x):
-        batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
-        y = self.rnn(ops.reshape(x, (batch, -1, x.shape[-1])))
-        y = ops.reshape(y, (batch, height, width, self.rnn_output_size))
-        return self.fc(y) if self.fc is not None else y
-
-    def compute_output_shape(self, input_shape):
-        channels = input_shape[-1] if self.with_fc else self.rnn_output_size
-        return tuple(input_shape[:-1]) + (channels,)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "hidden_size": self.hidden_size,
-            "bidirectional": self.bidirectional,
-            "with_fc": self.with_fc,
-            "rnn_type": self.rnn_type,
-        }
-
-
 @_register
 class VanillaSequencerBlock(Sequencer2DBlock):
-    """The VanillaSequencer block: :class:`Sequencer2DBlock` with :class:`BiLSTM1D`
-    (one RNN over all ``H*W`` tokens) as the token mixer. ``(B, H, W, C) -> same``.
+    """The VanillaSequencer block: :class:`Sequencer2DBlock` built with the
+    :class:`BiLSTM1D` token mixer (``token_mixer="1d"``), under the name its
+    saved files carry. ``(B, H, W, C) -> same``.
 
     ``with_fc`` defaults to ``False`` as in the paper (then ``2 * hidden_size``
     must equal ``C``); there is no ``union``.
     """
+
+    DEFAULT_TOKEN_MIXER = "1d"
 
     def __init__(
         self,
@@ -500,7 +544,6 @@ class VanillaSequencerBlock(Sequencer2DBlock):
         layer_norm_epsilon: float = 1e-6,
         **kwargs,
     ):
-        kwargs.pop("union", None)
         super().__init__(
             hidden_size,
             mlp_ratio=mlp_ratio,
@@ -512,19 +555,9 @@ class VanillaSequencerBlock(Sequencer2DBlock):
             **kwargs,
         )
 
-    def _make_token_mixer(self, name):
-        return BiLSTM1D(
-            self.hidden_size,
-            bidirectional=self.bidirectional,
-            with_fc=self.with_fc,
-            rnn_type=self.rnn_type,
-            name=name,
-        )
 
-    def get_config(self):
-        config = super().get_config()
-        config.pop("union")
-        return config
+# The registered block class of each token mixer: the class name a saved model carries.
+BLOCK_CLASSES = {"2d": Sequencer2DBlock, "1d": VanillaSequencerBlock}
 
 
 @_register
@@ -564,25 +597,3 @@ class PositionEmbedding(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-
-def make_rnn(rnn_type, units, bidirectional, name):
-    """A sequence-returning ``rnn_type`` RNN named ``name``, wrapped in
-    ``Bidirectional(merge_mode="concat")`` when ``bidirectional``.
-
-    ``Bidirectional`` copies the layer it is given through
-    ``serialize``/``deserialize``. Inside ``keras.saving.load_model`` that runs in
-    an object-sharing scope keyed by ``id()``: once a throwaway layer is freed, a
-    later one may get its ``id`` and be "deserialized" as an earlier block's
-    layer (load then fails with "Forward layer and backward layer should have
-    different go_backwards value", or silently shares a layer). So the backward
-    layer is passed explicitly and the forward template is kept alive.
-    """
-    rnn_class = RNN_TYPES[rnn_type]
-    if not bidirectional:
-        return rnn_class(units, return_sequences=True, name=name)
-    forward = rnn_class(units, return_sequences=True)
-    backward = rnn_class(units, return_sequences=True, go_backwards=True)
-    rnn = keras.layers.Bidirectional(forward, backward_layer=backward, merge_mode="concat", name=name)
-    object.__setattr__(rnn, "_forward_template", forward)  # untracked, keeps its id unique
-    return rnn

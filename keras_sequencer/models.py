@@ -23,17 +23,10 @@ import keras
 from keras_sequencer import runtime
 from keras_sequencer import weights as weights_lib
 from keras_sequencer.kernels import resolved_implementations
-from keras_sequencer.layers import (
-    PACKAGE,
-    ImageInputCheck,
-    PatchEmbedding,
-    PositionEmbedding,
-    Sequencer2DBlock,
-    VanillaSequencerBlock,
-)
+from keras_sequencer.layers import BLOCK_CLASSES, PACKAGE, ImageInputCheck, PatchEmbedding, PositionEmbedding
 
-# ImageNet-1k normalisation used by the published checkpoints (timm defaults);
-# re-exported here, their former home.
+# ImageNet-1k normalisation used by the published checkpoints (timm defaults),
+# also importable from here.
 from keras_sequencer.preprocessing import IMAGENET_MEAN, IMAGENET_STD, TensorLike
 
 # MODEL_CONFIGS (a view of keras_sequencer.variants.VARIANTS) is also importable from here.
@@ -43,9 +36,6 @@ from keras_sequencer.variants import MODEL_CONFIGS, check_arch, get_variant, var
 # keras.config.image_data_format() says; a channels_first model transposes its
 # input (and its 4-D features output) once.
 CHANNELS_LAST = "channels_last"
-
-# Token mixers of the blocks: BiLSTM2D (Sequencer2D) or BiLSTM1D (VanillaSequencer).
-TOKEN_MIXERS = {"2d": Sequencer2DBlock, "1d": VanillaSequencerBlock}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -261,102 +251,21 @@ def Sequencer2D(
     Returns:
         A ``keras.Model``.
     """
-    num_stages = len(layers)
-    for arg_name, values in (
-        ("patch_sizes", patch_sizes),
-        ("embed_dims", embed_dims),
-        ("hidden_sizes", hidden_sizes),
-        ("mlp_ratios", mlp_ratios),
-    ):
-        if len(values) != num_stages:
-            raise ValueError(f"{arg_name} has {len(values)} entries but layers has {num_stages}.")
-    if token_mixer not in TOKEN_MIXERS:
-        raise ValueError(f"token_mixer must be one of {tuple(TOKEN_MIXERS)}; got {token_mixer!r}.")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
-    total_stride = math.prod(patch_sizes)
-
+    _check_architecture(layers, patch_sizes, embed_dims, hidden_sizes, mlp_ratios, token_mixer, pooling)
     channels_first = keras.config.image_data_format() == "channels_first"
     inputs, source_tensor = _resolve_input(input_tensor, input_shape, channels_first)
-    channels = inputs.shape[1 if channels_first else -1]
-    if channels is None:
-        raise ValueError("The number of input channels must be known.")
-    x = inputs
-    if channels_first:
-        # The network computes channels-last: one transpose at the input.
-        x = ChannelsFirstInput(channels, model_name=name, name="to_channels_last")(x)
-    for size in x.shape[1:3]:
-        if size is not None and size < total_stride:
-            raise ValueError(
-                f"{name} needs images of at least {total_stride}x{total_stride} pixels "
-                f"(its total stride); got input_shape {tuple(inputs.shape[1:])}."
-            )
-    x = ImageInputCheck(channels, total_stride, model_name=name, name="input_check")(x)
-    if include_preprocessing:
-        if channels != 3:
-            raise ValueError("include_preprocessing needs RGB inputs (3 channels).")
-        x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
-        x = keras.layers.Normalization(
-            mean=IMAGENET_MEAN,
-            variance=[s**2 for s in IMAGENET_STD],
-            name="normalization",
-        )(x)
-
-    x = PatchEmbedding(embed_dims[0], patch_sizes[0], data_format=CHANNELS_LAST, name="stem")(x)
-    if stem_norm:
-        x = keras.layers.LayerNormalization(epsilon=1e-6, name="stem_norm")(x)
-    if position_embedding:
-        if None in x.shape[1:3]:
-            raise ValueError(
-                f"{name}: position_embedding=True needs a fixed input_shape "
-                f"(height, width, channels); got {tuple(inputs.shape[1:])}."
-            )
-        x = PositionEmbedding(name="pos_embed")(x)
-    block_class = TOKEN_MIXERS[token_mixer]
-    block_rates = drop_path_schedule(drop_path_rate, sum(layers))
-    mixer_options = dict(union=union) if token_mixer == "2d" else {}
-    for i in range(num_stages):
-        if i > 0:
-            x = PatchEmbedding(
-                embed_dims[i],
-                patch_sizes[i],
-                data_format=CHANNELS_LAST,
-                name=f"stages_{i}_downsample",
-            )(x)
-        for j in range(layers[i]):
-            x = block_class(
-                hidden_sizes[i],
-                mlp_ratio=mlp_ratios[i],
-                bidirectional=bidirectional,
-                with_fc=with_fc,
-                rnn_type=rnn_type,
-                drop_path_rate=block_rates[sum(layers[:i]) + j],
-                implementation=implementation,
-                name=f"stages_{i}_blocks_{j}",
-                **mixer_options,
-            )(x)
+    x = _image_input(inputs, channels_first, math.prod(patch_sizes), include_preprocessing, name)
+    x = _stem(x, embed_dims[0], patch_sizes[0], stem_norm, position_embedding, name, tuple(inputs.shape[1:]))
+    rates = iter(drop_path_schedule(drop_path_rate, sum(layers)))  # one per block, over all stages
+    block_options = dict(
+        bidirectional=bidirectional, union=union, with_fc=with_fc, rnn_type=rnn_type, implementation=implementation
+    )  # (union: BiLSTM2D's only)
+    for i, depth in enumerate(layers):
+        options = dict(hidden_size=hidden_sizes[i], mlp_ratio=mlp_ratios[i], **block_options)
+        blocks = [dict(options, drop_path_rate=next(rates)) for _ in range(depth)]
+        x = _stage(x, i, BLOCK_CLASSES[token_mixer], blocks, embed_dims[i], patch_sizes[i])
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_LAST, name="avg_pool")(x)
-        if dropout_rate:
-            x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
-        # Under a mixed policy the classifier computes in float32 (stable softmax / loss).
-        mixed = keras.config.dtype_policy().name.startswith("mixed")
-        x = keras.layers.Dense(
-            classes,
-            activation=classifier_activation,
-            name="head",
-            dtype="float32" if mixed else None,
-        )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_LAST, name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(data_format=CHANNELS_LAST, name="max_pool")(x)
-
-    elif channels_first:
-        # 4-D features in the configured layout, as keras.applications models.
-        x = keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)
+    x = _head(x, include_top, pooling, classes, classifier_activation, dropout_rate, channels_first)
 
     model_inputs = inputs
     if source_tensor is not None:
@@ -385,6 +294,106 @@ def Sequencer2D(
                 check_arch(weights_name, arch)
         weights_lib.load_weights(model, weights, variant=weights_name)
     return model
+
+
+def _check_architecture(layers, patch_sizes, embed_dims, hidden_sizes, mlp_ratios, token_mixer, pooling):
+    """Raises a ``ValueError`` naming the argument for per-stage lists of
+    another length than ``layers``, an unknown ``token_mixer`` or ``pooling``."""
+    for arg_name, values in (
+        ("patch_sizes", patch_sizes),
+        ("embed_dims", embed_dims),
+        ("hidden_sizes", hidden_sizes),
+        ("mlp_ratios", mlp_ratios),
+    ):
+        if len(values) != len(layers):
+            raise ValueError(f"{arg_name} has {len(values)} entries but layers has {len(layers)}.")
+    if token_mixer not in BLOCK_CLASSES:
+        raise ValueError(f"token_mixer must be one of {tuple(BLOCK_CLASSES)}; got {token_mixer!r}.")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
+
+
+def _image_input(inputs, channels_first, total_stride, include_preprocessing, name):
+    """The layers from the model's input to the stem's: the transpose of a
+    ``channels_first`` input to ``(B, H, W, C)``, the size check (at least
+    ``total_stride`` pixels, now for a known size, at call time for a free
+    one: :class:`ImageInputCheck`) and, with ``include_preprocessing``, the
+    scaling of ``[0, 255]`` RGB images by the ImageNet mean and std."""
+    channels = inputs.shape[1 if channels_first else -1]
+    if channels is None:
+        raise ValueError("The number of input channels must be known.")
+    x = inputs
+    if channels_first:
+        # The network computes channels-last: one transpose at the input.
+        x = ChannelsFirstInput(channels, model_name=name, name="to_channels_last")(x)
+    for size in x.shape[1:3]:
+        if size is not None and size < total_stride:
+            raise ValueError(
+                f"{name} needs images of at least {total_stride}x{total_stride} pixels "
+                f"(its total stride); got input_shape {tuple(inputs.shape[1:])}."
+            )
+    x = ImageInputCheck(channels, total_stride, model_name=name, name="input_check")(x)
+    if include_preprocessing:
+        if channels != 3:
+            raise ValueError("include_preprocessing needs RGB inputs (3 channels).")
+        x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
+        x = keras.layers.Normalization(
+            mean=IMAGENET_MEAN,
+            variance=[s**2 for s in IMAGENET_STD],
+            name="normalization",
+        )(x)
+    return x
+
+
+def _stem(x, embed_dim, patch_size, stem_norm, position_embedding, name, input_shape):
+    """The stem, ``(B, H, W, C) -> (B, H / p, W / p, embed_dim)``: the patch
+    embedding ``stem``, then optionally ``stem_norm`` (LayerNorm, eps 1e-6) and
+    a learned position embedding ``pos_embed``, which needs a fixed size (the
+    error names the model's ``input_shape``)."""
+    x = PatchEmbedding(embed_dim, patch_size, data_format=CHANNELS_LAST, name="stem")(x)
+    if stem_norm:
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name="stem_norm")(x)
+    if position_embedding:
+        if None in x.shape[1:3]:
+            raise ValueError(
+                f"{name}: position_embedding=True needs a fixed input_shape "
+                f"(height, width, channels); got {input_shape}."
+            )
+        x = PositionEmbedding(name="pos_embed")(x)
+    return x
+
+
+def _stage(x, index, block_class, blocks, embed_dim, patch_size):
+    """Stage ``index``: after the first, a ``PatchEmbedding`` to ``embed_dim``
+    channels (``stages_{index}_downsample``), then one ``block_class`` block
+    per entry of ``blocks`` (its keyword arguments), ``stages_{index}_blocks_{j}``."""
+    if index > 0:
+        x = PatchEmbedding(embed_dim, patch_size, data_format=CHANNELS_LAST, name=f"stages_{index}_downsample")(x)
+    for j, options in enumerate(blocks):
+        x = block_class(name=f"stages_{index}_blocks_{j}", **options)(x)
+    return x
+
+
+def _head(x, include_top, pooling, classes, classifier_activation, dropout_rate, channels_first):
+    """What follows the final norm: with ``include_top`` average pooling,
+    dropout and the ``head`` Dense (float32 under a mixed policy, for a
+    stable softmax and loss); else the ``pooling`` or, without one, the 4-D
+    features (transposed back for a ``channels_first`` model)."""
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_LAST, name="avg_pool")(x)
+        if dropout_rate:
+            x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
+        mixed = keras.config.dtype_policy().name.startswith("mixed")
+        return keras.layers.Dense(
+            classes, activation=classifier_activation, name="head", dtype="float32" if mixed else None
+        )(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_LAST, name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(data_format=CHANNELS_LAST, name="max_pool")(x)
+    if channels_first:  # 4-D features in the configured layout, as keras.applications models
+        return keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)
+    return x
 
 
 def drop_path_schedule(drop_path_rate: float, num_blocks: int) -> list[float]:

@@ -181,6 +181,46 @@ def test_sequencer2d_block_residuals_and_drop_path():
     assert any(np.abs(to_numpy(dropping(x, training=True)) - a).max() > 1e-4 for _ in range(5))
 
 
+def test_the_token_mixer_is_a_part_of_the_block():
+    """``token_mixer`` picks the block's mixer; the VanillaSequencer block is
+    the block with the 1-D mixer under its own saved name and config."""
+    x = random_images(2, 3, 4, 6)
+    vanilla = layers.VanillaSequencerBlock(3, mlp_ratio=2.0)
+    composed = layers.Sequencer2DBlock(3, mlp_ratio=2.0, with_fc=False, token_mixer="1d")
+    for block in (vanilla, composed):
+        block.build(x.shape)
+    composed.set_weights(vanilla.get_weights())
+    assert isinstance(composed.rnn_tokens, layers.BiLSTM1D)
+    np.testing.assert_allclose(to_numpy(composed(x)), to_numpy(vanilla(x)), atol=1e-6, rtol=0)
+    config = vanilla.get_config()
+    assert "token_mixer" not in config and "union" not in config
+    assert composed.get_config()["token_mixer"] == "1d" and "union" not in composed.get_config()
+    clone = layers.Sequencer2DBlock.from_config(composed.get_config())
+    assert isinstance(clone.rnn_tokens, layers.BiLSTM1D) and clone.resolved_implementation == "keras"
+    default = layers.Sequencer2DBlock(3).get_config()
+    assert "token_mixer" not in default and default["union"] == "cat"
+    with pytest.raises(ValueError, match="token_mixer '3d'"):
+        layers.Sequencer2DBlock(3, token_mixer="3d")
+
+
+def test_block_parts_are_its_sublayers():
+    block = layers.Sequencer2DBlock(2, mlp_ratio=2.0, drop_path_rate=0.25)
+    block.build((1, 3, 4, 8))
+    parts = block.parts()
+    assert parts.mixer is block.rnn_tokens and parts.mixer_fc is block.rnn_tokens.fc
+    assert parts.mix == block.rnn_tokens.mix and parts.drop_path_rate == 0.25
+    assert (parts.norm1, parts.norm2, parts.mlp_fc1, parts.mlp_fc2, parts.drop_path) == (
+        block.norm1,
+        block.norm2,
+        block.mlp_fc1,
+        block.mlp_fc2,
+        block.drop_path,
+    )
+    vanilla = layers.VanillaSequencerBlock(2)
+    vanilla.build((1, 3, 4, 4))
+    assert vanilla.parts().mix is None and vanilla.parts().mixer_fc is None
+
+
 def test_image_input_check():
     check = layers.ImageInputCheck(3, 14, model_name="m")
     x = np.zeros((1, 14, 20, 3), "float32")

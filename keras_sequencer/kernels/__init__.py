@@ -12,7 +12,8 @@ version of one uses :mod:`.generic`'s:
 - ``bilstm2d(x, rnns, concat)``: the LSTMs of a fused ``BiLSTM2D`` over the
   columns and rows of ``(B, H, W, C)``.
 - ``fused_block(block, x, training)``: a ``Sequencer2DBlock``'s call with
-  ``implementation="fused"``.
+  ``implementation="fused"``, over its ``block.parts()``
+  (:class:`.generic.BlockParts`) by :func:`.generic.block_forward`.
 - ``layer_norm(layer, x, training)``: a block's LayerNormalization.
 - ``dense(layer, x)`` / ``residual_dense(layer, x, y, in_place=False)``: a
   Dense on the fused path, ``layer(x)`` / ``x + layer(y)``.
@@ -98,14 +99,9 @@ def resolve_implementation(implementation, rnn_type="lstm", platform=None):
 
 
 def resolved_implementation(layer):
-    """The implementation ``layer`` (a ``BiLSTM2D`` or a block with a
-    ``rnn_tokens`` token mixer) runs now, for its ``implementation`` and
-    ``rnn_type`` on the current backend and device (see
-    :func:`resolve_implementation`). A block whose token mixer has no fused
-    path (the VanillaSequencer's ``BiLSTM1D``) runs ``"keras"``."""
-    mixer = getattr(layer, "rnn_tokens", None)
-    if mixer is not None and not hasattr(mixer, "resolved_implementation"):
-        return "keras"
+    """The implementation a ``BiLSTM2D`` ``layer`` runs now, for its
+    ``implementation`` and ``rnn_type`` on the current backend and device
+    (see :func:`resolve_implementation`)."""
     return resolve_implementation(layer.implementation, layer.rnn_type)
 
 

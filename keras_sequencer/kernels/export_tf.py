@@ -22,6 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_sequencer.kernels.generic import block_forward
+from keras_sequencer.rnn import rnn_cells
+
 
 def to_numpy(value):
     """A Keras variable or tensor of any backend as a float32 numpy array."""
@@ -178,14 +181,6 @@ def cell_weights(cell):
     raise ValueError(f"export does not support the recurrent cell {name}.")
 
 
-def rnn_cells(rnn):
-    """The cells of a Keras RNN layer: ``[forward]`` or, for a
-    ``Bidirectional``, ``[forward, backward]``."""
-    if hasattr(rnn, "forward_layer"):
-        return [rnn.forward_layer.cell, rnn.backward_layer.cell]
-    return [rnn.cell]
-
-
 def recurrence(store, groups):
     """Runs several (bi)directional RNNs of one cell kind as one batched loop.
 
@@ -287,7 +282,7 @@ def bilstm2d(store, layer):
     The vertical RNN runs over the columns ``(H, B*W, C)``, the horizontal
     one over the rows ``(W, B*H, C)``; on a square grid both are one batched
     loop."""
-    rnns = [(axis, rnn) for axis, rnn in ((1, layer.rnn_v), (2, layer.rnn_h)) if rnn is not None]
+    rnns = layer.axis_rnns()
     joint = recurrence(store, [rnn_cells(rnn) for _, rnn in rnns])
     single = [recurrence(store, [rnn_cells(rnn)]) for _, rnn in rnns]
     fc = dense_layer(store, layer.fc) if layer.fc is not None else None
@@ -342,18 +337,33 @@ def bilstm1d(store, layer):
     return run
 
 
-def sequencer_block(store, block, token_mixer):
-    """A ``Sequencer2DBlock`` / ``VanillaSequencerBlock`` at inference:
-    ``x + mixer(norm1(x))`` then ``x + fc2(gelu(fc1(norm2(x))))``."""
-    norm1 = layer_norm(store, block.norm1.gamma, block.norm1.beta, block.norm1.epsilon)
-    mixer = token_mixer(store, block.rnn_tokens)
-    norm2 = layer_norm(store, block.norm2.gamma, block.norm2.beta, block.norm2.epsilon)
-    fc1 = dense_layer(store, block.mlp_fc1)
-    fc2 = dense_layer(store, block.mlp_fc2)
+# The graph of each token mixer, by its class name.
+TOKEN_MIXERS = {"BiLSTM2D": bilstm2d, "BiLSTM1D": bilstm1d}
+
+
+def sequencer_block(store, block):
+    """A ``Sequencer2DBlock`` (either token mixer) at inference:
+    :func:`~keras_sequencer.kernels.generic.block_forward` over the graphs of
+    its parts (``block.parts()``; DropPath is the identity)."""
+    parts = block.parts()
+    mixer_kind = type(parts.mixer).__name__
+    if mixer_kind not in TOKEN_MIXERS:
+        raise ValueError(f"export does not support the token mixer {mixer_kind} of {block.name!r}.")
+    graphs = {  # by the layer's id, made in the block's weight order
+        id(parts.norm1): layer_norm(store, parts.norm1.gamma, parts.norm1.beta, parts.norm1.epsilon),
+        id(parts.mixer): TOKEN_MIXERS[mixer_kind](store, parts.mixer),
+        id(parts.norm2): layer_norm(store, parts.norm2.gamma, parts.norm2.beta, parts.norm2.epsilon),
+        id(parts.mlp_fc1): dense_layer(store, parts.mlp_fc1),
+        id(parts.mlp_fc2): dense_layer(store, parts.mlp_fc2),
+    }
+
+    def apply(layer, x):
+        return graphs[id(layer)](x)
 
     def run(x):
-        x = x + mixer(norm1(x))
-        return x + fc2(gelu(fc1(norm2(x))))
+        return block_forward(
+            x, parts, norm=apply, residual=lambda x, layer, y: x + apply(layer, y), dense=apply, gelu=gelu
+        )
 
     return run
 

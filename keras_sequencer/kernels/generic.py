@@ -13,7 +13,14 @@ Kernel API (the same signatures in every backend module, see
 :mod:`keras_sequencer.kernels`): :func:`fused_lstm`, :func:`bilstm2d`,
 :func:`fused_block`, :func:`layer_norm`, :func:`dense`,
 :func:`residual_dense`, :func:`patch_embedding`.
+
+A Sequencer block reaches the kernels (and the export graph,
+:mod:`.export_tf`) as :class:`BlockParts`, and its composition is
+:func:`block_forward`, written once for every path.
 """
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import keras
 from keras import ops
@@ -321,6 +328,43 @@ def bilstm2d(x, rnns, concat):
 
 
 # ---------------------------------------------------- Sequencer2DBlock -------
+class BlockParts(NamedTuple):
+    """A Sequencer block's sub-layers and settings, as the kernels and the
+    export graph read them (made by ``Sequencer2DBlock.parts()``).
+
+    ``mixer`` is the token mixer, ``(B, H, W, C) -> (B, H, W, C)``; ``mix`` the
+    same mixer before its output projection ``mixer_fc`` (``(B, H, W, C) ->
+    (B, H, W, union)``, a ``BiLSTM2D``'s ``mix``), or ``None`` for a mixer
+    without one; ``mixer_fc`` ``None`` without ``with_fc``. ``drop_path`` is
+    applied to both residual branches, with rate ``drop_path_rate``.
+    """
+
+    norm1: Any
+    mixer: Any
+    mix: Callable | None
+    mixer_fc: Any
+    norm2: Any
+    mlp_fc1: Any
+    mlp_fc2: Any
+    drop_path: Any
+    drop_path_rate: float
+
+
+def block_forward(x, parts, norm, residual, dense, gelu):
+    """The Sequencer block over ``x`` ``(B, H, W, C)``, the one place its
+    composition is written: ``x + drop_path(mixer(norm1(x)))``, then
+    ``x + drop_path(mlp_fc2(gelu(mlp_fc1(norm2(x)))))``.
+
+    Every path gives its own operations on the :class:`BlockParts` ``parts``:
+    ``norm(layer, x)`` a LayerNorm; ``residual(x, layer, y)``, ``x +
+    drop_path(layer(y))`` for ``layer`` ``parts.mixer`` or ``parts.mlp_fc2``;
+    ``dense(layer, x)`` the MLP's first Dense; ``gelu(x)`` the exact GELU.
+    """
+    x = residual(x, parts.mixer, norm(parts.norm1, x))
+    hidden = gelu(dense(parts.mlp_fc1, norm(parts.norm2, x)))
+    return residual(x, parts.mlp_fc2, hidden)
+
+
 def fused_block(block, x, training):
     """A ``Sequencer2DBlock``'s call with ``implementation="fused"``,
     ``(B, H, W, C) -> (B, H, W, C)``: by default its plain forward pass

@@ -128,26 +128,26 @@ def sublayer(layer, *args, **kwargs):
 
 def fused_block(block, x, training):
     """A fused ``Sequencer2DBlock``'s call on torch, ``(B, H, W, C) -> (B, H,
-    W, C)``: ``block.forward_pass`` with the sub-layers called by
-    :func:`sublayer`, the Dense layers by :func:`dense`, GELU by
-    :func:`gelu` and, unless DropPath has to scale a branch (training with
-    ``drop_path_rate > 0``), both residual adds accumulated into the
-    branches' last GEMMs (:func:`residual_dense`): the token mixer's ``fc``
-    (for a mixer that gives its output before ``fc`` by ``mix``, BiLSTM2D)
-    and ``mlp_fc2``."""
-    fuse_residual = not (training and block.drop_path_rate > 0)  # DropPath is the identity
-    tokens = sublayer(block.norm1, x)
-    mixer = block.rnn_tokens
-    if fuse_residual and hasattr(mixer, "mix") and mixer.fc is not None:
-        x = residual_dense(mixer.fc, x, mixer.mix(tokens))
-    else:
-        tokens = sublayer(mixer, tokens)
-        x = x + sublayer(block.drop_path, tokens, training=training)
-    hidden = gelu(dense(block.mlp_fc1, sublayer(block.norm2, x)))
-    if fuse_residual:  # x is this block's own tensor now: without autograd, reuse it
-        return residual_dense(block.mlp_fc2, x, hidden, in_place=no_grad())
-    y = dense(block.mlp_fc2, hidden)
-    return x + sublayer(block.drop_path, y, training=training)
+    W, C)``: :func:`generic.block_forward` over ``block.parts()`` with the
+    sub-layers called by :func:`sublayer`, the Dense layers by :func:`dense`,
+    GELU by :func:`gelu` and, unless DropPath has to scale a branch (training
+    with ``drop_path_rate > 0``), both residual adds accumulated into the
+    branches' last GEMMs (:func:`residual_dense`): the token mixer's
+    ``mixer_fc`` (for a mixer that gives its output before it by ``mix``,
+    BiLSTM2D) and ``mlp_fc2``."""
+    parts = block.parts()
+    fuse_residual = not (training and parts.drop_path_rate > 0)  # DropPath is the identity
+
+    def residual(x, layer, y):
+        is_mixer = layer is parts.mixer
+        if fuse_residual and is_mixer and parts.mix is not None and parts.mixer_fc is not None:
+            return residual_dense(parts.mixer_fc, x, parts.mix(y))
+        if fuse_residual and not is_mixer:  # x is this block's own tensor now: without autograd, reuse it
+            return residual_dense(layer, x, y, in_place=no_grad())
+        branch = sublayer(layer, y) if is_mixer else dense(layer, y)
+        return x + sublayer(parts.drop_path, branch, training=training)
+
+    return generic.block_forward(x, parts, norm=sublayer, residual=residual, dense=dense, gelu=gelu)
 
 
 def patch_embedding(layer, x):

@@ -9,6 +9,7 @@ from keras_sequencer import Sequencer2D
 from keras_sequencer.conversion import load_state_dict
 from keras_sequencer.kernels import backend_kernels
 from keras_sequencer.layers import BiLSTM2D
+from keras_sequencer.rnn import rnn_cells
 from tests.helpers import (
     IMPLEMENTATIONS,
     TINY_ARCH,
@@ -136,7 +137,7 @@ def test_fused_lstm_scan_and_loop_agree():
     layer = BiLSTM2D(5, implementation="fused")
     layer.build((2, 3, 4, 6))
     x = keras.ops.convert_to_tensor(random_images(1, 3, 4, 6)[0])  # (T, N, C)
-    cells = [layer._cells(layer.rnn_v), layer._cells(layer.rnn_h)]
+    cells = [rnn_cells(layer.rnn_v), rnn_cells(layer.rnn_h)]
     outputs = {
         unroll: [to_numpy(y) for y in backend_kernels().fused_lstm([x, x * 2.0], cells, reverse=True, unroll=unroll)]
         for unroll in (True, False)

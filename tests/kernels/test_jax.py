@@ -8,6 +8,7 @@ import pytest
 from keras_sequencer import layers
 from keras_sequencer.kernels import backend_kernels
 from keras_sequencer.layers import BiLSTM2D
+from keras_sequencer.rnn import rnn_cells
 from tests.helpers import (
     random_images,
 )
@@ -23,7 +24,7 @@ def test_jax_hand_written_backward_equals_autodiff(reverse, num_seq):
 
     layer = BiLSTM2D(5, bidirectional=reverse, implementation="fused")
     layer.build((2, 4, 3, 6))
-    cells = [layer._cells(layer.rnn_v), layer._cells(layer.rnn_h)][:num_seq]
+    cells = [rnn_cells(layer.rnn_v), rnn_cells(layer.rnn_h)][:num_seq]
     variables = [v for seq_cells in cells for cell in seq_cells for v in cell.trainable_variables]
     values = [v.value for v in variables]
     x = keras.ops.convert_to_tensor(random_images(1, 4, 3, 6)[0])  # (T, N, C)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from keras_sequencer import layers
+from keras_sequencer.rnn import rnn_cells
 from tests.helpers import (
     layer_pair,
     random_images,
@@ -59,7 +60,7 @@ def test_torch_native_lstm_equals_the_keras_lstm():
     columns = random_images(3, 2, 5, 6).reshape(6, 5, 6)  # (N, T, C)
     expected = to_numpy(keras_layer.rnn_v(columns))
     with torch.no_grad():
-        got = torch_native_lstm(torch.as_tensor(columns).transpose(0, 1), keras_layer._cells(keras_layer.rnn_v))
+        got = torch_native_lstm(torch.as_tensor(columns).transpose(0, 1), rnn_cells(keras_layer.rnn_v))
     np.testing.assert_allclose(to_numpy(got.transpose(0, 1)), expected, atol=1e-6, rtol=0)
 
 
