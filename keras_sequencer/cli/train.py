@@ -10,7 +10,13 @@ TensorFlow until the arguments are parsed.
 
 from keras_sequencer import variants
 from keras_sequencer.cli.common import CLIError, DefaultsHelpFormatter, require_file
-from keras_sequencer.training.config import DEFAULT_WARMUP_EPOCHS, INITIALIZATIONS, INTERPOLATIONS, TrainConfig
+from keras_sequencer.training.config import (
+    DEFAULT_WARMUP_EPOCHS,
+    INITIALIZATIONS,
+    INTERPOLATIONS,
+    RNN_BIAS_STEPS,
+    TrainConfig,
+)
 from keras_sequencer.training.mix import MODES as MIXUP_MODES
 from keras_sequencer.training.transforms import ERASE_MODES
 
@@ -84,6 +90,12 @@ def add_parser(subparsers):
     add("--opt", default="adamw", choices=["adamw"], help="optimizer")
     add("--weight-decay", type=float, default=defaults.weight_decay, help="weight decay")
     add("--clip-grad", type=float, default=None, help="global gradient norm clipping (default: off)")
+    add(
+        "--rnn-bias-step",
+        default=defaults.rnn_bias_step,
+        choices=RNN_BIAS_STEPS,
+        help="torch: an LSTM's one bias moves as PyTorch's b_ih + b_hh do (twice Adam's step); keras: once",
+    )
 
     group = parser.add_argument_group("Learning rate schedule parameters")
     add = group.add_argument

@@ -9,6 +9,9 @@ from keras_sequencer.training.mix import MODES as MIXUP_MODES
 from keras_sequencer.training.transforms import ERASE_MODES
 
 INTERPOLATIONS = ("random", "bilinear", "bicubic")
+# rnn_bias_step: "torch" steps an LSTM's (a SimpleRNN's) one Keras bias as the sum of
+# PyTorch's b_ih + b_hh moves, twice Adam's step (training.optim.RecipeAdamW); "keras" once.
+RNN_BIAS_STEPS = ("torch", "keras")
 INITIALIZATIONS = ("original", "keras")
 # Warmup epochs when none are given (shortened to a shorter run).
 DEFAULT_WARMUP_EPOCHS = 3
@@ -51,7 +54,9 @@ class TrainConfig:
     probability that a batch is mixed at all. ``init``: ``"original"`` (the
     original's initialisation, :mod:`keras_sequencer.initializers`) or
     ``"keras"`` (Keras's defaults) for a model trained from scratch
-    (``weights`` None).
+    (``weights`` None). ``rnn_bias_step``: ``"torch"`` moves each LSTM's one
+    bias as timm's ``b_ih + b_hh`` move (:class:`~keras_sequencer.training.optim.RecipeAdamW`),
+    ``"keras"`` as one bias.
     """
 
     model: str = "sequencer2d_s"
@@ -71,6 +76,7 @@ class TrainConfig:
     sched_on_updates: bool = False
     weight_decay: float = 0.05
     clip_grad: float = None
+    rnn_bias_step: str = "torch"
     drop_path: float = 0.0
     smoothing: float = 0.1
     mixup: float = 0.0
@@ -105,6 +111,7 @@ class TrainConfig:
             ("mixup_mode", MIXUP_MODES),
             ("train_interpolation", INTERPOLATIONS),
             ("init", INITIALIZATIONS),
+            ("rnn_bias_step", RNN_BIAS_STEPS),
         )
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
@@ -208,6 +215,7 @@ def config_from_args(args):
         sched_on_updates=args.sched_on_updates,
         weight_decay=args.weight_decay,
         clip_grad=args.clip_grad,
+        rnn_bias_step=args.rnn_bias_step,
         drop_path=args.drop_path,
         smoothing=args.smoothing,
         mixup=args.mixup,

@@ -1,5 +1,6 @@
 """The optimizer of the recipe: AdamW, timm's warmup + cosine schedule, global-norm
-clipping, no weight decay on 1-D weights (biases, norms), as timm does."""
+clipping, no weight decay on 1-D weights (biases, norms), as timm does, and the
+RNN biases stepped as PyTorch's two biases move (:class:`RecipeAdamW`)."""
 
 import keras
 
@@ -10,6 +11,48 @@ from keras_sequencer.schedules import TimmCosineSchedule
 # so its effective eps is ``eps / sqrt(1 - beta_2 ** t)``: equal to PyTorch's
 # after the first few thousand updates, larger before.
 ADAMW_EPSILON = 1e-8
+
+# The Keras cells whose one bias stands for PyTorch's two (a GRU's Keras bias
+# already keeps the input and the recurrent rows apart).
+TWO_BIAS_CELLS = ("lstm_cell", "simple_rnn_cell")
+
+
+def two_bias_variables(model):
+    """The trainable biases of ``model``'s LSTM and SimpleRNN cells: each is
+    PyTorch's ``b_ih + b_hh`` in one Keras variable (``(gates * units,)``)."""
+    return [v for v in model.trainable_variables if v.path.split("/")[-2:] in ([c, "bias"] for c in TWO_BIAS_CELLS)]
+
+
+@keras.saving.register_keras_serializable(package="keras_sequencer")
+class RecipeAdamW(keras.optimizers.AdamW):
+    """``keras.optimizers.AdamW`` whose Adam step on the variables named in
+    ``two_bias_paths`` (:func:`two_bias_variables`' paths) is doubled.
+
+    PyTorch's LSTM keeps ``b_ih`` and ``b_hh``, both with the gradient of
+    their sum; AdamW moves each by the same step (their moments are equal), so
+    the sum moves by twice the step of Keras's one bias. Doubling that
+    variable's step (its weight decay, if any, is untouched) gives the Keras
+    bias exactly the trajectory of timm's sum, and the checkpoint format
+    stays one bias."""
+
+    def __init__(self, *args, two_bias_paths=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.two_bias_paths = tuple(two_bias_paths)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        doubled = set(self.two_bias_paths)
+        pairs = list(zip(grads, trainable_variables))
+        groups = (
+            ([p for p in pairs if p[1].path not in doubled], learning_rate),
+            ([p for p in pairs if p[1].path in doubled], learning_rate * 2),
+        )
+        for group, rate in groups:
+            if group:
+                group_grads, group_variables = zip(*group)
+                super()._backend_update_step(list(group_grads), list(group_variables), rate)
+
+    def get_config(self):
+        return {**super().get_config(), "two_bias_paths": list(self.two_bias_paths)}
 
 
 def learning_rate_schedule(config, steps_per_epoch):
@@ -27,12 +70,16 @@ def learning_rate_schedule(config, steps_per_epoch):
 
 
 def build_optimizer(config, model, steps_per_epoch):
-    """AdamW (timm's epsilon) with the schedule, global-norm clipping and no decay on 1-D weights."""
-    optimizer = keras.optimizers.AdamW(
+    """AdamW (timm's epsilon) with the schedule, global-norm clipping, no decay
+    on 1-D weights and, with ``config.rnn_bias_step == "torch"``, the RNN
+    biases stepped as PyTorch's pairs (:class:`RecipeAdamW`)."""
+    torch_biases = config.rnn_bias_step == "torch"
+    optimizer = RecipeAdamW(
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         weight_decay=config.weight_decay,
         epsilon=ADAMW_EPSILON,
         global_clipnorm=config.clip_grad,
+        two_bias_paths=[v.path for v in two_bias_variables(model)] if torch_biases else (),
     )
     optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
     return optimizer

@@ -40,3 +40,67 @@ def test_adamw_uses_the_epsilon_of_timms_adamw():
     optimizer = training.build_optimizer(config, model, steps_per_epoch=10)
     assert optimizer.epsilon == inspect.signature(torch.optim.AdamW).parameters["eps"].default
     assert (optimizer.beta_1, optimizer.beta_2) == inspect.signature(torch.optim.AdamW).parameters["betas"].default
+
+
+def _lstm_pair(units=3, features=2, seed=0):
+    """A Keras LSTM model and a torch ``nn.LSTM`` with the same weights
+    (``kernel = W_ih.T``, ``recurrent_kernel = W_hh.T``, ``bias = b_ih + b_hh``)."""
+    import torch
+
+    torch.manual_seed(seed)
+    reference = torch.nn.LSTM(features, units, batch_first=True)
+    model = keras.Sequential([keras.Input((5, features)), keras.layers.LSTM(units)])
+    weights = {name: p.detach().numpy() for name, p in reference.named_parameters()}
+    model.layers[0].set_weights(
+        [weights["weight_ih_l0"].T, weights["weight_hh_l0"].T, weights["bias_ih_l0"] + weights["bias_hh_l0"]]
+    )
+    return model, reference
+
+
+@pytest.mark.parametrize("rnn_bias_step", ["torch", "keras"])
+def test_the_lstm_bias_moves_as_pytorchs_two_biases(rnn_bias_step, monkeypatch):
+    """Three AdamW steps on one LSTM, Keras against PyTorch (timm's optimizer:
+    decay on the matrices only): with ``rnn_bias_step="torch"`` the Keras
+    weights follow PyTorch's and the bias ``b_ih + b_hh``; with ``"keras"``
+    the bias's first step is half the pair's (then the trajectories part).
+    Epsilon is tiny on both sides: Keras adds it before the bias correction,
+    PyTorch after, which shows on entries with tiny gradients."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(training.optim, "ADAMW_EPSILON", 1e-12)
+    config = tiny_config("unused", lr=0.05, weight_decay=0.1, warmup_epochs=0, rnn_bias_step=rnn_bias_step)
+    model, reference = _lstm_pair()
+    optimizer = training.build_optimizer(config, model, steps_per_epoch=10)
+    (bias,) = training.optim.two_bias_variables(model)
+    assert optimizer.two_bias_paths == ((bias.path,) if rnn_bias_step == "torch" else ())
+    model.compile(optimizer=optimizer, loss="mse")
+    matrices = [p for p in reference.parameters() if p.ndim > 1]
+    vectors = [p for p in reference.parameters() if p.ndim <= 1]
+    torch_optimizer = torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": 0.1}, {"params": vectors, "weight_decay": 0.0}], lr=0.05, eps=1e-12
+    )
+    rng = np.random.default_rng(0)
+    start = reference.bias_ih_l0.detach().numpy() + reference.bias_hh_l0.detach().numpy()
+    for _ in range(3 if rnn_bias_step == "torch" else 1):
+        x, y = rng.normal(size=(4, 5, 2)).astype("float32"), rng.normal(size=(4, 3)).astype("float32")
+        model.train_on_batch(x, y)
+        torch_optimizer.zero_grad()
+        out, _ = reference(torch.from_numpy(x))
+        torch.nn.functional.mse_loss(out[:, -1], torch.from_numpy(y)).backward()
+        torch_optimizer.step()
+    kernel, recurrent, ours = model.layers[0].get_weights()
+    np.testing.assert_allclose(kernel, reference.weight_ih_l0.detach().numpy().T, atol=2e-5)
+    np.testing.assert_allclose(recurrent, reference.weight_hh_l0.detach().numpy().T, atol=2e-5)
+    theirs = reference.bias_ih_l0.detach().numpy() + reference.bias_hh_l0.detach().numpy()
+    if rnn_bias_step == "torch":
+        np.testing.assert_allclose(ours, theirs, atol=2e-5)
+    else:  # one bias, one step: half of the pair's movement
+        np.testing.assert_allclose(ours - start, (theirs - start) / 2, atol=2e-5)
+
+
+def test_the_recipe_optimizer_saves_its_two_bias_paths():
+    config = tiny_config("unused")
+    model, _ = _lstm_pair()
+    optimizer = training.build_optimizer(config, model, steps_per_epoch=10)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(restored) is training.optim.RecipeAdamW
+    assert restored.two_bias_paths == optimizer.two_bias_paths and len(restored.two_bias_paths) == 1
