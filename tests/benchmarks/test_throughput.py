@@ -7,7 +7,7 @@ import json
 import keras
 import pytest
 
-from tests.helpers import load_script, requires_timm
+from tests.helpers import load_script, requires_timm, run_in_the_pass_of
 
 throughput = load_script("benchmarks/throughput.py")
 
@@ -130,6 +130,7 @@ def test_the_dense_gemm_count_is_what_timm_runs_as_gemms():
     """The analytic count against torch's FLOP counter on timm's model (its
     linear layers and convolutions) plus its LSTMs' input projections (inside
     the fused LSTM op, which the counter does not see)."""
+    run_in_the_pass_of("torch")  # torch and timm only: the same in every pass
     import timm
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -166,6 +167,7 @@ def test_the_bound_lines_and_the_peak_of_the_best_round():
 
 
 def test_the_gemm_peak_is_a_measured_rate():
+    run_in_the_pass_of("torch")  # torch only: the same in every pass
     args = argparse.Namespace(model="sequencer2d_s", batch=1, img_size=28, repeats=1)
     peak = throughput._run_gemm_peak(args)
     assert set(peak["rates"]) == {"2048x2048x2048", "16x192x192"}
