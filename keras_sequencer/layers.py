@@ -10,6 +10,7 @@ implementation is in :mod:`keras_sequencer.kernels`, reached through
 import keras
 from keras import ops
 
+from keras_sequencer.initializers import check_initialization, layer_initializers
 from keras_sequencer.kernels import IMPLEMENTATIONS, backend_kernels, resolved_implementation
 from keras_sequencer.kernels.generic import (
     BlockParts,
@@ -32,7 +33,8 @@ class RNNTokenMixer(QuantizedSublayers):
     """Mix-in of a ``keras.layers.Layer``: what the token mixers
     :class:`BiLSTM2D` and :class:`BiLSTM1D` share:
     the RNN settings, the size of one RNN's output and the optional ``fc``
-    Dense back to the input channels.
+    Dense back to the input channels. ``initialization``: their initial weights, ``"keras"`` or
+    ``"original"`` (:mod:`keras_sequencer.initializers`; not saved: a loaded layer's come from the file).
 
     ``BLOCK_OPTIONS``: the settings of a :class:`Sequencer2DBlock` the mixer
     takes besides ``hidden_size``, ``bidirectional``, ``with_fc`` and
@@ -41,7 +43,15 @@ class RNNTokenMixer(QuantizedSublayers):
 
     BLOCK_OPTIONS: tuple[str, ...] = ()
 
-    def __init__(self, hidden_size: int, bidirectional: bool, with_fc: bool, rnn_type: str, **kwargs):
+    def __init__(
+        self,
+        hidden_size: int,
+        bidirectional: bool,
+        with_fc: bool,
+        rnn_type: str,
+        initialization: str = "keras",
+        **kwargs,
+    ):
         if rnn_type not in RNN_TYPES:
             raise ValueError(f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}.")
         super().__init__(**kwargs)
@@ -49,6 +59,7 @@ class RNNTokenMixer(QuantizedSublayers):
         self.bidirectional = bool(bidirectional)
         self.with_fc = bool(with_fc)
         self.rnn_type = rnn_type
+        self.initialization = check_initialization(initialization)
         self.fc = None
 
     @property
@@ -58,7 +69,9 @@ class RNNTokenMixer(QuantizedSublayers):
 
     def build_fc(self, channels: int, inputs: int):
         """Creates and builds ``fc``, ``Dense(channels)`` over ``inputs`` channels."""
-        self.fc = keras.layers.Dense(channels, name="fc", dtype=self.sublayer_dtype("fc"))
+        self.fc = keras.layers.Dense(
+            channels, name="fc", dtype=self.sublayer_dtype("fc"), **layer_initializers(self.initialization, "dense")
+        )
         self.fc.build((None, inputs))
 
     def get_config(self):
@@ -102,6 +115,7 @@ class BiLSTM2D(RNNTokenMixer, keras.layers.Layer):
             as one batched recurrence (the backend's ``bilstm2d`` kernel) over
             the *same* LSTM layers' variables: weights, conversion and saved
             files are identical.
+        initialization (keyword): ``"keras"`` or ``"original"`` initial weights (:class:`RNNTokenMixer`).
     """
 
     BLOCK_OPTIONS = ("union", "implementation")
@@ -140,7 +154,7 @@ class BiLSTM2D(RNNTokenMixer, keras.layers.Layer):
         return self.rnn_output_size * (2 if self.union == "cat" else 1)
 
     def _make_rnn(self, name):
-        return make_rnn(self.rnn_type, self.hidden_size, self.bidirectional, name)
+        return make_rnn(self.rnn_type, self.hidden_size, self.bidirectional, name, self.initialization)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -226,13 +240,14 @@ class BiLSTM1D(RNNTokenMixer, keras.layers.Layer):
         bidirectional: run the RNN forwards and backwards.
         with_fc: project the RNN output back to the input channels.
         rnn_type: ``"lstm"``, ``"gru"`` or ``"rnn"``, as in :class:`BiLSTM2D`.
+        initialization (keyword): ``"keras"`` or ``"original"`` initial weights (:class:`RNNTokenMixer`).
     """
 
     def __init__(
         self, hidden_size: int, bidirectional: bool = True, with_fc: bool = False, rnn_type: str = "lstm", **kwargs
     ):
         super().__init__(hidden_size, bidirectional, with_fc, rnn_type, **kwargs)
-        self.rnn = make_rnn(rnn_type, self.hidden_size, self.bidirectional, "rnn")
+        self.rnn = make_rnn(rnn_type, self.hidden_size, self.bidirectional, "rnn", self.initialization)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -312,6 +327,9 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
     :class:`BiLSTM2D`) the call is the backend's ``fused_block`` kernel
     (:mod:`keras_sequencer.kernels`): the same computation, with fused GEMMs
     on torch and an XLA-compiled inference call on TensorFlow.
+
+    ``initialization``: the initial weights of the MLP and the token mixer,
+    ``"keras"`` or ``"original"`` (as :class:`RNNTokenMixer`; not saved).
     """
 
     # The token mixer of a block built without ``token_mixer`` (not saved in its config).
@@ -329,6 +347,7 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         layer_norm_epsilon: float = 1e-6,
         implementation: str = "auto",
         token_mixer: str | None = None,
+        initialization: str = "keras",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -345,6 +364,7 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.implementation = implementation
         self.token_mixer = token_mixer
+        self.initialization = check_initialization(initialization)
         self.norm1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm1")
         mixer_class = TOKEN_MIXERS[token_mixer]
         self.rnn_tokens = mixer_class(
@@ -352,6 +372,7 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
             bidirectional=self.bidirectional,
             with_fc=self.with_fc,
             rnn_type=self.rnn_type,
+            initialization=self.initialization,
             name="rnn_tokens",
             **{option: getattr(self, option) for option in mixer_class.BLOCK_OPTIONS},
         )
@@ -372,12 +393,15 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         self.rnn_tokens.build(input_shape)
         self.norm2.build(input_shape)
         self.drop_path.build(input_shape)
-        self.mlp_fc1 = keras.layers.Dense(
-            int(self.mlp_ratio * dim), name="mlp_fc1", dtype=self.sublayer_dtype("mlp_fc1")
-        )
+        self.mlp_fc1 = self._mlp_dense(int(self.mlp_ratio * dim), "mlp_fc1")
         self.mlp_fc1.build(input_shape)
-        self.mlp_fc2 = keras.layers.Dense(dim, name="mlp_fc2", dtype=self.sublayer_dtype("mlp_fc2"))
+        self.mlp_fc2 = self._mlp_dense(dim, "mlp_fc2")
         self.mlp_fc2.build(tuple(input_shape[:-1]) + (int(self.mlp_ratio * dim),))
+
+    def _mlp_dense(self, units, name):
+        """The MLP's Dense ``name`` of ``units``, with ``initialization``'s (fresh) initializers."""
+        initializers = layer_initializers(self.initialization, "mlp")
+        return keras.layers.Dense(units, name=name, dtype=self.sublayer_dtype(name), **initializers)
 
     def parts(self) -> BlockParts:
         """The block's sub-layers and settings as the kernels read them

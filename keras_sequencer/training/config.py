@@ -9,6 +9,8 @@ from keras_sequencer.training.mix import MODES as MIXUP_MODES
 from keras_sequencer.training.transforms import ERASE_MODES
 
 INTERPOLATIONS = ("random", "bilinear", "bicubic")
+# The builders' ``initialization`` values (keras_sequencer.initializers.INITIALIZATIONS),
+# the original's first (the default); listed here so that the command line needs no Keras.
 INITIALIZATIONS = ("original", "keras")
 # Warmup epochs when none are given (shortened to a shorter run).
 DEFAULT_WARMUP_EPOCHS = 3
@@ -48,10 +50,10 @@ class TrainConfig:
     :func:`keras_sequencer.training.train_pipeline`): ``drop_path`` is the rate
     of the last block (0 in the first, linear in between, as the original);
     ``color_jitter`` applies only without ``aa``; ``mixup_prob`` is the
-    probability that a batch is mixed at all. ``init``: ``"original"`` (the
-    original's initialisation, :mod:`keras_sequencer.initializers`) or
-    ``"keras"`` (Keras's defaults) for a model trained from scratch
-    (``weights`` None).
+    probability that a batch is mixed at all. ``init``: the model's
+    ``initialization`` when it is trained from scratch (``weights`` None):
+    ``"original"`` (the original's, :mod:`keras_sequencer.initializers`) or
+    ``"keras"`` (Keras's defaults); ``seed`` fixes the initial weights.
     """
 
     model: str = "sequencer2d_s"
