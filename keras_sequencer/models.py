@@ -246,9 +246,10 @@ def Sequencer2D(
             defaults) or ``"original"`` (the paper's, as timm's model
             initialises itself: head zeros, LSTMs uniform(+-1/sqrt(h)), ...,
             the table of :mod:`keras_sequencer.initializers`). The layers are
-            built with those initializers; the saved files are the same either
-            way, and ``keras.utils.set_random_seed`` before building makes the
-            values reproducible.
+            built with those initializers; the option is not saved (a loaded
+            model takes its weights from the file), and
+            ``keras.utils.set_random_seed`` before building makes the values
+            reproducible.
 
     Under ``channels_first`` the model takes ``(batch, 3, height, width)``
     images and transposes them once (:class:`ChannelsFirstInput`); every layer
