@@ -18,11 +18,19 @@ torch = pytest.importorskip("torch")
 
 def build(arch, initialization=None, seed=0, **kwargs):
     """``Sequencer2D(**arch)`` (with ``initialization`` unless None) built right
-    after ``keras.utils.set_random_seed(seed)``, and its weights by path."""
+    after ``keras.utils.set_random_seed(seed)``, and its weights by path (the
+    RNN layers' paths hold names Keras numbers per session: compare two models'
+    weights in order, :func:`assert_same_weights`)."""
     keras.utils.set_random_seed(seed)
     options = dict(kwargs) if initialization is None else dict(kwargs, initialization=initialization)
     model = Sequencer2D(**arch, **options)
     return model, {v.path: to_numpy(v) for v in model.weights}
+
+
+def assert_same_weights(model, other):
+    assert len(model.weights) == len(other.weights)
+    for a, b in zip(model.weights, other.weights):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=a.path)
 
 
 def rnn_weight(weights, prefix, name):
@@ -64,9 +72,8 @@ def test_original_initialisation_matches_timm_statistics():
     assert 0 < np.abs(mlp_bias).max() < 1e-5
     np.testing.assert_array_equal(ours["norm/gamma"], 1.0)
     # every weight is created with its value: the same seed gives the same model
-    again, again_weights = build(arch, "original", input_shape=(32, 32, 3), classes=10)
-    for path, value in ours.items():
-        np.testing.assert_array_equal(again_weights[path], value, err_msg=path)
+    again, _ = build(arch, "original", input_shape=(32, 32, 3), classes=10)
+    assert_same_weights(again, model)
     _, other = build(arch, "original", seed=1, input_shape=(32, 32, 3), classes=10)
     assert not np.array_equal(other["stem/kernel"], ours["stem/kernel"])
     assert not np.array_equal(rnn_weight(other, rnn_v, "bias"), bias)
@@ -79,15 +86,13 @@ def test_default_build_keeps_keras_initialisation():
     default, weights = build(MICRO_ARCH, classes=5)
     keras_init, keras_weights = build(MICRO_ARCH, "keras", classes=5)
     original, original_weights = build(MICRO_ARCH, "original", classes=5)
-    assert weights.keys() == keras_weights.keys() == original_weights.keys()
-    for path, value in weights.items():
-        np.testing.assert_array_equal(keras_weights[path], value, err_msg=path)
+    assert_same_weights(keras_init, default)
     assert weights["head/kernel"].any() and not original_weights["head/kernel"].any()
     hidden = MICRO_ARCH["hidden_sizes"][0]
     forget = rnn_weight(weights, "stages_0_blocks_0/rnn_tokens/rnn_v", "bias")[hidden : 2 * hidden]
     np.testing.assert_array_equal(forget, 1.0)  # Keras's unit_forget_bias
-    differing = [p for p in weights if p.endswith("kernel") and not np.array_equal(weights[p], original_weights[p])]
-    assert len(differing) == len([p for p in weights if p.endswith("kernel")])
+    kernels = [(a, b) for a, b in zip(default.weights, original.weights) if a.path.endswith("kernel")]
+    assert kernels and all(not np.array_equal(to_numpy(a), to_numpy(b)) for a, b in kernels)
     assert default.get_config() == keras_init.get_config()
     for layer in default.layers:
         assert "initialization" not in layer.get_config(), layer.name
@@ -121,9 +126,7 @@ def test_original_model_saves_and_reloads_identically():
     assert np.abs(expected).max() > 0
     restored = save_and_reload(model)
     np.testing.assert_array_equal(to_numpy(restored(x)), expected)
-    assert [v.path for v in restored.weights] == [v.path for v in model.weights]
-    for variable, value in zip(restored.weights, model.weights):
-        np.testing.assert_array_equal(to_numpy(variable), to_numpy(value), err_msg=variable.path)
+    assert_same_weights(restored, model)
 
 
 def test_unknown_initialization_is_a_clear_error():
@@ -143,5 +146,4 @@ def test_apply_original_initialization_reinitialises_a_built_model():
     assert 0 < np.abs(weights["stages_0_blocks_0/mlp_fc1/bias"]).max() < 1e-5
     again, _ = build(MICRO_ARCH, classes=4, seed=5)
     apply_original_initialization(again, seed=0)
-    for variable in again.weights:
-        np.testing.assert_array_equal(to_numpy(variable), weights[variable.path], err_msg=variable.path)
+    assert_same_weights(again, model)
