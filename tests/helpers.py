@@ -85,6 +85,18 @@ def run_in_one_backend_pass(key):
         pytest.skip(f"run in one backend's pass only: KERAS_BACKEND={owner}")
 
 
+def run_in_the_pass_of(preferred):
+    """Skips the calling test unless this is ``preferred``'s pass (or, when
+    ``preferred`` is not installed, the first installed backend's). For the
+    benchmark scripts' smoke tests, whose engines are subprocesses that pick their
+    own backend: run once, in the pass with room to spare
+    (``run_all_backends.py`` runs JAX's pass beside TensorFlow's, then torch's)."""
+    installed = [b for b in BACKENDS if importlib.util.find_spec(b) is not None]
+    owner = preferred if preferred in installed else (installed or [keras.backend.backend()])[0]
+    if keras.backend.backend() != owner:
+        pytest.skip(f"run in one backend's pass only: KERAS_BACKEND={owner}")
+
+
 def quick_first(cases, keep=1, several_names=False):
     """``cases`` for ``pytest.mark.parametrize`` with all but the first ``keep``
     marked slow: the quick tier (``-m "not slow"``) runs those cases of the test,

@@ -3,22 +3,20 @@
 import json
 import os
 
-import keras
 import pytest
+
+from tests.helpers import run_in_the_pass_of
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch",
-    reason="the script's mechanics (its engines are subprocesses): run once, on torch",
-)
 def test_gpu_check_falls_back_to_cpu_and_says_so():
     import subprocess
     import sys
 
     from tests.helpers import REPO
 
-    backend = keras.backend.backend()
+    run_in_the_pass_of("jax")
+    backend = "torch"  # the engine, a subprocess of its own
     env = dict(os.environ, GPU_CHECK_BACKENDS=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
     proc = subprocess.run(
         ["bash", "benchmarks/gpu_check.sh", sys.executable],

@@ -1,9 +1,8 @@
 """benchmarks/profile_train.py: the training step by phase, timm against the backend."""
 
-import keras
 import pytest
 
-from tests.helpers import load_script, requires_timm
+from tests.helpers import load_script, requires_timm, run_in_the_pass_of
 
 profile_train = load_script("benchmarks/profile_train.py")
 
@@ -32,11 +31,8 @@ def test_training_phases_are_differences_of_the_nested_functions():
 
 @requires_timm
 @pytest.mark.slow
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch",
-    reason="the script's mechanics (its engines are subprocesses): run once, on torch",
-)
 def test_profile_train_times_timm_and_the_backend_by_phase(capsys):
+    run_in_the_pass_of("jax")
     results = profile_train.main(["--engines", "timm,torch", "--batch", "2", "--img-size", "32", "--repeats", "1"])
     assert set(results) == {"timm", "torch"}
     for engine, timed in results.items():

@@ -2,22 +2,18 @@
 
 import json
 
-import keras
 import pytest
 
-from tests.helpers import load_script, requires_timm
+from tests.helpers import load_script, requires_timm, run_in_the_pass_of
 
 serving = load_script("benchmarks/serving.py")
 
 
 @requires_timm
 @pytest.mark.slow
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch",
-    reason="the script's mechanics (its engines are subprocesses): run once, on torch",
-)
 def test_serving_runs_timm_the_backend_and_onnxruntime_side_by_side(tmp_path, capsys):
-    backend, output = keras.backend.backend(), tmp_path / "serving.json"
+    run_in_the_pass_of("jax")
+    backend, output = "torch", tmp_path / "serving.json"
     argv = [
         "--backends",
         backend,
