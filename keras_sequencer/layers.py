@@ -1,6 +1,8 @@
-"""Sequencer building blocks: BiLSTM2D, the Sequencer2D block, patch embedding,
-and the VanillaSequencer's BiLSTM1D block, on channels-last ``(batch, height,
-width, channels)`` tensors, as timm's ``Sequencer2d`` after its stem.
+"""Sequencer building blocks: BiLSTM2D, the Sequencer2D block and the
+VanillaSequencer's BiLSTM1D block, on channels-last ``(batch, height, width,
+channels)`` tensors, as timm's ``Sequencer2d`` after its stem. The patch and
+position embeddings and the input check live in :mod:`.image_layers` and are
+importable from here too.
 
 The layers say what they compute; how a backend runs the ``"fused"``
 implementation is in :mod:`keras_sequencer.kernels`, reached through
@@ -10,6 +12,13 @@ implementation is in :mod:`keras_sequencer.kernels`, reached through
 import keras
 from keras import ops
 
+from keras_sequencer.image_layers import (  # noqa: F401 (public API)
+    PACKAGE,
+    ImageInputCheck,
+    PatchEmbedding,
+    PositionEmbedding,
+    register,
+)
 from keras_sequencer.initializers import check_initialization, layer_initializers
 from keras_sequencer.kernels import IMPLEMENTATIONS, backend_kernels, resolved_implementation
 from keras_sequencer.kernels.generic import (
@@ -20,13 +29,7 @@ from keras_sequencer.kernels.generic import (
 from keras_sequencer.quantization import QuantizedSublayers
 from keras_sequencer.rnn import RNN_TYPES, make_rnn, rnn_cells
 
-PACKAGE = "keras_sequencer"
-
 UNIONS = ("cat", "add", "vertical", "horizontal")
-
-
-def _register(cls):
-    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
 
 
 class RNNTokenMixer(QuantizedSublayers):
@@ -84,7 +87,7 @@ class RNNTokenMixer(QuantizedSublayers):
         }
 
 
-@_register
+@register
 class BiLSTM2D(RNNTokenMixer, keras.layers.Layer):
     """Vertical and horizontal (bi)directional RNNs over an image's columns and rows.
 
@@ -225,7 +228,7 @@ class BiLSTM2D(RNNTokenMixer, keras.layers.Layer):
         return {**super().get_config(), "union": self.union, "implementation": self.implementation}
 
 
-@_register
+@register
 class BiLSTM1D(RNNTokenMixer, keras.layers.Layer):
     """A (bi)directional RNN over the flattened token sequence of an image
     (the VanillaSequencer's token mixer).
@@ -278,7 +281,7 @@ class BiLSTM1D(RNNTokenMixer, keras.layers.Layer):
 TOKEN_MIXERS = {"2d": BiLSTM2D, "1d": BiLSTM1D}
 
 
-@_register
+@register
 class DropPath(keras.layers.Layer):
     """Stochastic depth: drops the whole residual branch per sample while training.
 
@@ -308,7 +311,7 @@ class DropPath(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-@_register
+@register
 class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
     """One Sequencer2D block, ``(B, H, W, C) -> (B, H, W, C)``.
 
@@ -463,89 +466,7 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         return config
 
 
-@_register
-class PatchEmbedding(keras.layers.Conv2D):
-    """Non-overlapping patch embedding / downsampling: Conv2D with kernel = stride = patch.
-
-    ``(B, H, W, C) -> (B, H // patch, W // patch, filters)``. Also used with
-    ``patch_size=1`` (the 1x1 "downsample" convs of stages 3 and 4). Raises a
-    ``ValueError`` when the input is smaller than one patch. The convolution is
-    the backend's ``patch_embedding`` kernel (on torch one GEMM over the
-    flattened patches).
-    """
-
-    def __init__(self, filters: int, patch_size: int, **kwargs):
-        for key in ("kernel_size", "strides", "padding"):
-            kwargs.pop(key, None)
-        super().__init__(filters, kernel_size=patch_size, strides=patch_size, padding="valid", **kwargs)
-        self.patch_size = int(patch_size)
-
-    def call(self, x):
-        height, width = x.shape[1], x.shape[2]
-        for size in (height, width):
-            if size is not None and size < self.patch_size:
-                raise ValueError(
-                    f"{self.name}: input of spatial size {height}x{width} is smaller "
-                    f"than the patch size {self.patch_size}."
-                )
-        return backend_kernels().patch_embedding(self, x)
-
-    def get_config(self):
-        config = super().get_config()
-        for key in ("kernel_size", "strides", "padding"):
-            config.pop(key, None)
-        return {**config, "patch_size": self.patch_size}
-
-
-@_register
-class ImageInputCheck(keras.layers.Layer):
-    """Identity that rejects inputs the network cannot handle, with a clear message.
-
-    Checks rank 4 ``(batch, height, width, channels)``, the channel count and
-    that height and width are at least ``min_size`` (the model's total stride),
-    whenever those dimensions are known (always on eager calls and in
-    ``predict``/``fit``).
-    """
-
-    def __init__(self, channels: int, min_size: int, model_name: str = "model", **kwargs):
-        super().__init__(**kwargs)
-        self.channels = int(channels)
-        self.min_size = int(min_size)
-        self.model_name = model_name
-
-    def call(self, x):
-        shape = tuple(x.shape)
-        if len(shape) != 4:
-            raise ValueError(
-                f"{self.model_name} expects a batch of images of shape "
-                f"(batch, height, width, {self.channels}); got an input of shape {shape}."
-            )
-        if shape[-1] is not None and shape[-1] != self.channels:
-            raise ValueError(
-                f"{self.model_name} expects images with {self.channels} channels "
-                f"(channels last); got an input of shape {shape}."
-            )
-        height, width = shape[1], shape[2]
-        if any(s is not None and s < self.min_size for s in (height, width)):
-            raise ValueError(
-                f"{self.model_name} needs images of at least {self.min_size}x{self.min_size} "
-                f"pixels (its total stride); got {height}x{width}."
-            )
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "channels": self.channels,
-            "min_size": self.min_size,
-            "model_name": self.model_name,
-        }
-
-
-@_register
+@register
 class VanillaSequencerBlock(Sequencer2DBlock):
     """The VanillaSequencer block: :class:`Sequencer2DBlock` built with the
     :class:`BiLSTM1D` token mixer (``token_mixer="1d"``), under the name its
@@ -582,42 +503,3 @@ class VanillaSequencerBlock(Sequencer2DBlock):
 
 # The registered block class of each token mixer: the class name a saved model carries.
 BLOCK_CLASSES = {"2d": Sequencer2DBlock, "1d": VanillaSequencerBlock}
-
-
-@_register
-class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned absolute position embedding: ``x + pos``, ``pos`` of shape
-    ``(1, H, W, C)`` (truncated normal, std 0.02, as the paper's ``absolute_pos_embed``).
-
-    H and W are fixed when the layer is built, so a model using it takes one
-    input size only; another size raises a ``ValueError``.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.grid = None
-
-    def build(self, input_shape):
-        grid = tuple(input_shape[1:])
-        if len(grid) != 3 or any(s is None for s in grid):
-            raise ValueError(
-                f"{self.name}: a position embedding needs a fixed (height, width, channels) "
-                f"grid; got input shape {tuple(input_shape)} (give the model a fixed input_shape)."
-            )
-        self.grid = grid
-        self.embedding = self.add_weight(
-            shape=(1,) + grid,
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            name="embedding",
-        )
-
-    def call(self, x):
-        if tuple(x.shape[1:]) != self.grid and None not in x.shape[1:]:
-            raise ValueError(
-                f"{self.name}: the position embedding is for a {self.grid[0]}x{self.grid[1]} "
-                f"grid of {self.grid[2]} channels; got features of shape {tuple(x.shape)}."
-            )
-        return x + ops.cast(self.embedding, x.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
