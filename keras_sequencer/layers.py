@@ -1,6 +1,8 @@
-"""Sequencer building blocks: BiLSTM2D, the Sequencer2D block, patch embedding,
-and the VanillaSequencer's BiLSTM1D block, on channels-last ``(batch, height,
-width, channels)`` tensors, as timm's ``Sequencer2d`` after its stem.
+"""Sequencer building blocks: BiLSTM2D, the Sequencer2D block and the
+VanillaSequencer's BiLSTM1D block, on channels-last ``(batch, height, width,
+channels)`` tensors, as timm's ``Sequencer2d`` after its stem. The patch and
+position embeddings and the input check live in :mod:`.image_layers` and are
+importable from here too.
 
 The layers say what they compute; how a backend runs the ``"fused"``
 implementation is in :mod:`keras_sequencer.kernels`, reached through
@@ -10,6 +12,14 @@ implementation is in :mod:`keras_sequencer.kernels`, reached through
 import keras
 from keras import ops
 
+from keras_sequencer.image_layers import (  # noqa: F401 (public API)
+    PACKAGE,
+    ImageInputCheck,
+    PatchEmbedding,
+    PositionEmbedding,
+    register,
+)
+from keras_sequencer.initializers import check_initialization, layer_initializers
 from keras_sequencer.kernels import IMPLEMENTATIONS, backend_kernels, resolved_implementation
 from keras_sequencer.kernels.generic import (
     BlockParts,
@@ -19,20 +29,15 @@ from keras_sequencer.kernels.generic import (
 from keras_sequencer.quantization import QuantizedSublayers
 from keras_sequencer.rnn import RNN_TYPES, make_rnn, rnn_cells
 
-PACKAGE = "keras_sequencer"
-
 UNIONS = ("cat", "add", "vertical", "horizontal")
-
-
-def _register(cls):
-    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
 
 
 class RNNTokenMixer(QuantizedSublayers):
     """Mix-in of a ``keras.layers.Layer``: what the token mixers
     :class:`BiLSTM2D` and :class:`BiLSTM1D` share:
     the RNN settings, the size of one RNN's output and the optional ``fc``
-    Dense back to the input channels.
+    Dense back to the input channels. ``initialization``: their initial weights, ``"keras"`` or
+    ``"original"`` (:mod:`keras_sequencer.initializers`; not saved: a loaded layer's come from the file).
 
     ``BLOCK_OPTIONS``: the settings of a :class:`Sequencer2DBlock` the mixer
     takes besides ``hidden_size``, ``bidirectional``, ``with_fc`` and
@@ -41,7 +46,15 @@ class RNNTokenMixer(QuantizedSublayers):
 
     BLOCK_OPTIONS: tuple[str, ...] = ()
 
-    def __init__(self, hidden_size: int, bidirectional: bool, with_fc: bool, rnn_type: str, **kwargs):
+    def __init__(
+        self,
+        hidden_size: int,
+        bidirectional: bool,
+        with_fc: bool,
+        rnn_type: str,
+        initialization: str = "keras",
+        **kwargs,
+    ):
         if rnn_type not in RNN_TYPES:
             raise ValueError(f"Unrecognized rnn_type {rnn_type!r}; expected one of {tuple(RNN_TYPES)}.")
         super().__init__(**kwargs)
@@ -49,6 +62,7 @@ class RNNTokenMixer(QuantizedSublayers):
         self.bidirectional = bool(bidirectional)
         self.with_fc = bool(with_fc)
         self.rnn_type = rnn_type
+        self.initialization = check_initialization(initialization)
         self.fc = None
 
     @property
@@ -58,7 +72,9 @@ class RNNTokenMixer(QuantizedSublayers):
 
     def build_fc(self, channels: int, inputs: int):
         """Creates and builds ``fc``, ``Dense(channels)`` over ``inputs`` channels."""
-        self.fc = keras.layers.Dense(channels, name="fc", dtype=self.sublayer_dtype("fc"))
+        self.fc = keras.layers.Dense(
+            channels, name="fc", dtype=self.sublayer_dtype("fc"), **layer_initializers(self.initialization, "dense")
+        )
         self.fc.build((None, inputs))
 
     def get_config(self):
@@ -71,7 +87,7 @@ class RNNTokenMixer(QuantizedSublayers):
         }
 
 
-@_register
+@register
 class BiLSTM2D(RNNTokenMixer, keras.layers.Layer):
     """Vertical and horizontal (bi)directional RNNs over an image's columns and rows.
 
@@ -102,6 +118,7 @@ class BiLSTM2D(RNNTokenMixer, keras.layers.Layer):
             as one batched recurrence (the backend's ``bilstm2d`` kernel) over
             the *same* LSTM layers' variables: weights, conversion and saved
             files are identical.
+        initialization (keyword): ``"keras"`` or ``"original"`` initial weights (:class:`RNNTokenMixer`).
     """
 
     BLOCK_OPTIONS = ("union", "implementation")
@@ -140,7 +157,7 @@ class BiLSTM2D(RNNTokenMixer, keras.layers.Layer):
         return self.rnn_output_size * (2 if self.union == "cat" else 1)
 
     def _make_rnn(self, name):
-        return make_rnn(self.rnn_type, self.hidden_size, self.bidirectional, name)
+        return make_rnn(self.rnn_type, self.hidden_size, self.bidirectional, name, self.initialization)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -211,7 +228,7 @@ class BiLSTM2D(RNNTokenMixer, keras.layers.Layer):
         return {**super().get_config(), "union": self.union, "implementation": self.implementation}
 
 
-@_register
+@register
 class BiLSTM1D(RNNTokenMixer, keras.layers.Layer):
     """A (bi)directional RNN over the flattened token sequence of an image
     (the VanillaSequencer's token mixer).
@@ -226,13 +243,14 @@ class BiLSTM1D(RNNTokenMixer, keras.layers.Layer):
         bidirectional: run the RNN forwards and backwards.
         with_fc: project the RNN output back to the input channels.
         rnn_type: ``"lstm"``, ``"gru"`` or ``"rnn"``, as in :class:`BiLSTM2D`.
+        initialization (keyword): ``"keras"`` or ``"original"`` initial weights (:class:`RNNTokenMixer`).
     """
 
     def __init__(
         self, hidden_size: int, bidirectional: bool = True, with_fc: bool = False, rnn_type: str = "lstm", **kwargs
     ):
         super().__init__(hidden_size, bidirectional, with_fc, rnn_type, **kwargs)
-        self.rnn = make_rnn(rnn_type, self.hidden_size, self.bidirectional, "rnn")
+        self.rnn = make_rnn(rnn_type, self.hidden_size, self.bidirectional, "rnn", self.initialization)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -263,7 +281,7 @@ class BiLSTM1D(RNNTokenMixer, keras.layers.Layer):
 TOKEN_MIXERS = {"2d": BiLSTM2D, "1d": BiLSTM1D}
 
 
-@_register
+@register
 class DropPath(keras.layers.Layer):
     """Stochastic depth: drops the whole residual branch per sample while training.
 
@@ -293,7 +311,7 @@ class DropPath(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-@_register
+@register
 class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
     """One Sequencer2D block, ``(B, H, W, C) -> (B, H, W, C)``.
 
@@ -312,6 +330,9 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
     :class:`BiLSTM2D`) the call is the backend's ``fused_block`` kernel
     (:mod:`keras_sequencer.kernels`): the same computation, with fused GEMMs
     on torch and an XLA-compiled inference call on TensorFlow.
+
+    ``initialization``: the initial weights of the MLP and the token mixer,
+    ``"keras"`` or ``"original"`` (as :class:`RNNTokenMixer`; not saved).
     """
 
     # The token mixer of a block built without ``token_mixer`` (not saved in its config).
@@ -329,6 +350,7 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         layer_norm_epsilon: float = 1e-6,
         implementation: str = "auto",
         token_mixer: str | None = None,
+        initialization: str = "keras",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -345,6 +367,7 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.implementation = implementation
         self.token_mixer = token_mixer
+        self.initialization = check_initialization(initialization)
         self.norm1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm1")
         mixer_class = TOKEN_MIXERS[token_mixer]
         self.rnn_tokens = mixer_class(
@@ -352,6 +375,7 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
             bidirectional=self.bidirectional,
             with_fc=self.with_fc,
             rnn_type=self.rnn_type,
+            initialization=self.initialization,
             name="rnn_tokens",
             **{option: getattr(self, option) for option in mixer_class.BLOCK_OPTIONS},
         )
@@ -372,12 +396,15 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         self.rnn_tokens.build(input_shape)
         self.norm2.build(input_shape)
         self.drop_path.build(input_shape)
-        self.mlp_fc1 = keras.layers.Dense(
-            int(self.mlp_ratio * dim), name="mlp_fc1", dtype=self.sublayer_dtype("mlp_fc1")
-        )
+        self.mlp_fc1 = self._mlp_dense(int(self.mlp_ratio * dim), "mlp_fc1")
         self.mlp_fc1.build(input_shape)
-        self.mlp_fc2 = keras.layers.Dense(dim, name="mlp_fc2", dtype=self.sublayer_dtype("mlp_fc2"))
+        self.mlp_fc2 = self._mlp_dense(dim, "mlp_fc2")
         self.mlp_fc2.build(tuple(input_shape[:-1]) + (int(self.mlp_ratio * dim),))
+
+    def _mlp_dense(self, units, name):
+        """The MLP's Dense ``name`` of ``units``, with ``initialization``'s (fresh) initializers."""
+        initializers = layer_initializers(self.initialization, "mlp")
+        return keras.layers.Dense(units, name=name, dtype=self.sublayer_dtype(name), **initializers)
 
     def parts(self) -> BlockParts:
         """The block's sub-layers and settings as the kernels read them
@@ -439,89 +466,7 @@ class Sequencer2DBlock(QuantizedSublayers, keras.layers.Layer):
         return config
 
 
-@_register
-class PatchEmbedding(keras.layers.Conv2D):
-    """Non-overlapping patch embedding / downsampling: Conv2D with kernel = stride = patch.
-
-    ``(B, H, W, C) -> (B, H // patch, W // patch, filters)``. Also used with
-    ``patch_size=1`` (the 1x1 "downsample" convs of stages 3 and 4). Raises a
-    ``ValueError`` when the input is smaller than one patch. The convolution is
-    the backend's ``patch_embedding`` kernel (on torch one GEMM over the
-    flattened patches).
-    """
-
-    def __init__(self, filters: int, patch_size: int, **kwargs):
-        for key in ("kernel_size", "strides", "padding"):
-            kwargs.pop(key, None)
-        super().__init__(filters, kernel_size=patch_size, strides=patch_size, padding="valid", **kwargs)
-        self.patch_size = int(patch_size)
-
-    def call(self, x):
-        height, width = x.shape[1], x.shape[2]
-        for size in (height, width):
-            if size is not None and size < self.patch_size:
-                raise ValueError(
-                    f"{self.name}: input of spatial size {height}x{width} is smaller "
-                    f"than the patch size {self.patch_size}."
-                )
-        return backend_kernels().patch_embedding(self, x)
-
-    def get_config(self):
-        config = super().get_config()
-        for key in ("kernel_size", "strides", "padding"):
-            config.pop(key, None)
-        return {**config, "patch_size": self.patch_size}
-
-
-@_register
-class ImageInputCheck(keras.layers.Layer):
-    """Identity that rejects inputs the network cannot handle, with a clear message.
-
-    Checks rank 4 ``(batch, height, width, channels)``, the channel count and
-    that height and width are at least ``min_size`` (the model's total stride),
-    whenever those dimensions are known (always on eager calls and in
-    ``predict``/``fit``).
-    """
-
-    def __init__(self, channels: int, min_size: int, model_name: str = "model", **kwargs):
-        super().__init__(**kwargs)
-        self.channels = int(channels)
-        self.min_size = int(min_size)
-        self.model_name = model_name
-
-    def call(self, x):
-        shape = tuple(x.shape)
-        if len(shape) != 4:
-            raise ValueError(
-                f"{self.model_name} expects a batch of images of shape "
-                f"(batch, height, width, {self.channels}); got an input of shape {shape}."
-            )
-        if shape[-1] is not None and shape[-1] != self.channels:
-            raise ValueError(
-                f"{self.model_name} expects images with {self.channels} channels "
-                f"(channels last); got an input of shape {shape}."
-            )
-        height, width = shape[1], shape[2]
-        if any(s is not None and s < self.min_size for s in (height, width)):
-            raise ValueError(
-                f"{self.model_name} needs images of at least {self.min_size}x{self.min_size} "
-                f"pixels (its total stride); got {height}x{width}."
-            )
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "channels": self.channels,
-            "min_size": self.min_size,
-            "model_name": self.model_name,
-        }
-
-
-@_register
+@register
 class VanillaSequencerBlock(Sequencer2DBlock):
     """The VanillaSequencer block: :class:`Sequencer2DBlock` built with the
     :class:`BiLSTM1D` token mixer (``token_mixer="1d"``), under the name its
@@ -558,42 +503,3 @@ class VanillaSequencerBlock(Sequencer2DBlock):
 
 # The registered block class of each token mixer: the class name a saved model carries.
 BLOCK_CLASSES = {"2d": Sequencer2DBlock, "1d": VanillaSequencerBlock}
-
-
-@_register
-class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned absolute position embedding: ``x + pos``, ``pos`` of shape
-    ``(1, H, W, C)`` (truncated normal, std 0.02, as the paper's ``absolute_pos_embed``).
-
-    H and W are fixed when the layer is built, so a model using it takes one
-    input size only; another size raises a ``ValueError``.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.grid = None
-
-    def build(self, input_shape):
-        grid = tuple(input_shape[1:])
-        if len(grid) != 3 or any(s is None for s in grid):
-            raise ValueError(
-                f"{self.name}: a position embedding needs a fixed (height, width, channels) "
-                f"grid; got input shape {tuple(input_shape)} (give the model a fixed input_shape)."
-            )
-        self.grid = grid
-        self.embedding = self.add_weight(
-            shape=(1,) + grid,
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            name="embedding",
-        )
-
-    def call(self, x):
-        if tuple(x.shape[1:]) != self.grid and None not in x.shape[1:]:
-            raise ValueError(
-                f"{self.name}: the position embedding is for a {self.grid[0]}x{self.grid[1]} "
-                f"grid of {self.grid[2]} channels; got features of shape {tuple(x.shape)}."
-            )
-        return x + ops.cast(self.embedding, x.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape

@@ -22,6 +22,7 @@ import keras
 
 from keras_sequencer import runtime
 from keras_sequencer import weights as weights_lib
+from keras_sequencer.initializers import check_initialization, layer_initializers
 from keras_sequencer.kernels import resolved_implementations
 from keras_sequencer.layers import BLOCK_CLASSES, PACKAGE, ImageInputCheck, PatchEmbedding, PositionEmbedding
 
@@ -183,6 +184,7 @@ def Sequencer2D(
     token_mixer: str = "2d",
     dropout_rate: float = 0.0,
     weights_name: str | None = None,
+    initialization: str = "keras",
 ) -> keras.Model:
     """Builds a Sequencer2D network (Tatsunami & Taki, NeurIPS 2022).
 
@@ -239,6 +241,15 @@ def Sequencer2D(
             :func:`keras_sequencer.create_model` pass it. Left out, a published
             architecture is looked up by its arguments here, once
             (:func:`keras_sequencer.variants.variant_for_arch`).
+        initialization: the initial values of the weights (before any
+            ``weights`` are loaded over them): ``"keras"`` (each layer's Keras
+            defaults) or ``"original"`` (the paper's, as timm's model
+            initialises itself: head zeros, LSTMs uniform(+-1/sqrt(h)), ...,
+            the table of :mod:`keras_sequencer.initializers`). The layers are
+            built with those initializers; the option is not saved (a loaded
+            model takes its weights from the file), and
+            ``keras.utils.set_random_seed`` before building makes the values
+            reproducible.
 
     Under ``channels_first`` the model takes ``(batch, 3, height, width)``
     images and transposes them once (:class:`ChannelsFirstInput`); every layer
@@ -252,20 +263,28 @@ def Sequencer2D(
         A ``keras.Model``.
     """
     _check_architecture(layers, patch_sizes, embed_dims, hidden_sizes, mlp_ratios, token_mixer, pooling)
+    check_initialization(initialization)
     channels_first = keras.config.image_data_format() == "channels_first"
     inputs, source_tensor = _resolve_input(input_tensor, input_shape, channels_first)
     x = _image_input(inputs, channels_first, math.prod(patch_sizes), include_preprocessing, name)
-    x = _stem(x, embed_dims[0], patch_sizes[0], stem_norm, position_embedding, name, tuple(inputs.shape[1:]))
+    x = _stem(
+        x, embed_dims[0], patch_sizes[0], stem_norm, position_embedding, name, tuple(inputs.shape[1:]), initialization
+    )
     rates = iter(drop_path_schedule(drop_path_rate, sum(layers)))  # one per block, over all stages
     block_options = dict(
-        bidirectional=bidirectional, union=union, with_fc=with_fc, rnn_type=rnn_type, implementation=implementation
+        bidirectional=bidirectional,
+        union=union,
+        with_fc=with_fc,
+        rnn_type=rnn_type,
+        implementation=implementation,
+        initialization=initialization,
     )  # (union: BiLSTM2D's only)
     for i, depth in enumerate(layers):
         options = dict(hidden_size=hidden_sizes[i], mlp_ratio=mlp_ratios[i], **block_options)
         blocks = [dict(options, drop_path_rate=next(rates)) for _ in range(depth)]
-        x = _stage(x, i, BLOCK_CLASSES[token_mixer], blocks, embed_dims[i], patch_sizes[i])
+        x = _stage(x, i, BLOCK_CLASSES[token_mixer], blocks, embed_dims[i], patch_sizes[i], initialization)
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
-    x = _head(x, include_top, pooling, classes, classifier_activation, dropout_rate, channels_first)
+    x = _head(x, include_top, pooling, classes, classifier_activation, dropout_rate, channels_first, initialization)
 
     model_inputs = inputs
     if source_tensor is not None:
@@ -345,12 +364,13 @@ def _image_input(inputs, channels_first, total_stride, include_preprocessing, na
     return x
 
 
-def _stem(x, embed_dim, patch_size, stem_norm, position_embedding, name, input_shape):
+def _stem(x, embed_dim, patch_size, stem_norm, position_embedding, name, input_shape, initialization):
     """The stem, ``(B, H, W, C) -> (B, H / p, W / p, embed_dim)``: the patch
-    embedding ``stem``, then optionally ``stem_norm`` (LayerNorm, eps 1e-6) and
-    a learned position embedding ``pos_embed``, which needs a fixed size (the
-    error names the model's ``input_shape``)."""
-    x = PatchEmbedding(embed_dim, patch_size, data_format=CHANNELS_LAST, name="stem")(x)
+    embedding ``stem`` (with ``initialization``'s initializers), then
+    optionally ``stem_norm`` (LayerNorm, eps 1e-6) and a learned position
+    embedding ``pos_embed``, which needs a fixed size (the error names the
+    model's ``input_shape``)."""
+    x = _patch_embedding(embed_dim, patch_size, "stem", initialization)(x)
     if stem_norm:
         x = keras.layers.LayerNormalization(epsilon=1e-6, name="stem_norm")(x)
     if position_embedding:
@@ -363,29 +383,43 @@ def _stem(x, embed_dim, patch_size, stem_norm, position_embedding, name, input_s
     return x
 
 
-def _stage(x, index, block_class, blocks, embed_dim, patch_size):
+def _patch_embedding(embed_dim, patch_size, name, initialization):
+    """A channels-last ``PatchEmbedding`` named ``name`` whose convolution
+    starts as ``initialization`` says (its ``kernel_initializer`` /
+    ``bias_initializer``, saved as any ``Conv2D``'s)."""
+    initializers = layer_initializers(initialization, "conv")
+    return PatchEmbedding(embed_dim, patch_size, data_format=CHANNELS_LAST, name=name, **initializers)
+
+
+def _stage(x, index, block_class, blocks, embed_dim, patch_size, initialization):
     """Stage ``index``: after the first, a ``PatchEmbedding`` to ``embed_dim``
     channels (``stages_{index}_downsample``), then one ``block_class`` block
-    per entry of ``blocks`` (its keyword arguments), ``stages_{index}_blocks_{j}``."""
+    per entry of ``blocks`` (its keyword arguments), ``stages_{index}_blocks_{j}``;
+    ``initialization`` for the downsample's initializers."""
     if index > 0:
-        x = PatchEmbedding(embed_dim, patch_size, data_format=CHANNELS_LAST, name=f"stages_{index}_downsample")(x)
+        x = _patch_embedding(embed_dim, patch_size, f"stages_{index}_downsample", initialization)(x)
     for j, options in enumerate(blocks):
         x = block_class(name=f"stages_{index}_blocks_{j}", **options)(x)
     return x
 
 
-def _head(x, include_top, pooling, classes, classifier_activation, dropout_rate, channels_first):
+def _head(x, include_top, pooling, classes, classifier_activation, dropout_rate, channels_first, initialization):
     """What follows the final norm: with ``include_top`` average pooling,
     dropout and the ``head`` Dense (float32 under a mixed policy, for a
-    stable softmax and loss); else the ``pooling`` or, without one, the 4-D
-    features (transposed back for a ``channels_first`` model)."""
+    stable softmax and loss; zeros with ``initialization="original"``); else
+    the ``pooling`` or, without one, the 4-D features (transposed back for a
+    ``channels_first`` model)."""
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_LAST, name="avg_pool")(x)
         if dropout_rate:
             x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
         mixed = keras.config.dtype_policy().name.startswith("mixed")
         return keras.layers.Dense(
-            classes, activation=classifier_activation, name="head", dtype="float32" if mixed else None
+            classes,
+            activation=classifier_activation,
+            name="head",
+            dtype="float32" if mixed else None,
+            **layer_initializers(initialization, "head"),
         )(x)
     if pooling == "avg":
         return keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_LAST, name="avg_pool")(x)
@@ -423,7 +457,7 @@ def VanillaSequencer(
 
     As in the paper, ``with_fc`` defaults to ``False`` (so ``2 * hidden_sizes[i]``
     must equal ``embed_dims[i]``). ``position_embedding=True`` (``v_sequencer_s_pe``)
-    fixes the input size. Other arguments as :func:`Sequencer2D`.
+    fixes the input size. Other arguments (``initialization``, ...) as :func:`Sequencer2D`.
     """
     return Sequencer2D(
         layers,
@@ -454,6 +488,7 @@ def _variant(variant: str, doc_name: str) -> Callable[..., keras.Model]:
         include_preprocessing: bool = False,
         name: str = variant,
         implementation: str = "auto",
+        initialization: str = "keras",
     ) -> keras.Model:
         return Sequencer2D(
             **get_variant(variant).arch,
@@ -469,6 +504,7 @@ def _variant(variant: str, doc_name: str) -> Callable[..., keras.Model]:
             name=name,
             implementation=implementation,
             weights_name=variant,
+            initialization=initialization,
         )
 
     builder.__name__ = doc_name

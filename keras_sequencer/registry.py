@@ -83,7 +83,8 @@ def create_model(name: str, weights: str | os.PathLike | None = None, **kwargs) 
             ``input_shape``, ``input_tensor``, ``classes``, ``include_top``,
             ``pooling``, ``classifier_activation``, ``drop_path_rate``,
             ``dropout_rate``, ``include_preprocessing``, ``implementation``,
-            ``name``. ``input_shape`` defaults to ``(input_size, input_size, 3)``
+            ``initialization`` (``"keras"`` or the paper's ``"original"``
+            initial weights), ``name``. ``input_shape`` defaults to ``(input_size, input_size, 3)``
             for fixed-size names and ``(None, None, 3)`` otherwise.
 
     Returns:

@@ -5,6 +5,8 @@ what the fused kernels and the export graph compute with.
 
 import keras
 
+from keras_sequencer.initializers import layer_initializers
+
 # Recurrent layer classes selectable by name (``rnn_type``). Keras GRU uses
 # ``reset_after=True`` by default, which is the PyTorch GRU formulation.
 RNN_TYPES = {
@@ -14,9 +16,13 @@ RNN_TYPES = {
 }
 
 
-def make_rnn(rnn_type: str, units: int, bidirectional: bool, name: str) -> keras.layers.Layer:
+def make_rnn(
+    rnn_type: str, units: int, bidirectional: bool, name: str, initialization: str = "keras"
+) -> keras.layers.Layer:
     """A sequence-returning ``rnn_type`` RNN named ``name``, wrapped in
-    ``Bidirectional(merge_mode="concat")`` when ``bidirectional``.
+    ``Bidirectional(merge_mode="concat")`` when ``bidirectional``; its weights
+    start as ``initialization`` says (:func:`keras_sequencer.initializers.layer_initializers`:
+    Keras's defaults, or the original's uniform(+-1/sqrt(units))).
 
     ``Bidirectional`` copies the layer it is given through
     ``serialize``/``deserialize``. Inside ``keras.saving.load_model`` that runs in
@@ -28,9 +34,12 @@ def make_rnn(rnn_type: str, units: int, bidirectional: bool, name: str) -> keras
     """
     rnn_class = RNN_TYPES[rnn_type]
     if not bidirectional:
-        return rnn_class(units, return_sequences=True, name=name)
-    forward = rnn_class(units, return_sequences=True)
-    backward = rnn_class(units, return_sequences=True, go_backwards=True)
+        return rnn_class(units, return_sequences=True, name=name, **layer_initializers(initialization, rnn_type, units))
+    # each direction its own initializer instances (each draws its own seed)
+    forward = rnn_class(units, return_sequences=True, **layer_initializers(initialization, rnn_type, units))
+    backward = rnn_class(
+        units, return_sequences=True, go_backwards=True, **layer_initializers(initialization, rnn_type, units)
+    )
     rnn = keras.layers.Bidirectional(forward, backward_layer=backward, merge_mode="concat", name=name)
     object.__setattr__(rnn, "_forward_template", forward)  # untracked, keeps its id unique
     return rnn

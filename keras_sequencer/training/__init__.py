@@ -25,7 +25,7 @@ flip, crop-pct                          ``tf.image`` ops in the ``tf.data`` pipe
 ``--native-amp`` / ``--amp``            ``mixed_float16`` policy (loss scaling by Keras)
 ``--drop-path``                         the model's ``drop_path_rate``: the last
                                         block's, 0 -> rate over the blocks (original)
-from scratch                            the original's initialisation
+from scratch                            built with ``initialization="original"``
                                         (:mod:`keras_sequencer.initializers`)
 ``--pretrained``                        ``weights="imagenet"``
 ======================================  ===============================================

@@ -12,6 +12,8 @@ INTERPOLATIONS = ("random", "bilinear", "bicubic")
 # rnn_bias_step: "torch" steps an LSTM's (a SimpleRNN's) one Keras bias as the sum of
 # PyTorch's b_ih + b_hh moves, twice Adam's step (training.optim.RecipeAdamW); "keras" once.
 RNN_BIAS_STEPS = ("torch", "keras")
+# The builders' ``initialization`` values (keras_sequencer.initializers.INITIALIZATIONS),
+# the original's first (the default); listed here so that the command line needs no Keras.
 INITIALIZATIONS = ("original", "keras")
 # Warmup epochs when none are given (shortened to a shorter run).
 DEFAULT_WARMUP_EPOCHS = 3
@@ -51,11 +53,12 @@ class TrainConfig:
     :func:`keras_sequencer.training.train_pipeline`): ``drop_path`` is the rate
     of the last block (0 in the first, linear in between, as the original);
     ``color_jitter`` applies only without ``aa``; ``mixup_prob`` is the
-    probability that a batch is mixed at all. ``init``: ``"original"`` (the
-    original's initialisation, :mod:`keras_sequencer.initializers`) or
-    ``"keras"`` (Keras's defaults) for a model trained from scratch
-    (``weights`` None). ``rnn_bias_step``: ``"torch"`` moves each LSTM's one
-    bias as timm's ``b_ih + b_hh`` move (:class:`~keras_sequencer.training.optim.RecipeAdamW`),
+    probability that a batch is mixed at all. ``init``: the model's
+    ``initialization`` when it is trained from scratch (``weights`` None):
+    ``"original"`` (the original's, :mod:`keras_sequencer.initializers`) or
+    ``"keras"`` (Keras's defaults); ``seed`` fixes the initial weights.
+    ``rnn_bias_step``: ``"torch"`` moves each LSTM's one bias as timm's
+    ``b_ih + b_hh`` move (:class:`~keras_sequencer.training.optim.RecipeAdamW`),
     ``"keras"`` as one bias.
     """
 

@@ -1,14 +1,15 @@
 """The training run: model by name, ``compile``, ``fit`` inside the
 data-parallel strategy's scope, and the whole run from a data path (:func:`run`)."""
 
+import contextlib
 import dataclasses
 import os
+import random
 import shutil
 
 import keras
 
 from keras_sequencer import keras_patches, optional, registry
-from keras_sequencer.initializers import apply_original_initialization
 from keras_sequencer.models import Sequencer2D
 from keras_sequencer.training import data as data_lib
 from keras_sequencer.training import distribute
@@ -24,22 +25,37 @@ def build_model(config, num_classes):
     ``config.model`` is built by :func:`keras_sequencer.registry.create_model`
     (any registered name), or, with ``config.arch``, ``Sequencer2D(**config.arch)``
     named ``config.model``; input ``(*config.image_size, 3)``. From scratch
-    (``config.weights`` None) with ``config.init == "original"`` the weights
-    start as the original's (:func:`keras_sequencer.initializers.apply_original_initialization`).
+    (``config.weights`` None) it is built with ``initialization=config.init``
+    (``"original"``: the original's initial weights, see
+    :mod:`keras_sequencer.initializers`), drawn from ``config.seed``: the same
+    seed gives the same weights. With ``config.weights`` the layers keep
+    Keras's initializers (a head of another size stays as Keras starts it).
     """
     options = dict(
         weights=config.weights,
         classes=num_classes,
         input_shape=(*config.image_size, 3),
         drop_path_rate=config.drop_path,
+        initialization="keras" if config.weights is not None else config.init,
     )
-    if config.arch:
-        model = Sequencer2D(**config.arch, name=config.model, **options)
-    else:
-        model = registry.create_model(config.model, **options)
-    if config.weights is None and config.init == "original":
-        apply_original_initialization(model, seed=config.seed)
-    return model
+    with _seeded_python_random(config.seed):
+        if config.arch:
+            return Sequencer2D(**config.arch, name=config.model, **options)
+        return registry.create_model(config.model, **options)
+
+
+@contextlib.contextmanager
+def _seeded_python_random(seed):
+    """Python's ``random`` seeded with ``seed`` inside, restored after: Keras
+    draws the seed of each unseeded initializer and seed generator from it
+    when the layer is made, so a model built inside starts from weights fixed
+    by ``seed`` alone, and nothing else's random stream is moved."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def check_requirements(dataset=None):

@@ -101,3 +101,23 @@ def test_build_model_initialises_only_from_scratch(tmp_path):
     loaded = training.build_model(training.TrainConfig(**dict(config, weights=path)), 4)
     x = random_images(2, 16, 16)
     np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(keras_default(x)))
+
+
+def test_build_model_draws_the_initial_weights_from_the_seed(tmp_path):
+    """From scratch the weights depend on ``seed`` alone (not on what ran before),
+    for either ``init``, and the build leaves Python's random stream as it was."""
+    import random
+
+    config = dict(model="tiny", arch=TINY_TRAIN_ARCH, image_size=(16, 16), output=str(tmp_path))
+    for init in ("original", "keras"):
+        first = training.build_model(training.TrainConfig(**config, init=init, seed=3), 4)
+        random.random()  # moves the global streams
+        keras.utils.set_random_seed(7)
+        state = random.getstate()
+        second = training.build_model(training.TrainConfig(**config, init=init, seed=3), 4)
+        assert random.getstate() == state
+        other = training.build_model(training.TrainConfig(**config, init=init, seed=4), 4)
+        for a, b in zip(first.weights, second.weights):
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=f"{init}: {a.path}")
+        kernel = lambda model: to_numpy(model.get_layer("stem").kernel)  # noqa: E731
+        assert not np.array_equal(kernel(first), kernel(other)), init
