@@ -17,34 +17,42 @@ ADAMW_EPSILON = 1e-8
 TWO_BIAS_CELLS = ("lstm_cell", "simple_rnn_cell")
 
 
+def is_two_bias(variable):
+    """Whether ``variable`` is the bias of an LSTM or SimpleRNN cell (its
+    path ends ``lstm_cell/bias``): PyTorch's ``b_ih + b_hh`` in one Keras
+    variable, ``(gates * units,)``."""
+    return variable.path.split("/")[-2:] in ([cell, "bias"] for cell in TWO_BIAS_CELLS)
+
+
 def two_bias_variables(model):
-    """The trainable biases of ``model``'s LSTM and SimpleRNN cells: each is
-    PyTorch's ``b_ih + b_hh`` in one Keras variable (``(gates * units,)``)."""
-    return [v for v in model.trainable_variables if v.path.split("/")[-2:] in ([c, "bias"] for c in TWO_BIAS_CELLS)]
+    """The trainable variables of ``model`` that :func:`is_two_bias`."""
+    return [v for v in model.trainable_variables if is_two_bias(v)]
 
 
 @keras.saving.register_keras_serializable(package="keras_sequencer")
 class RecipeAdamW(keras.optimizers.AdamW):
-    """``keras.optimizers.AdamW`` whose Adam step on the variables named in
-    ``two_bias_paths`` (:func:`two_bias_variables`' paths) is doubled.
+    """``keras.optimizers.AdamW`` that, with ``torch_rnn_biases``, doubles
+    the Adam step of every RNN bias that stands for PyTorch's two
+    (:func:`is_two_bias`).
 
     PyTorch's LSTM keeps ``b_ih`` and ``b_hh``, both with the gradient of
     their sum; AdamW moves each by the same step (their moments are equal), so
     the sum moves by twice the step of Keras's one bias. Doubling that
     variable's step (its weight decay, if any, is untouched) gives the Keras
     bias exactly the trajectory of timm's sum, and the checkpoint format
-    stays one bias."""
+    stays one bias. The variables are recognised by their paths when each
+    step is applied, so a rebuilt or restored model needs nothing else."""
 
-    def __init__(self, *args, two_bias_paths=(), **kwargs):
+    def __init__(self, *args, torch_rnn_biases=True, **kwargs):
         super().__init__(*args, **kwargs)
-        self.two_bias_paths = tuple(two_bias_paths)
+        self.torch_rnn_biases = bool(torch_rnn_biases)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        doubled = set(self.two_bias_paths)
         pairs = list(zip(grads, trainable_variables))
+        doubled = [self.torch_rnn_biases and is_two_bias(variable) for _, variable in pairs]
         groups = (
-            ([p for p in pairs if p[1].path not in doubled], learning_rate),
-            ([p for p in pairs if p[1].path in doubled], learning_rate * 2),
+            ([p for p, d in zip(pairs, doubled) if not d], learning_rate),
+            ([p for p, d in zip(pairs, doubled) if d], learning_rate * 2),
         )
         for group, rate in groups:
             if group:
@@ -52,7 +60,7 @@ class RecipeAdamW(keras.optimizers.AdamW):
                 super()._backend_update_step(list(group_grads), list(group_variables), rate)
 
     def get_config(self):
-        return {**super().get_config(), "two_bias_paths": list(self.two_bias_paths)}
+        return {**super().get_config(), "torch_rnn_biases": self.torch_rnn_biases}
 
 
 def learning_rate_schedule(config, steps_per_epoch):
@@ -73,13 +81,12 @@ def build_optimizer(config, model, steps_per_epoch):
     """AdamW (timm's epsilon) with the schedule, global-norm clipping, no decay
     on 1-D weights and, with ``config.rnn_bias_step == "torch"``, the RNN
     biases stepped as PyTorch's pairs (:class:`RecipeAdamW`)."""
-    torch_biases = config.rnn_bias_step == "torch"
     optimizer = RecipeAdamW(
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         weight_decay=config.weight_decay,
         epsilon=ADAMW_EPSILON,
         global_clipnorm=config.clip_grad,
-        two_bias_paths=[v.path for v in two_bias_variables(model)] if torch_biases else (),
+        torch_rnn_biases=config.rnn_bias_step == "torch",
     )
     optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
     return optimizer

@@ -71,7 +71,8 @@ def test_the_lstm_bias_moves_as_pytorchs_two_biases(rnn_bias_step, monkeypatch):
     model, reference = _lstm_pair()
     optimizer = training.build_optimizer(config, model, steps_per_epoch=10)
     (bias,) = training.optim.two_bias_variables(model)
-    assert optimizer.two_bias_paths == ((bias.path,) if rnn_bias_step == "torch" else ())
+    assert optimizer.torch_rnn_biases == (rnn_bias_step == "torch")
+    assert bias.path.endswith("lstm_cell/bias") and len(bias.shape) == 1
     model.compile(optimizer=optimizer, loss="mse")
     matrices = [p for p in reference.parameters() if p.ndim > 1]
     vectors = [p for p in reference.parameters() if p.ndim <= 1]
@@ -97,10 +98,22 @@ def test_the_lstm_bias_moves_as_pytorchs_two_biases(rnn_bias_step, monkeypatch):
         np.testing.assert_allclose(ours - start, (theirs - start) / 2, atol=2e-5)
 
 
-def test_the_recipe_optimizer_saves_its_two_bias_paths():
-    config = tiny_config("unused")
+@pytest.mark.parametrize("rnn_bias_step", ["torch", "keras"])
+def test_the_recipe_optimizer_saves_its_rnn_bias_step(rnn_bias_step):
+    config = tiny_config("unused", rnn_bias_step=rnn_bias_step)
     model, _ = _lstm_pair()
     optimizer = training.build_optimizer(config, model, steps_per_epoch=10)
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert type(restored) is training.optim.RecipeAdamW
-    assert restored.two_bias_paths == optimizer.two_bias_paths and len(restored.two_bias_paths) == 1
+    assert restored.torch_rnn_biases == (rnn_bias_step == "torch")
+
+
+def test_the_two_biases_of_a_sequencer_are_its_lstm_biases():
+    from keras_sequencer.models import Sequencer2D
+    from tests.helpers import MICRO_ARCH
+
+    model = Sequencer2D(**MICRO_ARCH, input_shape=(16, 16, 3), classes=2)
+    biases = training.optim.two_bias_variables(model)
+    # one per LSTM direction: 2 axes x 2 directions per block
+    assert len(biases) == 4 * sum(MICRO_ARCH["layers"])
+    assert all(len(v.shape) == 1 and v.path.endswith("lstm_cell/bias") for v in biases)
