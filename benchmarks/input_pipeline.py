@@ -26,9 +26,12 @@ threads and N parallel calls; ``DataLoader(num_workers=N)``.
 Each round makes a fresh iterator of each engine (alternating which goes
 first, so load from other jobs hits both alike), reads one epoch and times it
 after the first ``--warmup`` batches; every batch is materialised (numpy). The
-table gives the median images/s over the rounds, the ratio ours/timm, and how
-many cores each needs to feed ``--gpus`` GPUs at ``--gpu-rate`` images/s each
-(462: timm's Sequencer2D-S training rate with AMP on an RTX 3090).
+table gives, as medians over the rounds, images/s (wall clock) and images per
+CPU second (the CPU time of the process and, with psutil installed, of its
+``DataLoader`` workers: steadier than the wall clock when other jobs share the
+machine), the ratios ours/timm, and how many cores each engine needs to feed 1
+and 8 GPUs at ``--gpu-rate`` images/s each (462: timm's Sequencer2D-S training
+rate with AMP on an RTX 3090), from its images per CPU second.
 """
 
 import argparse
@@ -138,43 +141,66 @@ def timm_loader(root, recipe, batch, threads):
 ENGINES = {"timm": timm_loader, "ours": ours}
 
 
+def cpu_seconds():
+    """CPU seconds used so far by this process and its live child processes
+    (``DataLoader`` workers; counted when psutil is installed)."""
+    total = time.process_time()
+    try:
+        import psutil
+    except ImportError:
+        return total
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def time_epoch(make_iterator, warmup):
-    """``(images, seconds)`` of one epoch after its first ``warmup`` batches."""
-    images, start = 0, time.perf_counter()
+    """``(images, wall seconds, CPU seconds)`` of one epoch after its first
+    ``warmup`` batches."""
+    images, start, cpu = 0, time.perf_counter(), cpu_seconds()
     for index, (batch, _) in enumerate(make_iterator()):
         assert batch.size > 0  # materialised
         if index >= warmup:
             images += len(batch)
         elif index == warmup - 1:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
     if not images:
         raise SystemExit(f"--warmup {warmup} leaves no batch to time: give more images or a smaller --batch.")
-    return images, time.perf_counter() - start
+    return images, time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def measure(root, recipe, batch, threads, rounds, warmup):
-    """Images/s of each engine in every round: ``{engine: [rate, ...]}``."""
+    """Each engine's rounds: ``{engine: [{"wall": images/s, "cpu": images per
+    CPU second}, ...]}``."""
     epochs = {name: make(root, recipe, batch, threads)[0] for name, make in ENGINES.items()}
     rates = {name: [] for name in ENGINES}
     for round_index in range(rounds):
         order = list(ENGINES) if round_index % 2 == 0 else list(ENGINES)[::-1]
         for name in order:
-            images, seconds = time_epoch(epochs[name], warmup)
-            rates[name].append(images / seconds)
+            images, seconds, cpu = time_epoch(epochs[name], warmup)
+            rates[name].append(dict(wall=images / seconds, cpu=images / max(cpu, 1e-9)))
     return rates
 
 
 # ------------------------------------------------------------------- table --
 def rows_from_rates(results, gpu_rate=GPU_RATE, gpus=(1, 8)):
-    """Table rows from ``{(recipe, threads): {engine: [images/s per round]}}``:
-    median rates, ratio ours/timm and the cores each engine needs per GPU count
-    (``gpus * gpu_rate / (rate / threads)``)."""
+    """Table rows from ``{(recipe, threads): {engine: [{"wall", "cpu"}, ...]}}``
+    (:func:`measure`): median images/s and images per CPU second over the
+    rounds, the ratios ours/timm, and the cores each engine needs to feed
+    ``gpus`` GPUs (``gpus * gpu_rate / images per CPU second``)."""
     rows = []
     for (recipe, threads), rates in results.items():
-        timm_rate, our_rate = statistics.median(rates["timm"]), statistics.median(rates["ours"])
-        row = dict(recipe=recipe, threads=threads, timm=timm_rate, ours=our_rate, ratio=our_rate / timm_rate)
+        row = dict(recipe=recipe, threads=threads)
+        for engine in ("timm", "ours"):
+            row[engine] = statistics.median(r["wall"] for r in rates[engine])
+            row[f"{engine}_cpu"] = statistics.median(r["cpu"] for r in rates[engine])
+        row["ratio"], row["ratio_cpu"] = row["ours"] / row["timm"], row["ours_cpu"] / row["timm_cpu"]
         for count in gpus:
-            row[f"cores_{count}"] = tuple(count * gpu_rate * threads / rate for rate in (timm_rate, our_rate))
+            row[f"cores_{count}"] = tuple(count * gpu_rate / row[f"{e}_cpu"] for e in ("timm", "ours"))
         rows.append(row)
     return rows
 
@@ -182,13 +208,15 @@ def rows_from_rates(results, gpu_rate=GPU_RATE, gpus=(1, 8)):
 def format_table(rows, gpus=(1, 8)):
     cores = " | ".join(f"cores for {n} GPU{'s' * (n > 1)} (timm / ours)" for n in gpus)
     lines = [
-        f"| recipe | threads | timm img/s | ours img/s | ours/timm | {cores} |",
-        "|---|---|---|---|---|" + "---|" * len(gpus),
+        "| recipe | threads | timm img/s | ours img/s | ours/timm | timm img/CPU-s | ours img/CPU-s "
+        f"| ours/timm per CPU-s | {cores} |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(gpus),
     ]
     for row in rows:
         need = " | ".join("{:.1f} / {:.1f}".format(*row[f"cores_{n}"]) for n in gpus)
         lines.append(
-            f"| {row['recipe']} | {row['threads']} | {row['timm']:.1f} | {row['ours']:.1f} | {row['ratio']:.2f}x | {need} |"
+            f"| {row['recipe']} | {row['threads']} | {row['timm']:.1f} | {row['ours']:.1f} | {row['ratio']:.2f}x "
+            f"| {row['timm_cpu']:.1f} | {row['ours_cpu']:.1f} | {row['ratio_cpu']:.2f}x | {need} |"
         )
     return "\n".join(lines)
 
@@ -238,10 +266,9 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import timm  # noqa: F401  (torch before TensorFlow: the other order crashes)
-    import tensorflow as tf
 
-    tf.get_logger().setLevel("ERROR")
     with tempfile.TemporaryDirectory() as scratch:
         root = args.images or write_images(scratch, args.num_images)
         results = {}
@@ -254,7 +281,7 @@ def main(argv=None):
     table = format_table(rows)
     print(f"\nCPU: {info['cpu']} ({info['cores']} cores); {json.dumps(info['versions'])}")
     print(f"Recipes: {'; '.join(f'{k}: {v}' for k, v in RECIPES.items() if k in args.recipes)}")
-    print(f"batch {args.batch}, {args.rounds} round(s), median images/s; cores at {args.gpu_rate:g} img/s per GPU\n")
+    print(f"batch {args.batch}, {args.rounds} round(s), medians; cores at {args.gpu_rate:g} img/s per GPU\n")
     print(table)
     if args.output:
         runs = [dict(recipe=r, threads=t, rates=v) for (r, t), v in results.items()]

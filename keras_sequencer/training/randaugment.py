@@ -308,7 +308,9 @@ def rand_augment(image, policy, seed=None):
         height, width = tf.shape(current)[0], tf.shape(current)[1]
 
         def matrix(name):
-            return lambda: affine_matrix(name, op_argument(name, magnitude, negate, policy.translate_pct), height, width)
+            return lambda: affine_matrix(
+                name, op_argument(name, magnitude, negate, policy.translate_pct), height, width
+            )
 
         chosen = tf.switch_case(tf.gather(matrix_of, index), [matrix(name) for name in geometric])
         return tf.ensure_shape(_affine(current, chosen, policy.fill), current.shape)
