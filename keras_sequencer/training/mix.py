@@ -118,16 +118,18 @@ def mix_batch(images, targets, lam, use_cutmix, centres):
     rows = tf.range(height)[None, :, None]
     cols = tf.range(width)[None, None, :]
     top, bottom, left, right = (tf.reshape(boxes[:, k], [-1, 1, 1]) for k in range(4))
-    in_box = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
-    flipped = images[::-1]
-    mixed_up = (
-        images * tf.cast(lam, images.dtype)[:, None, None, None]
-        + flipped * tf.cast(1.0 - lam, images.dtype)[:, None, None, None]
-    )
-    cut = tf.where(in_box[..., None], flipped, images)
+    in_box = ((rows >= top) & (rows < bottom) & (cols >= left) & (cols < right))[..., None]
+    # One pass over the batch: out = own * x + other * x[::-1] with per-pixel
+    # weights (B, H, W, 1): (lam, 1 - lam) for MixUp, (0, 1) in a CutMix box
+    # and (1, 0) elsewhere; images left unmixed (lam 1) get (1, 0). x * 1 + y * 0
+    # is x exactly, so CutMix and unmixed images keep their pixels.
     unmixed = tf.equal(lam, 1.0)  # timm leaves such images untouched (and CutMix boxes empty)
-    out = tf.where(use_cutmix[:, None, None, None], cut, mixed_up)
-    out = tf.where(unmixed[:, None, None, None], images, out)
+    cutmix_pixels = (use_cutmix & ~unmixed)[:, None, None, None]
+    lam_4d = lam[:, None, None, None]
+    other = tf.where(cutmix_pixels, tf.cast(in_box, tf.float32), 1.0 - lam_4d)
+    own = tf.where(cutmix_pixels, 1.0 - other, lam_4d)
+    dtype = images.dtype
+    out = images * tf.cast(own, dtype) + tf.reverse(images, [0]) * tf.cast(other, dtype)
     lam = tf.where(use_cutmix & ~unmixed, cut_lam, lam)[:, None]
     targets = tf.cast(targets, tf.float32)
     return out, targets * lam + targets[::-1] * (1.0 - lam)

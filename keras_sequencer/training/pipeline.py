@@ -46,7 +46,7 @@ def train_pipeline(dataset, config, num_classes, global_batch_size, repeat=False
         image = random_resized_crop(image, (height, width), config.scale, config.ratio, config.train_interpolation)
         if config.hflip > 0:
             flip = tf.random.uniform([]) < config.hflip
-            image = tf.where(flip, tf.image.flip_left_right(image), image)
+            image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
         if policy:
             image = rand_augment(image, policy)
         if jitter:

@@ -95,19 +95,26 @@ def _grey(image):
 
 def _smooth(image):
     """Pillow's ``ImageFilter.SMOOTH`` (3x3, centre 5, others 1, /13, rounded);
-    the one-pixel border is copied unchanged, as Pillow does."""
-    pixels = tf.cast(image, tf.float64)
+    the one-pixel border is copied unchanged, as Pillow does. The weighted
+    sums are whole numbers below 2**24, exact in float32, and ``sum / 13`` is
+    never within float32's error of a rounding boundary."""
+    kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]])
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+    total = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "VALID")[0]
+    inner = tf.clip_by_value(tf.floor(total / 13.0 + 0.5), 0.0, 255.0)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
-    total = tf.zeros_like(pixels[1:-1, 1:-1])
-    for dy in range(3):
-        for dx in range(3):
-            weight = 5.0 if dy == dx == 1 else 1.0
-            total += weight * pixels[dy : dy + height - 2, dx : dx + width - 2]
-    inner = tf.cast(tf.clip_by_value(tf.floor(total / 13.0 + 0.5), 0.0, 255.0), tf.float32)
     rows = tf.range(height)[:, None, None]
     cols = tf.range(width)[None, :, None]
     interior = (rows > 0) & (rows < height - 1) & (cols > 0) & (cols < width - 1)
     return tf.where(interior, tf.pad(inner, [[1, 1], [1, 1], [0, 0]]), image)
+
+
+def _look_up(image, tables):
+    """Each band of ``image`` (integer values in [0, 255]) through its 256-entry
+    table: ``tables`` int32 (3, 256). Returns float32 (H, W, 3)."""
+    offsets = tf.constant([0, 256, 512])
+    flat = tf.reshape(tables, [-1])
+    return tf.cast(tf.gather(flat, tf.cast(image, tf.int32) + offsets), tf.float32)
 
 
 def _autocontrast(image):
@@ -122,8 +129,9 @@ def _autocontrast(image):
 
 def _equalize(image):
     """``ImageOps.equalize``: per band, Pillow's integer histogram-equalising table."""
-    bands = tf.reshape(tf.transpose(tf.cast(image, tf.int32), (2, 0, 1)), (3, -1))
-    counts = tf.math.bincount(bands, minlength=256, maxlength=256, axis=-1)
+    offsets = tf.constant([0, 256, 512])
+    indices = tf.cast(image, tf.int32) + offsets
+    counts = tf.reshape(tf.math.bincount(tf.reshape(indices, [-1]), minlength=768, maxlength=768), (3, 256))
     last = tf.reduce_max(tf.where(counts > 0, tf.range(256)[None], -1), axis=1)
     last_count = tf.gather(counts, last, batch_dims=1)
     step = (tf.reduce_sum(counts, axis=1) - last_count) // 255
@@ -132,8 +140,7 @@ def _equalize(image):
     table = tf.minimum(table, 255)
     keep = (tf.reduce_sum(tf.cast(counts > 0, tf.int32), axis=1) <= 1) | (step == 0)
     table = tf.where(keep[:, None], tf.range(256)[None], table)
-    equalized = tf.cast(tf.gather(table, bands, batch_dims=1), tf.float32)
-    return tf.reshape(tf.transpose(equalized), tf.shape(image))
+    return _look_up(image, table)
 
 
 def _affine(image, matrix, fill):
@@ -290,35 +297,46 @@ def rand_augment(image, policy, seed=None):
     branch_of = [others.index(n) if n in others else len(others) for n in names]
     matrix_of = [geometric.index(n) if n in geometric else 0 for n in names]
 
-    def one_op(k, current):
-        index, magnitude, negate = draws["index"][k], draws["magnitude"][k], draws["negate"][k]
+    def plain(name):
+        def run(current, index, magnitude, negate):
+            argument = op_argument(name, magnitude, negate, policy.translate_pct)
+            return tf.ensure_shape(apply_op(name, current, argument), current.shape)
+
+        return run
+
+    def geometric_op(current, index, magnitude, negate):
         height, width = tf.shape(current)[0], tf.shape(current)[1]
 
-        def plain(name):
-            def run():
-                argument = op_argument(name, magnitude, negate, policy.translate_pct)
-                return tf.ensure_shape(apply_op(name, current, argument), current.shape)
-
-            return run
-
         def matrix(name):
-            def run():
-                argument = op_argument(name, magnitude, negate, policy.translate_pct)
-                return affine_matrix(name, argument, height, width)
+            return lambda: affine_matrix(
+                name, op_argument(name, magnitude, negate, policy.translate_pct), height, width
+            )
 
-            return run
+        chosen = tf.switch_case(tf.gather(matrix_of, index), [matrix(name) for name in geometric])
+        return tf.ensure_shape(_affine(current, chosen, policy.fill), current.shape)
 
-        def geometric_op():
-            select = tf.gather(matrix_of, index)
-            chosen = tf.switch_case(select, [matrix(name) for name in geometric])
-            return tf.ensure_shape(_affine(current, chosen, policy.fill), current.shape)
+    def unchanged(current, index, magnitude, negate):
+        return current
 
-        branches = [plain(name) for name in others] + [geometric_op] * bool(geometric)
-        return tf.switch_case(tf.gather(branch_of, index), branches)
-
-    def body(k, current):
-        applied = tf.cond(draws["apply"][k], lambda: one_op(k, current), lambda: current)
-        return k + 1, applied
-
-    _, image = tf.while_loop(lambda k, _: k < policy.num_ops, body, (tf.constant(0), image))
+    functions = [plain(name) for name in others] + [geometric_op] * bool(geometric) + [unchanged]
+    spec = (
+        tf.TensorSpec(image.shape, tf.float32),
+        tf.TensorSpec([], tf.int32),
+        tf.TensorSpec([], tf.float64),
+        tf.TensorSpec([], tf.bool),
+    )
+    branches = [tf.function(f, input_signature=spec, autograph=False).get_concrete_function() for f in functions]
+    # A Case op made directly: tf.switch_case's is lowered to Switch/Merge nodes
+    # in a tf.data function, and then every op of every branch costs time on
+    # every image, taken or not; the Case op runs only the chosen branch.
+    for k in range(policy.num_ops):
+        index = draws["index"][k]
+        branch = tf.where(draws["apply"][k], tf.gather(branch_of, index), len(functions) - 1)
+        (image,) = tf.raw_ops.Case(
+            branch_index=branch,
+            input=[image, index, draws["magnitude"][k], draws["negate"][k]],
+            Tout=[tf.float32],
+            branches=branches,
+            output_shapes=[image.shape],
+        )
     return image

@@ -126,23 +126,26 @@ def erase_boxes_from_draws(height, width, area_fractions, log_aspects, offsets, 
 
 def erase_with_boxes(image, boxes, fills):
     """``image`` ``(H, W, C)`` with each box of ``boxes`` ``(N, 4)`` replaced by
-    its fill (``fills`` ``(N, H, W, C)``, broadcastable), later boxes on top."""
+    its fill, later boxes on top. ``fills`` ``(N, h, w, C)``: box ``k`` takes
+    ``fills[k]`` cut to its size, or broadcast from a ``(1, 1, C)`` colour.
+    Only the boxes' rows are rebuilt (the rest of the image is copied)."""
     import tensorflow as tf
 
-    height, width = image.shape[0], image.shape[1]
-    rows = tf.range(height)[:, None]
-    cols = tf.range(width)[None, :]
+    shape, channels = image.shape, image.shape[-1]
     for k in range(boxes.shape[0]):
-        top, left, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
-        inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
-        image = tf.where(inside[..., None], tf.cast(fills[k], image.dtype), image)
-    return image
+        top, left, h = boxes[k, 0], boxes[k, 1], boxes[k, 2]
+        w = tf.where(h > 0, boxes[k, 3], 0)  # a box of height 0 erases nothing
+        patch = tf.broadcast_to(tf.cast(fills[k, :h, :w], image.dtype), tf.stack([h, w, channels]))
+        band = tf.concat([image[top : top + h, :left], patch, image[top : top + h, left + w :]], axis=1)
+        image = tf.concat([image[:top], band, image[top + h :]], axis=0)
+    return tf.ensure_shape(image, shape)
 
 
 def random_erasing(image, probability, mode="pixel", count=1, area=(0.02, 1 / 3), min_aspect=0.3):
     """timm's ``RandomErasing(probability, mode=mode, max_count=count)`` on one
     normalised image ``(H, W, C)`` (static H, W, C). The number of boxes is
-    uniform in ``[1, count]``."""
+    uniform in ``[1, count]``; the random fill is drawn only for the boxes of
+    an image that is erased."""
     import tensorflow as tf
 
     if mode not in ERASE_MODES:
@@ -150,22 +153,27 @@ def random_erasing(image, probability, mode="pixel", count=1, area=(0.02, 1 / 3)
     height, width, channels = image.shape
     log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
     apply = tf.random.uniform([]) <= probability
-    n = tf.random.uniform([], 1, count + 1, dtype=tf.int32) if count > 1 else 1
-    boxes = erase_boxes_from_draws(
-        height,
-        width,
-        tf.random.uniform([count, ATTEMPTS], area[0], area[1], dtype=tf.float64),
-        tf.random.uniform([count, ATTEMPTS], *log_aspect, dtype=tf.float64),
-        tf.random.uniform([count, 2], dtype=tf.float64),
-        n,
-    )
-    if mode == "pixel":
-        fills = tf.random.normal([count, height, width, channels])
-    elif mode == "rand":
-        fills = tf.random.normal([count, 1, 1, channels])
-    else:
-        fills = tf.zeros([count, 1, 1, channels])
-    return tf.cond(apply, lambda: erase_with_boxes(image, boxes, fills), lambda: image)
+
+    def erase():
+        n = tf.random.uniform([], 1, count + 1, dtype=tf.int32) if count > 1 else 1
+        boxes = erase_boxes_from_draws(
+            height,
+            width,
+            tf.random.uniform([count, ATTEMPTS], area[0], area[1], dtype=tf.float64),
+            tf.random.uniform([count, ATTEMPTS], *log_aspect, dtype=tf.float64),
+            tf.random.uniform([count, 2], dtype=tf.float64),
+            n,
+        )
+        if mode == "pixel":
+            size = tf.reduce_max(boxes[:, 2:], axis=0)
+            fills = tf.random.normal(tf.stack([count, size[0], size[1], channels]))
+        elif mode == "rand":
+            fills = tf.random.normal([count, 1, 1, channels])
+        else:
+            fills = tf.zeros([count, 1, 1, channels])
+        return erase_with_boxes(image, boxes, fills)
+
+    return tf.cond(apply, erase, lambda: image)
 
 
 def grayscale(image):
