@@ -5,9 +5,12 @@ The fused recurrence (:func:`fused_lstm`) runs the LSTMs of a ``BiLSTM2D``
 (every direction of its vertical and horizontal RNNs) as one batched
 recurrence over the Keras ``LSTMCell`` variables. Its pieces take the parts a
 backend swaps as arguments (:func:`recurrence`): the input projection
-(``project``), the gate activation (``gates``) and the unrolled loop
-(``unrolled``), so :mod:`.jax`, :mod:`.tensorflow` and :mod:`.torch` reuse it
-with their own.
+(``project``), the gate activation (``gates``), the unrolled and the scanned
+loop (``unrolled``, ``scanned``) and which of them runs by default, so
+:mod:`.jax`, :mod:`.tensorflow` and :mod:`.torch` reuse it with their own.
+Both loops have a hand-written backward here (:func:`unrolled_lstm_backward`,
+:func:`scanned_lstm_backward`) for the backends to wrap in their custom
+gradients.
 
 Kernel API (the same signatures in every backend module, see
 :mod:`keras_sequencer.kernels`): :func:`fused_lstm`, :func:`bilstm2d`,
@@ -126,11 +129,7 @@ def unrolled_lstm_backward(recurrent, saved, output_grads, per_seq, reverse):
     of :mod:`.torch_lstm` is the same computation in torch's in-place
     kernels.)"""
     steps = len(saved)
-    step_grads = []  # S*D tensors (T, N, U), stepping order
-    for grad in output_grads:
-        for d, g in enumerate(ops.split(grad, per_seq, axis=-1)):
-            step_grads.append(ops.flip(g, axis=0) if reverse and d == 1 else g)
-    step_grads = ops.unstack(ops.stack(step_grads, axis=1), axis=0)  # T of (S*D, N, U)
+    step_grads = ops.unstack(stacked_from_outputs(output_grads, per_seq, reverse), axis=0)  # T of (S*D, N, U)
     recurrent_t = ops.transpose(recurrent, (0, 2, 1))
     z_grads = [None] * steps
     dz = dc = None
@@ -153,32 +152,100 @@ def unrolled_lstm_backward(recurrent, saved, output_grads, per_seq, reverse):
     z_grads = ops.stack(z_grads)  # (T, S*D, N, 4U)
     h_prev = ops.stack([state[0] for state, _ in saved])  # (T, S*D, N, U)
     recurrent_grad = ops.einsum("krnu,krng->rug", h_prev, z_grads)
+    return projections_from_stacked(z_grads, len(output_grads), per_seq, reverse), recurrent_grad
+
+
+def stacked_inputs(projections, per_seq, reverse):
+    """The input projections ``S x (T, N, D, 4U)`` as one ``(T, S*D, N, 4U)``
+    in stepping order (a backward direction's time axis flipped), the ``xs``
+    of a scanned recurrence."""
+    if reverse:
+        projections = [ops.stack([p[:, :, 0], ops.flip(p[:, :, 1], axis=0)], axis=2) for p in projections]
+    return ops.stack([p[:, :, d] for p in projections for d in range(per_seq)], axis=1)
+
+
+def projections_from_stacked(z_grads, num_seq, per_seq, reverse):
+    """The inverse of :func:`stacked_inputs`: ``(T, S*D, N, 4U)`` in stepping
+    order -> ``S x (T, N, D, 4U)`` in time order (the projections' gradients)."""
     per_direction = ops.unstack(z_grads, axis=1)
     projection_grads = []
-    for s in range(len(output_grads)):
+    for s in range(num_seq):
         directions = [per_direction[s * per_seq + d] for d in range(per_seq)]
         if reverse:
             directions[1] = ops.flip(directions[1], axis=0)
         projection_grads.append(ops.stack(directions, axis=2))  # (T, N, D, 4U)
-    return projection_grads, recurrent_grad
+    return projection_grads
+
+
+def stacked_from_outputs(output_grads, per_seq, reverse):
+    """The inverse of :func:`outputs_from_stacked`: ``S x (T, N, D*U)`` in time
+    order -> ``(T, S*D, N, U)`` in stepping order (the outputs' gradients as
+    the recurrence's steps see them)."""
+    step_grads = []  # S*D tensors (T, N, U), stepping order
+    for grad in output_grads:
+        for d, g in enumerate(ops.split(grad, per_seq, axis=-1)):
+            step_grads.append(ops.flip(g, axis=0) if reverse and d == 1 else g)
+    return ops.stack(step_grads, axis=1)
 
 
 def scanned_lstm(projections, recurrent, per_seq, reverse, gates=lstm_gates):
     """The recurrence with ``ops.scan`` (any ``T``, also unknown): the same
     inputs and outputs as :func:`unrolled_lstm` (outputs only)."""
-    n = ops.shape(projections[0])[1]
-    units = recurrent.shape[1]
-    if reverse:  # scan walks one time axis: flip the backward directions' inputs
-        projections = [ops.stack([p[:, :, 0], ops.flip(p[:, :, 1], axis=0)], axis=2) for p in projections]
-    z = ops.stack([p[:, :, d] for p in projections for d in range(per_seq)], axis=1)
-    zeros = ops.zeros((recurrent.shape[0], n, units), projections[0].dtype)
+    z = stacked_inputs(projections, per_seq, reverse)
+    zeros = ops.zeros((recurrent.shape[0], ops.shape(z)[2], recurrent.shape[1]), z.dtype)
 
     def step(state, z_k):
-        state, _ = lstm_step(state, z_k, recurrent, units, gates)
+        state, _ = lstm_step(state, z_k, recurrent, recurrent.shape[1], gates)
         return state, state  # (ys = (h, c): the TF backend wants ys shaped like the carry)
 
     _, (stacked, _) = ops.scan(step, (zeros, zeros), z)  # (T, S*D, N, U)
     return outputs_from_stacked(stacked, len(projections), per_seq, reverse)
+
+
+def scanned_lstm_states(z, recurrent, gates=lstm_gates):
+    """:func:`scanned_lstm` over stacked inputs ``z`` ``(T, R, N, 4U)``
+    (:func:`stacked_inputs`, ``R = S*D``) keeping what
+    :func:`scanned_lstm_backward` needs. Returns the hidden states ``(T, R,
+    N, U)`` and, stacked over the steps, each ``(T, R, N, U)``: the cell
+    state before the step, its gates ``i, f, g, o`` and ``tanh(c)``."""
+    units = recurrent.shape[1]
+    zeros = ops.zeros((recurrent.shape[0], ops.shape(z)[2], units), z.dtype)
+
+    def step(carry, z_k):
+        state, activations = lstm_step(carry[:2], z_k, recurrent, units, gates)
+        # carry and ys of one structure (the TF backend's scan wants it): the
+        # carry's activations are unused, the ys' state is the one before the step
+        return (*state, *activations), (carry[0], carry[1], *activations)
+
+    _, (h_prev, c_prev, i, f, g, o, tanh_c) = ops.scan(step, (zeros,) * 7, z)
+    return o * tanh_c, (h_prev, c_prev, i, f, g, o, tanh_c)
+
+
+def scanned_lstm_backward(recurrent, saved, h_grads):
+    """The gradients of :func:`scanned_lstm_states` with respect to ``z``
+    ``(T, R, N, 4U)`` and the recurrent kernels ``(R, U, 4U)`` given those of
+    its hidden states ``h_grads`` ``(T, R, N, U)``: :func:`unrolled_lstm_backward`'s
+    computation as one reverse ``ops.scan`` (per step the gate gradients and
+    one ``(R, N, 4U) @ (R, 4U, U)`` matmul for the hidden state's gradient),
+    then the recurrent kernels' gradient as one matmul over every step."""
+    h_prev, c_prev, i, f, g, o, tanh_c = saved
+    recurrent_t = ops.transpose(recurrent, (0, 2, 1))
+    zeros = ops.zeros_like(h_grads[0])
+
+    def step(carry, step_inputs):
+        dh_next, dc_next = carry[:2]
+        dh_out, c_prev, i, f, g, o, tanh_c = step_inputs
+        dh = dh_out + dh_next
+        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+        dz = (dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o))
+        carry = (ops.matmul(ops.concatenate(dz, axis=-1), recurrent_t), dc * f, *dz)
+        return carry, carry
+
+    xs = (h_grads, c_prev, i, f, g, o, tanh_c)
+    _, (*_, di, df, dg, do) = ops.scan(step, (zeros,) * 6, xs, reverse=True)
+    z_grads = ops.concatenate([di, df, dg, do], axis=-1)  # (T, R, N, 4U)
+    recurrent_grad = ops.einsum("krnu,krng->rug", h_prev, z_grads)
+    return z_grads, recurrent_grad
 
 
 def outputs_from_steps(hs, num_seq, per_seq, reverse):
@@ -213,20 +280,35 @@ def unrolled_outputs(projections, recurrent, per_seq, reverse, gates=lstm_gates)
     return unrolled_lstm(projections, recurrent, per_seq, reverse, gates)[0]
 
 
-def recurrence(sequences, cells, reverse, unroll=None, project=project, gates=lstm_gates, unrolled=None):
+def recurrence(
+    sequences,
+    cells,
+    reverse,
+    unroll=None,
+    project=project,
+    gates=lstm_gates,
+    unrolled=None,
+    scanned=None,
+    unroll_default=True,
+):
     """:func:`fused_lstm` with a backend's pieces: ``project`` (the hoisted
-    input projection), ``gates`` (the gate activation of each step) and
-    ``unrolled`` (the unrolled loop, ``(projections, recurrent, per_seq,
-    reverse) -> outputs``; default :func:`unrolled_outputs` with ``gates``)."""
+    input projection), ``gates`` (the gate activation of each step),
+    ``unrolled`` and ``scanned`` (the unrolled and the scanned loop,
+    ``(projections, recurrent, per_seq, reverse) -> outputs``; defaults
+    :func:`unrolled_outputs` and :func:`scanned_lstm` with ``gates``) and
+    ``unroll_default``, which of the two ``unroll=None`` runs when ``T`` is
+    static (an unknown ``T`` is always scanned)."""
     projections, recurrent = lstm_projections(sequences, cells, project)
     per_seq = len(cells[0])
     steps = sequences[0].shape[0]
     if unroll is None:
-        unroll = steps is not None
+        unroll = unroll_default and steps is not None
     if unroll and steps is None:
         raise ValueError("fused_lstm(unroll=True) needs a static sequence length.")
     if not unroll:
-        return scanned_lstm(projections, recurrent, per_seq, reverse, gates)
+        if scanned is None:
+            return scanned_lstm(projections, recurrent, per_seq, reverse, gates)
+        return scanned(projections, recurrent, per_seq, reverse)
     if unrolled is None:
         return unrolled_outputs(projections, recurrent, per_seq, reverse, gates)
     return unrolled(projections, recurrent, per_seq, reverse)
@@ -242,8 +324,9 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
             ``Bidirectional``); all with the same units ``U``.
         reverse: whether the second cell of each sequence runs backwards.
         unroll: run the time loop as a Python loop (``True``; needs a static
-            ``T``) or with ``ops.scan`` (``False``). Default: unrolled when
-            ``T`` is static.
+            ``T``) or with ``ops.scan`` (``False``). Default (``None``): the
+            backend's choice for a static ``T`` (scanned on JAX, unrolled
+            elsewhere), scanned for an unknown ``T``.
 
     Returns:
         ``S`` time-major tensors ``(T, N, D * U)`` (``D`` cells each,

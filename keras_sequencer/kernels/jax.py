@@ -42,10 +42,46 @@ def unrolled_lstm_with_vjp(projections, recurrent, per_seq, reverse):
     return run(projections, recurrent)
 
 
+def scanned_lstm_with_vjp(projections, recurrent, per_seq, reverse):
+    """:func:`generic.scanned_lstm` as a ``jax.custom_vjp``: projections
+    ``S x (T, N, D, 4U)`` and recurrent kernels ``(S*D, U, 4U)`` -> outputs
+    ``S x (T, N, D*U)``. The forward is one ``lax.scan`` that keeps the
+    steps' activations (:func:`generic.scanned_lstm_states`), the backward one
+    reverse ``lax.scan`` (:func:`generic.scanned_lstm_backward`)."""
+    num_seq = len(projections)
+
+    @jax.custom_vjp
+    def run(projections, recurrent):
+        return generic.scanned_lstm(projections, recurrent, per_seq, reverse)
+
+    def forward(projections, recurrent):
+        z = generic.stacked_inputs(projections, per_seq, reverse)
+        states, saved = generic.scanned_lstm_states(z, recurrent)
+        return generic.outputs_from_stacked(states, num_seq, per_seq, reverse), (recurrent, saved)
+
+    def backward(residuals, output_grads):
+        recurrent, saved = residuals
+        h_grads = generic.stacked_from_outputs(output_grads, per_seq, reverse)
+        z_grads, recurrent_grad = generic.scanned_lstm_backward(recurrent, saved, h_grads)
+        return generic.projections_from_stacked(z_grads, num_seq, per_seq, reverse), recurrent_grad
+
+    run.defvjp(forward, backward)
+    return run(projections, recurrent)
+
+
 def fused_lstm(sequences, cells, reverse, unroll=None):
-    """:func:`generic.fused_lstm`, the unrolled loop differentiated by
-    :func:`unrolled_lstm_with_vjp`."""
-    return generic.recurrence(sequences, cells, reverse, unroll, unrolled=unrolled_lstm_with_vjp)
+    """:func:`generic.fused_lstm`, each loop differentiated by hand:
+    unrolled by :func:`unrolled_lstm_with_vjp`, scanned by
+    :func:`scanned_lstm_with_vjp`. Default: scanned."""
+    return generic.recurrence(
+        sequences,
+        cells,
+        reverse,
+        unroll,
+        unrolled=unrolled_lstm_with_vjp,
+        scanned=scanned_lstm_with_vjp,
+        unroll_default=False,
+    )
 
 
 def bilstm2d(x, rnns, concat):

@@ -28,10 +28,36 @@ def split_gates(z, units):
     return ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
 
 
+def scanned_lstm_with_gradient(projections, recurrent, per_seq, reverse):
+    """:func:`generic.scanned_lstm` (with :func:`split_gates`) whose scan is a
+    ``tf.custom_gradient``: projections ``S x (T, N, D, 4U)`` and recurrent
+    kernels ``(S*D, U, 4U)`` -> outputs ``S x (T, N, D*U)``. The forward is
+    one loop that keeps the steps' activations
+    (:func:`generic.scanned_lstm_states`), the backward one reverse loop
+    (:func:`generic.scanned_lstm_backward`). TensorFlow's own derivative of
+    the scan kept every step's loop state and ran slower."""
+
+    @tf.custom_gradient
+    def run(z, recurrent):
+        states, saved = generic.scanned_lstm_states(z, recurrent, split_gates)
+
+        def backward(h_grads):
+            return generic.scanned_lstm_backward(recurrent, saved, h_grads)
+
+        return states, backward
+
+    states = run(generic.stacked_inputs(projections, per_seq, reverse), recurrent)
+    return generic.outputs_from_stacked(states, len(projections), per_seq, reverse)
+
+
 def fused_lstm(sequences, cells, reverse, unroll=None):
-    """:func:`generic.fused_lstm` with :func:`split_gates`; TensorFlow's
-    autodiff differentiates it."""
-    return generic.recurrence(sequences, cells, reverse, unroll, gates=split_gates)
+    """:func:`generic.fused_lstm` with :func:`split_gates`. TensorFlow's
+    autodiff differentiates the unrolled loop (the default for a static
+    ``T``); the scanned one (``unroll=False``, or an unknown ``T``) has its
+    own backward (:func:`scanned_lstm_with_gradient`). Scanned, ``fit``'s
+    first call took as long as unrolled and each step longer on CPU, so the
+    unrolled loop stays the default."""
+    return generic.recurrence(sequences, cells, reverse, unroll, gates=split_gates, scanned=scanned_lstm_with_gradient)
 
 
 def bilstm2d(x, rnns, concat):

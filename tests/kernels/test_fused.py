@@ -132,18 +132,21 @@ def test_inference_follows_new_weights():
     assert np.abs(to_numpy(fused_model.predict_on_batch(images)) - after).max() > 1e-4
 
 
-def test_fused_lstm_scan_and_loop_agree():
-    """The ``ops.scan`` recurrence (used when T is not static) equals the unrolled one."""
-    layer = BiLSTM2D(5, implementation="fused")
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_fused_lstm_scan_and_loop_agree(bidirectional):
+    """The ``ops.scan`` recurrence equals the unrolled one, in both directions."""
+    layer = BiLSTM2D(5, bidirectional=bidirectional, implementation="fused")
     layer.build((2, 3, 4, 6))
     x = keras.ops.convert_to_tensor(random_images(1, 3, 4, 6)[0])  # (T, N, C)
     cells = [rnn_cells(layer.rnn_v), rnn_cells(layer.rnn_h)]
     outputs = {
-        unroll: [to_numpy(y) for y in backend_kernels().fused_lstm([x, x * 2.0], cells, reverse=True, unroll=unroll)]
+        unroll: [
+            to_numpy(y) for y in backend_kernels().fused_lstm([x, x * 2.0], cells, reverse=bidirectional, unroll=unroll)
+        ]
         for unroll in (True, False)
     }
     for looped, scanned in zip(outputs[True], outputs[False]):
-        assert looped.shape == (3, 4, 10)
+        assert looped.shape == (3, 4, 10 if bidirectional else 5)
         np.testing.assert_allclose(scanned, looped, atol=1e-6, rtol=0)
 
 

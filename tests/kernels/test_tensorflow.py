@@ -5,7 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sequencer.layers import Sequencer2DBlock
+from keras_sequencer.kernels import backend_kernels, generic
+from keras_sequencer.layers import BiLSTM2D, Sequencer2DBlock
+from keras_sequencer.rnn import rnn_cells
 from tests.helpers import (
     IMPLEMENTATIONS,
     random_images,
@@ -55,3 +57,38 @@ def test_tensorflow_blocks_alike_share_one_compiled_function_with_their_own_weig
     for block, got in zip((first, second, other), outputs):
         np.testing.assert_allclose(got, to_numpy(block.forward_pass(x)), atol=1e-5, rtol=0)
     assert np.abs(outputs[0] - outputs[1]).max() > 1e-2
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's custom gradient")
+@pytest.mark.parametrize("reverse, num_seq", [(True, 2), (False, 1), (True, 1), (False, 3)])
+def test_tensorflow_scanned_backward_equals_autodiff(reverse, num_seq):
+    """On TensorFlow the scanned recurrence differentiates with its hand-written
+    backward (a reverse loop); in a graph, as ``fit`` runs it, and eagerly, its
+    outputs and gradients (w.r.t. the inputs and every LSTM variable) equal
+    TensorFlow's own (eager) derivative of the unrolled loop."""
+    import tensorflow as tf
+
+    layer = BiLSTM2D(5, bidirectional=reverse, implementation="fused")
+    layer.build((2, 4, 3, 6))
+    cells = [rnn_cells(layer.rnn_v), rnn_cells(layer.rnn_h), rnn_cells(layer.rnn_v)][:num_seq]
+    variables = list({id(v): v for seq_cells in cells for cell in seq_cells for v in cell.trainable_variables}.values())
+    x = tf.constant(random_images(1, 4, 3, 6)[0])  # (T, N, C)
+    weights = tf.constant(random_images(4, 3, 10 if reverse else 5, 1, seed=4)[..., 0])
+
+    def value_and_grads(fused_lstm, unroll, graph):
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                outputs = fused_lstm([x * (s + 1.0) for s in range(num_seq)], cells, reverse, unroll=unroll)
+                value = sum(tf.reduce_sum(y * weights) for y in outputs)
+            return [value, *tape.gradient(value, [x, *variables])]
+
+        return [g.numpy() for g in (tf.function(run, autograph=False) if graph else run)(x)]
+
+    expected = value_and_grads(generic.fused_lstm, True, graph=False)  # autodiff of the unrolled loop
+    assert len(expected) == 2 + len(variables)
+    for graph in (True, False):
+        got = value_and_grads(backend_kernels().fused_lstm, False, graph)
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
+            assert np.abs(e).max() > 0
