@@ -123,7 +123,9 @@ def timm_loader(root, recipe, batch, threads):
         shuffle=True,
         drop_last=True,
         num_workers=workers,
-        persistent_workers=workers > 0,
+        # workers start with each epoch and end with it (their start falls in the untimed
+        # warm-up batches), so none is alive while the other engine is timed
+        persistent_workers=False,
         multiprocessing_context="spawn" if workers else None,  # TensorFlow's threads make fork unsafe
     )
     classes = len(dataset.reader.class_to_idx)
@@ -142,9 +144,11 @@ ENGINES = {"timm": timm_loader, "ours": ours}
 
 
 def cpu_seconds():
-    """CPU seconds used so far by this process and its live child processes
-    (``DataLoader`` workers; counted when psutil is installed)."""
-    total = time.process_time()
+    """CPU seconds used so far by this process and its child processes
+    (``DataLoader`` workers): the ended ones from ``os.times``, the live ones
+    when psutil is installed."""
+    ended = os.times()
+    total = time.process_time() + ended.children_user + ended.children_system
     try:
         import psutil
     except ImportError:

@@ -157,6 +157,7 @@ def test_the_bound_lines_and_the_peak_of_the_best_round():
     assert bound["flops"] == 3 * throughput.dense_gemm_flops(arch, 2, 32)  # forward + two gradients
     assert bound["peak_flops"] == 50e9 and bound["bound_s"] == bound["flops"] / 50e9
     assert throughput.gemm_bound(args, [None]) is None
+    assert throughput.gemm_bound(argparse.Namespace(**{**vars(args), "precision": "bf16"}), peaks) is None
     rows = [
         {"label": "timm", "step_s_median": 4 * bound["bound_s"]},
         {"label": "torch", "step_s_median": 2 * bound["bound_s"]},
@@ -170,7 +171,8 @@ def test_the_gemm_peak_is_a_measured_rate():
     run_in_the_pass_of("torch")  # torch only: the same in every pass
     args = argparse.Namespace(model="sequencer2d_s", batch=1, img_size=28, repeats=1)
     peak = throughput._run_gemm_peak(args)
-    assert set(peak["rates"]) == {"2048x2048x2048", "16x192x192"}
+    shapes = ("2048x2048x2048", "16x192x192")
+    assert set(peak["rates"]) == {f"{library} {shape}" for library in ("torch", "numpy") for shape in shapes}
     assert peak["peak_flops"] == max(peak["rates"].values()) > 1e8
 
 
