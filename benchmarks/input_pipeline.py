@@ -1,6 +1,6 @@
 """Training input pipeline: the package's ``tf.data`` pipeline against timm's loader.
 
-    python benchmarks/input_pipeline.py --num-images 256 --batch 64 --rounds 3 --threads 1,2
+    python benchmarks/input_pipeline.py --num-images 640 --batch 64 --rounds 3 --threads 1,2
 
 Both engines read the same JPEG files (``--images DIR``, an ImageFolder with
 ``DIR/train/<class>/`` and ``DIR/val/<class>/``; by default ``--num-images``
