@@ -45,7 +45,11 @@ _PUBLIC = {
     "list_models": "registry",
 }
 
-__all__ = sorted([*_PUBLIC, "layers", "schedules"])
+# Modules imported with the package: they register what saved files name
+# (schedules, optimizers: what a training checkpoint's optimizer holds).
+_REGISTERING = ("layers", "schedules", "optimizers")
+
+__all__ = sorted([*_PUBLIC, *_REGISTERING])
 
 
 def load():
@@ -56,14 +60,14 @@ def load():
     from keras_sequencer import runtime
 
     runtime.configure_backend()  # before TensorFlow first compiles with XLA
-    for module in ("layers", "schedules"):  # schedules: training checkpoints load
+    for module in _REGISTERING:
         globals()[module] = importlib.import_module(f"{__name__}.{module}")
     for name, module in _PUBLIC.items():
         globals()[name] = getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 def __getattr__(name):
-    if name in _PUBLIC or name in ("layers", "schedules"):
+    if name in _PUBLIC or name in _REGISTERING:
         load()
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ from keras_sequencer.training.transforms import ERASE_MODES
 
 INTERPOLATIONS = ("random", "bilinear", "bicubic")
 # rnn_bias_step: "torch" steps an LSTM's (a SimpleRNN's) one Keras bias as the sum of
-# PyTorch's b_ih + b_hh moves, twice Adam's step (training.optim.RecipeAdamW); "keras" once.
+# PyTorch's b_ih + b_hh moves, twice Adam's step (keras_sequencer.optimizers.RecipeAdamW); "keras" once.
 RNN_BIAS_STEPS = ("torch", "keras")
 # The builders' ``initialization`` values (keras_sequencer.initializers.INITIALIZATIONS),
 # the original's first (the default); listed here so that the command line needs no Keras.
@@ -58,7 +58,7 @@ class TrainConfig:
     ``"original"`` (the original's, :mod:`keras_sequencer.initializers`) or
     ``"keras"`` (Keras's defaults); ``seed`` fixes the initial weights.
     ``rnn_bias_step``: ``"torch"`` moves each LSTM's one bias as timm's
-    ``b_ih + b_hh`` move (:class:`~keras_sequencer.training.optim.RecipeAdamW`),
+    ``b_ih + b_hh`` move (:class:`~keras_sequencer.optimizers.RecipeAdamW`),
     ``"keras"`` as one bias.
     """
 
