@@ -558,6 +558,8 @@ def run_targets(args):
     )
     results, raw, case_peaks = {}, {}, {}
     for case, title, batch, mode, precision in CASES:
+        if args.cases and case not in args.cases:
+            continue
         case_args = argparse.Namespace(**vars(args))
         case_args.batch = batch or args.batch
         case_args.mode, case_args.precision, case_args.implementation = mode, precision, "default"
@@ -641,7 +643,21 @@ def main(argv=None):
         help="run the target suite (TARGETS): default construction vs timm, inference "
         "batch --batch and 1, training step, bf16 inference; prints PASS/MISS per target",
     )
+    parser.add_argument(
+        "--cases",
+        default=None,
+        help="with --targets, only these cases, comma-separated (default: all): "
+        + ", ".join(case for case, *_ in CASES),
+    )
     args = parser.parse_args(argv)
+    if args.cases is not None:
+        args.cases = [c for c in args.cases.split(",") if c]
+        unknown = sorted(set(args.cases) - {case for case, *_ in CASES})
+        if unknown or not args.cases:
+            parser.error(
+                f"--cases: unknown case(s) {', '.join(unknown) or '(none given)'}; choose from "
+                + ", ".join(case for case, *_ in CASES)
+            )
     if args.worker:
         args.engine = args.worker
         return worker(args)

@@ -50,14 +50,54 @@ def scanned_lstm_with_gradient(projections, recurrent, per_seq, reverse):
     return generic.outputs_from_stacked(states, len(projections), per_seq, reverse)
 
 
+def unrolled_lstm_with_gradient(projections, recurrent, per_seq, reverse):
+    """:func:`generic.unrolled_lstm` (with :func:`split_gates`) whose backward
+    is :func:`generic.unrolled_lstm_backward`, as a ``tf.custom_gradient``:
+    projections ``S x (T, N, D, 4U)`` and recurrent kernels ``(S*D, U, 4U)``
+    -> outputs ``S x (T, N, D*U)``."""
+
+    @tf.custom_gradient
+    def run(recurrent, *projections):
+        outputs, saved = generic.unrolled_lstm(list(projections), recurrent, per_seq, reverse, split_gates)
+
+        def backward(*output_grads):
+            grads, recurrent_grad = generic.unrolled_lstm_backward(recurrent, saved, output_grads, per_seq, reverse)
+            return (recurrent_grad, *grads)
+
+        return outputs, backward
+
+    return list(run(recurrent, *projections))
+
+
+def unrolled_lstm(projections, recurrent, per_seq, reverse):
+    """The unrolled loop: bidirectional, differentiated by TensorFlow's
+    autodiff (faster here than the hand-written backward); unidirectional
+    (``per_seq`` 1), by :func:`unrolled_lstm_with_gradient`. Grappler's
+    arithmetic optimizer was seen to rewrite autodiff's graph of a
+    unidirectional recurrence over two same-shape sequences into wrong
+    gradients in ``tf.function`` (TensorFlow 2.21, AVX-512 CPU); the
+    hand-written backward has no such stack/unstack chain."""
+    if per_seq == 1:
+        return unrolled_lstm_with_gradient(projections, recurrent, per_seq, reverse)
+    return generic.unrolled_outputs(projections, recurrent, per_seq, reverse, split_gates)
+
+
 def fused_lstm(sequences, cells, reverse, unroll=None):
-    """:func:`generic.fused_lstm` with :func:`split_gates`. TensorFlow's
-    autodiff differentiates the unrolled loop (the default for a static
-    ``T``); the scanned one (``unroll=False``, or an unknown ``T``) has its
-    own backward (:func:`scanned_lstm_with_gradient`). Scanned, ``fit``'s
-    first call took as long as unrolled and each step longer on CPU, so the
-    unrolled loop stays the default."""
-    return generic.recurrence(sequences, cells, reverse, unroll, gates=split_gates, scanned=scanned_lstm_with_gradient)
+    """:func:`generic.fused_lstm` with :func:`split_gates`. The unrolled loop
+    (the default for a static ``T``) is :func:`unrolled_lstm`; the scanned
+    one (``unroll=False``, or an unknown ``T``) has its own backward
+    (:func:`scanned_lstm_with_gradient`). Scanned, ``fit``'s first call took
+    as long as unrolled and each step longer on CPU, so the unrolled loop
+    stays the default."""
+    return generic.recurrence(
+        sequences,
+        cells,
+        reverse,
+        unroll,
+        gates=split_gates,
+        unrolled=unrolled_lstm,
+        scanned=scanned_lstm_with_gradient,
+    )
 
 
 def bilstm2d(x, rnns, concat):

@@ -36,6 +36,8 @@ LEVEL_DENOM = 10.0
 _ENHANCE = ("Color", "Contrast", "Brightness", "Sharpness")
 _SIGNED = {"Rotate": 30.0, "ShearX": 0.3, "ShearY": 0.3}
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+# Where each band's 256 entries start in a flat (3 * 256) table or histogram.
+_BAND_OFFSETS = (0, 256, 512)
 
 
 def _float64(value):
@@ -112,9 +114,8 @@ def _smooth(image):
 def _look_up(image, tables):
     """Each band of ``image`` (integer values in [0, 255]) through its 256-entry
     table: ``tables`` int32 (3, 256). Returns float32 (H, W, 3)."""
-    offsets = tf.constant([0, 256, 512])
     flat = tf.reshape(tables, [-1])
-    return tf.cast(tf.gather(flat, tf.cast(image, tf.int32) + offsets), tf.float32)
+    return tf.cast(tf.gather(flat, tf.cast(image, tf.int32) + _BAND_OFFSETS), tf.float32)
 
 
 def _autocontrast(image):
@@ -129,8 +130,7 @@ def _autocontrast(image):
 
 def _equalize(image):
     """``ImageOps.equalize``: per band, Pillow's integer histogram-equalising table."""
-    offsets = tf.constant([0, 256, 512])
-    indices = tf.cast(image, tf.int32) + offsets
+    indices = tf.cast(image, tf.int32) + _BAND_OFFSETS
     counts = tf.reshape(tf.math.bincount(tf.reshape(indices, [-1]), minlength=768, maxlength=768), (3, 256))
     last = tf.reduce_max(tf.where(counts > 0, tf.range(256)[None], -1), axis=1)
     last_count = tf.gather(counts, last, batch_dims=1)

@@ -182,11 +182,10 @@ def test_the_gemm_peak_is_a_measured_rate():
     keras.backend.backend() != "torch",
     reason="the script's mechanics (its engines are subprocesses): run once, on torch",
 )
-def test_a_targets_run_builds_the_default_model_and_prints_the_verdicts(tmp_path, capsys, monkeypatch):
-    # two of the four cases (latency and bf16), tiny images: the mechanics, not the numbers
-    monkeypatch.setattr(throughput, "CASES", tuple(c for c in throughput.CASES if c[0] in ("infer_1", "bf16_infer_b")))
+def test_a_targets_run_builds_the_default_model_and_prints_the_verdicts(tmp_path, capsys):
+    # two of the four cases (latency and bf16, by --cases), tiny images: the mechanics, not the numbers
     backend, output = keras.backend.backend(), tmp_path / "targets.json"
-    argv = ["--targets", "--backends", backend, "--batch", "2", "--img-size", "32"]
+    argv = ["--targets", "--cases", "infer_1,bf16_infer_b", "--backends", backend, "--batch", "2", "--img-size", "32"]
     assert throughput.main(argv + ["--warmup", "0", "--repeats", "1", "--output", str(output)]) == 0
     printed = capsys.readouterr().out
     report = json.loads(output.read_text())
@@ -198,3 +197,9 @@ def test_a_targets_run_builds_the_default_model_and_prints_the_verdicts(tmp_path
     assert f"| inference, batch 1 | {backend} |" in printed
     assert f"| bf16 inference, batch 2 | {backend} |" in printed
     assert report["table"] in printed
+
+
+def test_targets_cases_must_be_known(capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--targets", "--cases", "infer_b,train"])
+    assert "--cases: unknown case(s) train; choose from infer_b" in capsys.readouterr().err

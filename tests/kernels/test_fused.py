@@ -179,27 +179,30 @@ def test_both_paths_train_identically():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, size",
     [
-        dict(union="add"),
-        dict(union="vertical", bidirectional=False),
-        dict(union="horizontal"),
-        dict(union="add", with_fc=False, hidden_size=3),
+        (dict(union="add"), (5, 4)),
+        (dict(union="vertical", bidirectional=False), (5, 4)),
+        (dict(union="horizontal"), (5, 4)),
+        (dict(union="add", with_fc=False, hidden_size=3), (5, 4)),
+        # square and unidirectional: both RNNs in one recurrence of two sequences
+        (dict(union="add", bidirectional=False), (4, 4)),
     ],
 )
-def test_layer_gradients_match_keras_path(kwargs):
-    """One SGD step through a lone BiLSTM2D (non-square input) moves every
-    weight alike on both paths, for each union: the hand-written backwards
-    (torch, JAX) and TensorFlow's autodiff agree with keras.layers.LSTM's."""
+def test_layer_gradients_match_keras_path(kwargs, size):
+    """One SGD step through a lone BiLSTM2D moves every weight alike on both
+    paths, for each union, in ``train_on_batch``'s compiled step: the
+    hand-written backwards (torch, JAX; TensorFlow's unidirectional) and
+    TensorFlow's autodiff agree with keras.layers.LSTM's."""
     kwargs = {"hidden_size": 4, **kwargs}
-    images = random_images(3, 5, 4, 6)
+    images = random_images(3, *size, 6)
     labels = np.array([0, 1, 1])
     deltas, start = [], None
     for impl in IMPLEMENTATIONS:
         keras.utils.set_random_seed(1)
         model = keras.Sequential(
             [
-                keras.Input((5, 4, 6)),
+                keras.Input((*size, 6)),
                 BiLSTM2D(implementation=impl, name="bilstm", **kwargs),
                 keras.layers.GlobalAveragePooling2D(),
                 keras.layers.Dense(2),

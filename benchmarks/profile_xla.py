@@ -1,0 +1,268 @@
+"""Where JAX's training step spends its time, by XLA thunk (fusion), on CPU.
+
+    KERAS_BACKEND=jax python benchmarks/profile_xla.py --model sequencer2d_s --batch 8 --img-size 224
+
+Compiles the gradient of the cross-entropy loss of ``model(x, training=True)``
+(``jax.jit(jax.grad)`` of ``stateless_call``, what a training step runs
+before the optimizer) and runs it under ``jax.profiler.trace``. XLA's CPU
+runtime records every thunk it executes (a fusion, a GEMM, a copy, a loop)
+with its HLO name; this script sums their wall time per HLO instruction and
+sorts each into a category read from the compiled HLO module:
+
+- ``GEMM``: ``dot`` / ``convolution`` instructions, and fusions or library
+  calls (YNNPACK, oneDNN, Eigen custom calls) that contain one;
+- ``element-wise``: loop fusions without a reduction;
+- ``reduction``: fusions with a ``reduce`` (LayerNorm statistics, bias and
+  weight-gradient sums);
+- ``copy / layout``: ``copy``, ``transpose``, ``concatenate``, ``slice``,
+  ``dynamic-slice`` / ``dynamic-update-slice`` (a scan's per-step reads and
+  writes) and other data movement;
+- ``loop control``: ``while`` / ``call`` / ``conditional`` thunks, whose own
+  time holds their body's thunks (so it is not added to the total).
+
+Each row also says which part of the step the instruction belongs to, from
+its ``op_name`` metadata: ``backward`` for JAX's transposed (``transpose(``)
+ops and the recurrence's hand-written VJP (``bwd``), ``forward`` otherwise.
+The thunk times are summed over ``--steps`` profiled calls and divided by
+them; ``wall`` is the median unprofiled call. With two or more threads the
+thunks of one call can overlap, so their sum may exceed the wall time.
+"""
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CATEGORIES = ("GEMM", "element-wise", "reduction", "copy / layout", "other")
+_GEMM_OPS = ("dot", "convolution")
+_LAYOUT_OPS = (
+    "copy",
+    "transpose",
+    "concatenate",
+    "slice",
+    "dynamic-slice",
+    "dynamic-update-slice",
+    "pad",
+    "reverse",
+    "broadcast",
+    "bitcast",
+    "reshape",
+    "gather",
+    "scatter",
+)
+_CONTROL_OPS = ("while", "call", "conditional")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*[^=]*?\s([a-z][\w\-]*)\((.*)$")
+_COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+
+
+def parse_hlo(text):
+    """``{computation: [(name, opcode, rest of line)]}`` of an HLO module's text."""
+    computations, current = {}, None
+    for line in text.splitlines():
+        if current is None:
+            match = _COMPUTATION.match(line)
+            if match and "=" not in line.split("{")[0].split("(")[0]:
+                current = computations.setdefault(match.group(1), [])
+            continue
+        if line.strip() == "}":
+            current = None
+            continue
+        match = _INSTRUCTION.match(re.sub(r"/\*.*?\*/", "", line))
+        if match:
+            current.append(match.groups())
+    return computations
+
+
+def _called(rest):
+    """The computations an instruction calls (``calls=``, ``to_apply=``, ``body=`` ...)."""
+    return re.findall(r"(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)", rest)
+
+
+def _opcodes(computations, name, seen=None):
+    """Every opcode inside computation ``name`` and what it calls."""
+    seen = set() if seen is None else seen
+    if name in seen:
+        return set()
+    seen.add(name)
+    ops = set()
+    for _, opcode, rest in computations.get(name, ()):
+        ops.add(opcode)
+        if opcode not in _CONTROL_OPS:
+            for callee in _called(rest):
+                ops |= _opcodes(computations, callee, seen)
+    return ops
+
+
+def sublayer(op_name):
+    """The layer an ``op_name`` belongs to, below the model's: ``"rnn_tokens"``,
+    ``"norm1"``, ``"mlp_fc1"`` ... of a block (``"gelu"`` for its ``erfc``),
+    or the top-level layer (``"stem"``, ``"head"`` ...)."""
+    names = [re.sub(r"^(?:transpose\()?(?:jvp\()?([^()]*)\)*$", r"\1", n) for n in op_name.split("/")[1:]]
+    if not names:
+        return "other"
+    if re.match(r"stages_\d+_blocks_\d+$", names[0]) and len(names) > 1:
+        return "gelu" if names[1] == "erfc" else names[1]
+    return re.sub(r"^stages_\d+_", "", names[0])
+
+
+def classify(computations):
+    """``{instruction: (category, part, layer)}`` for every instruction of the
+    module; ``category`` is one of :data:`CATEGORIES` or ``"loop control"``,
+    ``part`` ``"forward"`` or ``"backward"``, ``layer`` its :func:`sublayer`."""
+    kinds = {}
+    for instructions in computations.values():
+        for name, opcode, rest in instructions:
+            ops = {opcode}
+            if opcode in ("fusion", "custom-call"):
+                for callee in _called(rest):
+                    ops |= _opcodes(computations, callee)
+            if opcode in _CONTROL_OPS:
+                category = "loop control"
+            elif ops & set(_GEMM_OPS) or (opcode == "custom-call" and re.search(r"matmul|gemm|dot|onednn", rest, re.I)):
+                category = "GEMM"
+            elif opcode == "custom-call" and "ynn" in rest.lower():
+                category = "GEMM"
+            elif "reduce" in ops or "reduce-window" in ops:
+                category = "reduction"
+            elif ops <= set(_LAYOUT_OPS) | {"fusion", "parameter", "constant", "tuple", "get-tuple-element"}:
+                category = "copy / layout"
+            elif opcode == "fusion" or ops - set(_LAYOUT_OPS):
+                category = "element-wise"
+            else:
+                category = "other"
+            op_name = re.search(r'op_name="([^"]*)"', rest)
+            op_name = op_name.group(1) if op_name else ""
+            part = "backward" if ("transpose(" in op_name or "bwd" in op_name) else "forward"
+            kinds[name] = (category, part, sublayer(op_name))
+    return kinds
+
+
+def thunk_times(trace_dir):
+    """``{hlo instruction: seconds}`` summed over a ``jax.profiler.trace`` folder's
+    perfetto trace: each thunk from its start event to its ``end:`` event (an
+    asynchronous thunk's completion) or its own duration when it has none."""
+    files = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+    if not files:
+        raise SystemExit(f"no perfetto_trace.json.gz under {trace_dir}: the JAX profiler wrote no trace.")
+    with gzip.open(files[0]) as f:
+        trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    events = sorted((e for e in events if e.get("ph") == "X"), key=lambda e: e["ts"])
+    open_starts = collections.defaultdict(collections.deque)
+    times = collections.Counter()
+    for event in events:
+        name = event["name"]
+        if name.startswith("end: "):
+            starts = open_starts[name[5:]]
+            if starts:
+                start, own_end = starts.popleft()
+                times[name[5:]] += (max(event["ts"] + event.get("dur", 0), own_end) - start) * 1e-6
+            continue
+        if "hlo_op" not in event.get("args", {}):
+            continue
+        start, end = event["ts"], event["ts"] + event.get("dur", 0)
+        open_starts[name].append((start, end))
+    for name, starts in open_starts.items():  # thunks without an end event
+        for start, end in starts:
+            times[name] += (end - start) * 1e-6
+    return times
+
+
+def profile(args):
+    os.environ["KERAS_BACKEND"] = "jax"
+    import jax
+    import keras
+    import numpy as np
+
+    sys.path.insert(0, ROOT)
+    import keras_sequencer
+
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-1, 1, (args.batch, args.img_size, args.img_size, 3)).astype("float32")
+    y = rng.randint(0, 1000, (args.batch,)).astype("int64")
+    model = keras_sequencer.create_model(
+        args.model, input_shape=(args.img_size, args.img_size, 3), classifier_activation=None
+    )
+    trainable = [v.value for v in model.trainable_variables]
+    frozen = [v.value for v in model.non_trainable_variables]
+
+    def loss_fn(trainable, frozen):
+        logits, _ = model.stateless_call(trainable, frozen, x, training=True)
+        return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+
+    compiled = jax.jit(jax.grad(loss_fn)).lower(trainable, frozen).compile()
+    kinds = classify(parse_hlo(compiled.as_text()))
+    run = lambda: jax.block_until_ready(compiled(trainable, frozen))  # noqa: E731
+    run()
+    walls = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        run()
+        walls.append(time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            for _ in range(args.steps):
+                run()
+        times = thunk_times(trace_dir)
+    rows = []
+    for name, seconds in times.items():
+        category, part, layer = kinds.get(name, ("other", "forward", "other"))
+        rows.append({"name": name, "category": category, "part": part, "layer": layer, "seconds": seconds / args.steps})
+    return {"wall": statistics.median(walls), "rows": rows, "threads": os.cpu_count()}
+
+
+def table(result, top):
+    """The report: seconds per category and part, then the ``top`` slowest instructions."""
+    rows = [r for r in result["rows"] if r["category"] != "loop control"]
+    total = sum(r["seconds"] for r in rows)
+    lines = [
+        f"wall (median unprofiled call): {result['wall']:.3f} s; thunks summed: {total:.3f} s",
+        "",
+        "| category | forward s | backward s | share |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for category in CATEGORIES:
+        of_category = [r for r in rows if r["category"] == category]
+        parts = [sum(r["seconds"] for r in of_category if r["part"] == p) for p in ("forward", "backward")]
+        if sum(parts):
+            lines.append(f"| {category} | {parts[0]:.3f} | {parts[1]:.3f} | {sum(parts) / total:.0%} |")
+    lines += ["", "| layer | forward s | backward s | of it GEMM s |", "| --- | ---: | ---: | ---: |"]
+    by_layer = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
+    for r in rows:
+        by_layer[r["layer"]][r["part"] == "backward"] += r["seconds"]
+        by_layer[r["layer"]][2] += r["seconds"] if r["category"] == "GEMM" else 0.0
+    for layer, (forward, backward, gemm) in sorted(by_layer.items(), key=lambda kv: -sum(kv[1][:2])):
+        lines.append(f"| {layer} | {forward:.3f} | {backward:.3f} | {gemm:.3f} |")
+    lines += ["", f"| the {top} slowest instructions | category | part | layer | s per call |"]
+    lines.append("| --- | --- | --- | --- | ---: |")
+    for r in sorted(rows, key=lambda r: -r["seconds"])[:top]:
+        lines.append(f"| {r['name']} | {r['category']} | {r['part']} | {r['layer']} | {r['seconds']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sequencer2d_s")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=2, help="profiled calls (and as many timed ones)")
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    result = profile(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    print(table(result, args.top))
+
+
+if __name__ == "__main__":
+    main()
