@@ -17,6 +17,10 @@ same batch, each compiled the way that engine compiles its training step:
   ``compile(AdamW)``; timm ``loss.backward()`` + ``torch.optim.AdamW``), as in
   ``benchmarks/throughput.py --mode train``.
 
+JAX's first calls are split into tracing, lowering and XLA compilation;
+TensorFlow's first training step into tracing ``train_step`` as one
+``tf.function`` (with its graph's size) and that function's first run.
+
 Prints, per engine, the first call of each function (tracing + compilation +
 one call) and the median of ``--repeats`` calls, and the phases derived from
 them: backward = (forward + backward) - forward; update = step - (forward +
@@ -36,6 +40,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINES = ("timm", "jax", "tensorflow", "torch")
 FUNCTIONS = ("forward", "forward + backward", "step")
+TF_SPLIT = "tensorflow train_step (trace s, graph nodes, first run s, second run s)"
 
 
 def _timed(fn, sync, repeats):
@@ -100,6 +105,28 @@ def _compiled_with_split(fn, arguments, splits):
     return compiled
 
 
+def _tensorflow_first_call(model, x, y):
+    """TensorFlow's first training step split in two: ``model.train_step`` as
+    one ``tf.function`` traced (Python builds the graph: forward, gradients,
+    the optimizer's update of every variable), then its first run (the
+    runtime's graph passes and kernel creation, plus one step). Returns
+    (trace s, graph nodes, first run s, second run s)."""
+    import tensorflow as tf
+
+    model.optimizer.build(model.trainable_variables)
+    train_step = tf.function(lambda x, y: model.train_step((x, y)), autograph=False)
+    start = time.perf_counter()
+    concrete = train_step.get_concrete_function(x, y)
+    traced = time.perf_counter() - start
+    nodes = len(concrete.graph.as_graph_def().node)
+    start = time.perf_counter()
+    concrete(x, y)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    concrete(x, y)
+    return traced, nodes, first, time.perf_counter() - start
+
+
 def _keras_functions(args, backend, splits):
     import keras
 
@@ -142,6 +169,7 @@ def _keras_functions(args, backend, splits):
     elif backend == "tensorflow":
         import tensorflow as tf
 
+        splits.append(("tensorflow first call", _tensorflow_first_call(model, x, y)))
         start = time.perf_counter()
         step()  # lets Keras resolve jit_compile="auto" before the phases copy it
         splits.append(("step first call", time.perf_counter() - start))
@@ -176,7 +204,8 @@ def worker(args):
     else:
         functions, sync = _keras_functions(args, args.worker, splits)
     timed = {name: _timed(functions[name], sync, args.repeats) for name in FUNCTIONS}
-    if splits and splits[0][0] == "step first call":  # TensorFlow: step ran once already
+    if splits and splits[0][0] == "tensorflow first call":  # TensorFlow: step ran once already
+        timed[TF_SPLIT] = splits.pop(0)[1]
         timed["step"] = (splits.pop()[1], timed["step"][1])
     if splits:  # the ahead-of-time compilation counts in the first call
         timed["forward"] = (timed["forward"][0] + sum(splits[0]), timed["forward"][1])
@@ -235,6 +264,12 @@ def table(results):
             + " |"
         )
     for r in results.values():
+        if TF_SPLIT in r:
+            trace, nodes, first, second = r[TF_SPLIT]
+            lines.append(
+                f"\ntensorflow, train_step as one tf.function: trace {trace:.1f} s ({nodes} graph nodes), "
+                f"first run {first:.1f} s, next run {second:.1f} s"
+            )
         splits = r.get("jax compilation (trace, lower, XLA compile) s", [])
         for name, (trace, lower, compile_s) in zip(FUNCTIONS, splits):
             lines.append(f"\njax, {name}: trace {trace:.1f} s, lower {lower:.1f} s, XLA compile {compile_s:.1f} s")

@@ -24,8 +24,9 @@ Each row also says which part of the step the instruction belongs to, from
 its ``op_name`` metadata: ``backward`` for JAX's transposed (``transpose(``)
 ops and the recurrence's hand-written VJP (``bwd``), ``forward`` otherwise.
 The thunk times are summed over ``--steps`` profiled calls and divided by
-them; ``wall`` is the median unprofiled call. With two or more threads the
-thunks of one call can overlap, so their sum may exceed the wall time.
+them; ``wall`` is the median unprofiled call. The runtime may run
+independent thunks at once on its threads, so their sum can exceed the wall
+time; a thunk's own work may use several threads.
 """
 
 import argparse
@@ -59,13 +60,14 @@ _LAYOUT_OPS = (
     "scatter",
 )
 _CONTROL_OPS = ("while", "call", "conditional")
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*[^=]*?\s([a-z][\w\-]*)\((.*)$")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*([^=]*?)\s([a-z][\w\-]*)\((.*)$")
 _COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 
 
 def parse_hlo(text):
-    """``{computation: [(name, opcode, rest of line)]}`` of an HLO module's text."""
-    computations, current = {}, None
+    """``{computation: [(name, opcode, rest of line)]}`` of an HLO module's text,
+    and ``{instruction: its shape}``."""
+    computations, shapes, current = {}, {}, None
     for line in text.splitlines():
         if current is None:
             match = _COMPUTATION.match(line)
@@ -77,8 +79,10 @@ def parse_hlo(text):
             continue
         match = _INSTRUCTION.match(re.sub(r"/\*.*?\*/", "", line))
         if match:
-            current.append(match.groups())
-    return computations
+            name, shape, opcode, rest = match.groups()
+            current.append((name, opcode, rest))
+            shapes[name] = re.sub(r"\{[^{}]*\}", "", shape)  # without layouts
+    return computations, shapes
 
 
 def _called(rest):
@@ -147,32 +151,25 @@ def classify(computations):
 
 def thunk_times(trace_dir):
     """``{hlo instruction: seconds}`` summed over a ``jax.profiler.trace`` folder's
-    perfetto trace: each thunk from its start event to its ``end:`` event (an
-    asynchronous thunk's completion) or its own duration when it has none."""
+    perfetto trace: each thunk's own event (XLA's CPU runtime records one per
+    thunk it runs, with ``args.hlo_op``). Its later ``end:`` event marks when
+    the runtime saw an asynchronous thunk complete, not its work, so it is not
+    counted."""
     files = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
     if not files:
         raise SystemExit(f"no perfetto_trace.json.gz under {trace_dir}: the JAX profiler wrote no trace.")
     with gzip.open(files[0]) as f:
         trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    events = sorted((e for e in events if e.get("ph") == "X"), key=lambda e: e["ts"])
-    open_starts = collections.defaultdict(collections.deque)
     times = collections.Counter()
     for event in events:
-        name = event["name"]
-        if name.startswith("end: "):
-            starts = open_starts[name[5:]]
-            if starts:
-                start, own_end = starts.popleft()
-                times[name[5:]] += (max(event["ts"] + event.get("dur", 0), own_end) - start) * 1e-6
-            continue
-        if "hlo_op" not in event.get("args", {}):
-            continue
-        start, end = event["ts"], event["ts"] + event.get("dur", 0)
-        open_starts[name].append((start, end))
-    for name, starts in open_starts.items():  # thunks without an end event
-        for start, end in starts:
-            times[name] += (end - start) * 1e-6
+        if event.get("ph") == "X" and "hlo_op" in event.get("args", {}) and not event["name"].startswith("end: "):
+            times[event["args"]["hlo_op"]] += event.get("dur", 0) * 1e-6
+    if not times:
+        raise SystemExit(
+            f"the trace under {trace_dir} has no XLA thunk events (args.hlo_op): this jaxlib's CPU "
+            "runtime does not record them; profile with another jaxlib."
+        )
     return times
 
 
@@ -199,7 +196,8 @@ def profile(args):
         return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
     compiled = jax.jit(jax.grad(loss_fn)).lower(trainable, frozen).compile()
-    kinds = classify(parse_hlo(compiled.as_text()))
+    computations, shapes = parse_hlo(compiled.as_text())
+    kinds = classify(computations)
     run = lambda: jax.block_until_ready(compiled(trainable, frozen))  # noqa: E731
     run()
     walls = []
@@ -207,7 +205,8 @@ def profile(args):
         start = time.perf_counter()
         run()
         walls.append(time.perf_counter() - start)
-    with tempfile.TemporaryDirectory() as trace_dir:
+    with tempfile.TemporaryDirectory() as scratch:
+        trace_dir = args.trace_dir or scratch
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             for _ in range(args.steps):
                 run()
@@ -215,7 +214,16 @@ def profile(args):
     rows = []
     for name, seconds in times.items():
         category, part, layer = kinds.get(name, ("other", "forward", "other"))
-        rows.append({"name": name, "category": category, "part": part, "layer": layer, "seconds": seconds / args.steps})
+        rows.append(
+            {
+                "name": name,
+                "category": category,
+                "part": part,
+                "layer": layer,
+                "shape": shapes.get(name, ""),
+                "seconds": seconds / args.steps,
+            }
+        )
     return {"wall": statistics.median(walls), "rows": rows, "threads": os.cpu_count()}
 
 
@@ -241,10 +249,11 @@ def table(result, top):
         by_layer[r["layer"]][2] += r["seconds"] if r["category"] == "GEMM" else 0.0
     for layer, (forward, backward, gemm) in sorted(by_layer.items(), key=lambda kv: -sum(kv[1][:2])):
         lines.append(f"| {layer} | {forward:.3f} | {backward:.3f} | {gemm:.3f} |")
-    lines += ["", f"| the {top} slowest instructions | category | part | layer | s per call |"]
-    lines.append("| --- | --- | --- | --- | ---: |")
+    lines += ["", f"| the {top} slowest instructions | shape | category | part | layer | s per call |"]
+    lines.append("| --- | --- | --- | --- | --- | ---: |")
     for r in sorted(rows, key=lambda r: -r["seconds"])[:top]:
-        lines.append(f"| {r['name']} | {r['category']} | {r['part']} | {r['layer']} | {r['seconds']:.4f} |")
+        shape = r.get("shape", "")
+        lines.append(f"| {r['name']} | {shape} | {r['category']} | {r['part']} | {r['layer']} | {r['seconds']:.4f} |")
     return "\n".join(lines)
 
 
@@ -256,6 +265,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2, help="profiled calls (and as many timed ones)")
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--trace-dir", default=None, help="keep the profiler's trace here (for Perfetto / TensorBoard)")
     args = parser.parse_args(argv)
     result = profile(args)
     if args.json:

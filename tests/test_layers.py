@@ -114,6 +114,27 @@ def test_patch_embedding():
     assert tuple(one(random_images(1, 3, 2, 5)).shape) == (1, 3, 2, 4)
 
 
+def _input_and_weight_gradients(layer, fn, x, out_weights):
+    """The gradients of ``sum(fn(x) * out_weights)`` with respect to ``x`` and
+    ``layer``'s trainable weights, as NumPy arrays (torch or JAX)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        inputs = torch.from_numpy(x).requires_grad_()
+        loss = (fn(inputs) * torch.from_numpy(out_weights).float()).sum()
+        grads = torch.autograd.grad(loss, [inputs] + [w.value for w in layer.trainable_weights])
+    else:
+        import jax
+
+        def loss(inputs, values):
+            with keras.StatelessScope(state_mapping=list(zip(layer.trainable_weights, values))):
+                return (fn(inputs) * out_weights).sum()
+
+        grads = jax.grad(lambda i, v: loss(i, v), argnums=(0, 1))(x, [w.value for w in layer.trainable_weights])
+        grads = [grads[0], *grads[1]]
+    return [to_numpy(g) for g in grads]
+
+
 @pytest.mark.parametrize(
     "patch, shape, kwargs",
     [
@@ -124,9 +145,9 @@ def test_patch_embedding():
     ],
 )
 def test_patch_embedding_equals_the_convolution(patch, shape, kwargs):
-    """However it runs (on torch one GEMM over the flattened patches), the
-    patch embedding is Keras's Conv2D with kernel = stride = patch, also
-    under mixed precision and with LoRA."""
+    """However it runs (on torch and JAX one GEMM over the flattened patches),
+    the patch embedding is Keras's Conv2D with kernel = stride = patch, with
+    the same gradients, also under mixed precision and with LoRA."""
     lora = kwargs.pop("lora", None)
     layer = layers.PatchEmbedding(6, patch, **kwargs)
     x = random_images(*shape)
@@ -137,17 +158,11 @@ def test_patch_embedding_equals_the_convolution(patch, shape, kwargs):
     conv = lambda t: keras.layers.Conv2D.call(layer, keras.ops.convert_to_tensor(t))  # noqa: E731
     np.testing.assert_allclose(to_numpy(layer(x)), to_numpy(conv(x)), atol=1e-5, rtol=0)
     assert np.abs(to_numpy(layer(x))).max() > 0.05
-    if keras.backend.backend() == "torch":  # and the same gradients (fine-tuning the stem)
-        import torch
-
-        grads = []
-        for fn in (layer, conv):
-            inputs = torch.from_numpy(x).requires_grad_()
-            weights = torch.linspace(-1, 1, int(np.prod(to_numpy(layer(x)).shape))).view(layer(x).shape)
-            loss = (fn(inputs) * weights).sum()
-            grads.append(torch.autograd.grad(loss, [inputs] + [w.value for w in layer.trainable_weights]))
+    if keras.backend.backend() in ("torch", "jax"):  # and the same gradients (fine-tuning the stem)
+        out_weights = np.linspace(-1, 1, to_numpy(layer(x)).size).reshape(to_numpy(layer(x)).shape)
+        grads = [_input_and_weight_gradients(layer, fn, x, out_weights) for fn in (layer, conv)]
         for got, expected in zip(*grads):
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:

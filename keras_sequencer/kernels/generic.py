@@ -476,3 +476,37 @@ def patch_embedding(layer, x):
     """A ``PatchEmbedding``'s convolution: ``Conv2D.call`` with kernel =
     stride = patch, ``(B, H, W, C) -> (B, H // p, W // p, filters)``."""
     return keras.layers.Conv2D.call(layer, x)
+
+
+def is_plain_patch_convolution(layer):
+    """Whether a ``PatchEmbedding`` is a plain convolution (channels last, no
+    groups, dilation or quantization), which :func:`patch_gemm` computes."""
+    return (
+        layer.data_format == "channels_last"
+        and layer.groups == 1
+        and tuple(layer.dilation_rate) == (1, 1)
+        and getattr(layer, "quantization_mode", None) is None
+    )
+
+
+def patch_gemm(layer, x, project=project):
+    """A plain :func:`patch_embedding` (:func:`is_plain_patch_convolution`)
+    as what it is, one GEMM: the patches of ``x`` ``(B, H, W, C)`` flattened
+    to ``(B * h * w, p * p * C)`` (a transpose only for ``p > 1``) times the
+    kernel ``(p * p * C, filters)`` (LoRA included), plus the bias, by
+    ``project`` -> ``(B, h, w, filters)``; rows and columns past the last
+    whole patch are dropped, as by the convolution."""
+    p = layer.patch_size
+    batch, height, width, channels = ops.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    rows, cols = height // p, width // p
+    if p > 1:  # (B, h, p, w, p, C) -> (B, h, w, p, p, C): the kernel's (kh, kw, C) order
+        x = ops.reshape(x[:, : rows * p, : cols * p], (-1, rows, p, cols, p, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    patches = ops.reshape(x, (-1, p * p * channels))
+    kernel = ops.reshape(ops.cast(layer.kernel, x.dtype), (p * p * channels, layer.filters))
+    if layer.use_bias:
+        y = project(patches, kernel, ops.cast(layer.bias, x.dtype))
+    else:
+        y = ops.matmul(patches, kernel)
+    y = ops.reshape(y, (batch, rows, cols, layer.filters))
+    return layer.activation(y) if layer.activation is not None else y

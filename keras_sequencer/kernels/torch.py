@@ -152,31 +152,10 @@ def fused_block(block, x, training):
 
 def patch_embedding(layer, x):
     """A ``PatchEmbedding``'s convolution, ``(B, H, W, C) -> (B, h, w,
-    filters)``; a plain one (channels last, no groups, dilation or
-    quantization) as what it is, one GEMM: the patches flattened to ``(B * h
-    * w, p * p * C)`` (a copy only for ``p > 1``) times the kernel ``(p * p *
-    C, filters)`` (LoRA included), bias fused, the output channels-last as it
-    lies. Keras's torch ``Conv2D`` transposes to channels-first and back
-    around oneDNN's convolution."""
-    plain = (
-        layer.data_format == "channels_last"
-        and layer.groups == 1
-        and tuple(layer.dilation_rate) == (1, 1)
-        and getattr(layer, "quantization_mode", None) is None
-    )
-    if not plain:
+    filters)``; a plain one as what it is, one GEMM
+    (:func:`generic.patch_gemm`, bias fused by :func:`project`), the output
+    channels-last as it lies. Keras's torch ``Conv2D`` transposes to
+    channels-first and back around oneDNN's convolution."""
+    if not generic.is_plain_patch_convolution(layer):
         return generic.patch_embedding(layer, x)
-    p = layer.patch_size
-    batch, height, width, channels = x.shape
-    rows, cols = height // p, width // p
-    if p > 1:  # (B, h, p, w, p, C) -> (B, h, w, p, p, C): the kernel's (kh, kw, C) order
-        x = x[:, : rows * p, : cols * p].reshape(batch, rows, p, cols, p, channels)
-        x = x.permute(0, 1, 3, 2, 4, 5)
-    patches = x.reshape(-1, p * p * channels)
-    kernel = ops.cast(layer.kernel, x.dtype).reshape(p * p * channels, layer.filters)
-    if layer.use_bias:
-        y = project(patches, kernel, ops.cast(layer.bias, x.dtype))
-    else:
-        y = patches @ kernel
-    y = y.view(batch, rows, cols, layer.filters)
-    return layer.activation(y) if layer.activation is not None else y
+    return generic.patch_gemm(layer, x, project=project)

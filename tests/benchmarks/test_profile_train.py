@@ -17,15 +17,25 @@ def test_training_phases_are_differences_of_the_nested_functions():
             "jax compilation (trace, lower, XLA compile) s": [[1.0, 0.5, 7.0], [2.0, 1.0, 40.0]],
         },
         "torch": {"error": "exit 1: ValueError: boom"},
+        "tensorflow": {
+            "forward": [9.0, 0.5],
+            "forward + backward": [20.0, 1.5],
+            "step": [60.0, 2.0],
+            profile_train.TF_SPLIT: [25.5, 37000, 28.25, 8.0],
+        },
     }
     lines = profile_train.table(results).splitlines()
     rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ")}
-    assert rows["phase: backward"] == "| phase: backward | 2000 | 1000 | exit 1: ValueError: boom |"
+    assert rows["phase: backward"] == "| phase: backward | 2000 | 1000 | exit 1: ValueError: boom | 1000 |"
     assert rows["phase: update (optimizer + step overhead)"].startswith(
         "| phase: update (optimizer + step overhead) | 1000 | 500 |"
     )
     assert rows["first call: step"].startswith("| first call: step | 4000 | 60000 |")
-    assert rows["step vs timm"] == "| step vs timm | 1.00x | 2.00x | — |"
+    assert rows["step vs timm"] == "| step vs timm | 1.00x | 2.00x | — | 2.00x |"
+    assert (
+        "tensorflow, train_step as one tf.function: trace 25.5 s (37000 graph nodes), first run 28.2 s, next run 8.0 s"
+        in lines
+    )
     assert "jax, forward + backward: trace 2.0 s, lower 1.0 s, XLA compile 40.0 s" in lines
 
 
