@@ -69,8 +69,8 @@ def unrolled_lstm_with_gradient(projections, recurrent, per_seq, reverse):
     return list(run(recurrent, *projections))
 
 
-def unrolled_lstm(projections, recurrent, per_seq, reverse):
-    """The unrolled loop: bidirectional, differentiated by TensorFlow's
+def unrolled_outputs(projections, recurrent, per_seq, reverse):
+    """The unrolled loop's outputs: bidirectional, differentiated by TensorFlow's
     autodiff (faster here than the hand-written backward); unidirectional
     (``per_seq`` 1), by :func:`unrolled_lstm_with_gradient`. Grappler's
     arithmetic optimizer was seen to rewrite autodiff's graph of a
@@ -84,7 +84,7 @@ def unrolled_lstm(projections, recurrent, per_seq, reverse):
 
 def fused_lstm(sequences, cells, reverse, unroll=None):
     """:func:`generic.fused_lstm` with :func:`split_gates`. The unrolled loop
-    (the default for a static ``T``) is :func:`unrolled_lstm`; the scanned
+    (the default for a static ``T``) is :func:`unrolled_outputs`; the scanned
     one (``unroll=False``, or an unknown ``T``) has its own backward
     (:func:`scanned_lstm_with_gradient`). Scanned, ``fit``'s first call took
     as long as unrolled and each step longer on CPU, so the unrolled loop
@@ -95,7 +95,7 @@ def fused_lstm(sequences, cells, reverse, unroll=None):
         reverse,
         unroll,
         gates=split_gates,
-        unrolled=unrolled_lstm,
+        unrolled=unrolled_outputs,
         scanned=scanned_lstm_with_gradient,
     )
 
