@@ -60,6 +60,7 @@ _LAYOUT_OPS = (
     "scatter",
 )
 _CONTROL_OPS = ("while", "call", "conditional")
+_GEMM_CALL = re.compile(r"matmul|gemm|dot|onednn|ynn", re.I)  # a library call that multiplies
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*([^=]*?)\s([a-z][\w\-]*)\((.*)$")
 _COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 
@@ -130,9 +131,7 @@ def classify(computations):
                     ops |= _opcodes(computations, callee)
             if opcode in _CONTROL_OPS:
                 category = "loop control"
-            elif ops & set(_GEMM_OPS) or (opcode == "custom-call" and re.search(r"matmul|gemm|dot|onednn", rest, re.I)):
-                category = "GEMM"
-            elif opcode == "custom-call" and "ynn" in rest.lower():
+            elif ops & set(_GEMM_OPS) or (opcode == "custom-call" and _GEMM_CALL.search(rest)):
                 category = "GEMM"
             elif "reduce" in ops or "reduce-window" in ops:
                 category = "reduction"
