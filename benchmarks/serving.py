@@ -209,6 +209,7 @@ def main(argv=None):
                     str(args.rounds),
                     "--output",
                     path,
+                    "--no-bound",  # the serving table has no bound column
                 ]
             )
             with open(path) as f:

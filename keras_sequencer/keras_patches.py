@@ -1,6 +1,6 @@
 """Every change this package makes to Keras's private modules, in one place.
 
-Keras has no public hook for three things the package needs:
+Keras has no public hook for four things the package needs:
 
 - :func:`jax_trainer_jit`: compile options for one JAX compilation (the
   inference options of :func:`keras_sequencer.runtime.jax_inference_compilation`),
@@ -12,6 +12,12 @@ Keras has no public hook for three things the package needs:
   trainer's ``_maybe_symbolic_build`` eagerly reduces an ``(x, y)`` tuple of
   per-replica batches, which ``MultiWorkerMirroredStrategy`` rejects; the model
   is built from the dataset's element spec with ``_symbolic_build`` instead.
+- :func:`tf_build_before_tracing`: without a distribution strategy, the
+  TensorFlow trainer leaves the optimizer's and the metrics' variables to be
+  created while ``fit``'s train function is traced, and ``tf.function`` then
+  traces the whole step a second time (a function that created variables is
+  traced again without them). :class:`~keras_sequencer.models.SequencerModel`
+  builds them first, as Keras does under a strategy.
 
 Each patch is applied only on the Keras versions it was verified on
 (:data:`VERIFIED`). On another version it is skipped with one warning and the
@@ -33,6 +39,7 @@ VERIFIED = {
     "jax_trainer_jit": ">=3.15,<3.16",
     "tf_multi_worker_scalar_mean": ">=3.15,<3.16",
     "tf_multi_worker_symbolic_build": ">=3.15,<3.16",
+    "tf_build_before_tracing": ">=3.15,<3.16",
 }
 
 _WARNED = set()
@@ -149,4 +156,26 @@ def tf_multi_worker_symbolic_build(model, dataset):
         return False
     model._symbolic_build(data_batch=dataset.element_spec)
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    return True
+
+
+def tf_build_before_tracing(model, iterator=None, data_batch=None):
+    """The TensorFlow trainer's ``_maybe_symbolic_build`` for ``model`` without
+    a distribution strategy: builds the loss, the metrics and the optimizer
+    (``_symbolic_build``) from one batch of ``iterator`` (which ``fit`` and
+    ``evaluate`` reset afterwards) or from ``data_batch``, as Keras does under
+    a strategy. Keras defers this to the tracing of the train function, where
+    creating the optimizer's slots and the metrics' variables makes
+    ``tf.function`` trace the step twice. Returns whether it built (False with
+    a strategy, on another backend, or off the verified versions: Keras's own
+    behaviour then)."""
+    if keras.backend.backend() != "tensorflow" or model._distribute_strategy is not None:
+        return False
+    if not applies("tf_build_before_tracing"):
+        return False
+    if iterator is not None:
+        for _, _, batches in iterator:
+            data_batch = next(batches)
+            break
+    model._symbolic_build(data_batch=data_batch)
     return True

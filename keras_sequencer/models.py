@@ -20,7 +20,7 @@ from typing import Any
 
 import keras
 
-from keras_sequencer import runtime
+from keras_sequencer import keras_patches, runtime
 from keras_sequencer import weights as weights_lib
 from keras_sequencer.initializers import check_initialization, layer_initializers
 from keras_sequencer.kernels import resolved_implementations
@@ -76,6 +76,12 @@ class SequencerModel(keras.Model):
         """``{layer path: "keras" | "fused"}``: what each BiLSTM2D and block runs
         here (``implementation="auto"`` resolved for this backend and device)."""
         return resolved_implementations(self)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # TensorFlow: the optimizer and the metrics are built before the train
+        # function is traced, so that it is traced once (keras_patches).
+        if not keras_patches.tf_build_before_tracing(self, iterator=iterator, data_batch=data_batch):
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def make_predict_function(self, force: bool = False) -> Callable:
         with _inference_compilation(self.predict_function, force):

@@ -167,3 +167,38 @@ def test_symbolic_build_from_the_element_spec():
     model._maybe_symbolic_build(data_batch="not used")  # turned off
     model.fit(dataset, epochs=1, verbose=0)
     assert int(model.optimizer.iterations.numpy()) == 2
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow trainer's build step")
+def test_sequencer_models_build_before_the_train_function_is_traced():
+    """Without a strategy Keras creates the optimizer's and the metrics' variables
+    while tracing the train function, which tf.function then traces again; a
+    SequencerModel has them built first, so nothing is created inside a function,
+    and fit still trains on every batch (the batch the build read is not lost)."""
+    import tensorflow as tf
+
+    from keras_sequencer import Sequencer2D
+    from tests.helpers import TINY_TRAIN_ARCH, random_images
+
+    def variables_created_in_functions(model, train):
+        created = []
+
+        def creator(next_creator, **kwargs):
+            if tf.inside_function():
+                created.append(kwargs.get("name"))
+            return next_creator(**kwargs)
+
+        model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        with tf.variable_creator_scope(creator):
+            train(model)
+        return created
+
+    x, y = random_images(6, 16, 16), np.array([0, 1, 2, 0, 1, 2])
+    sequencer = Sequencer2D(**TINY_TRAIN_ARCH, classes=3, input_shape=(16, 16, 3))
+    plain = keras.Model(sequencer.inputs, sequencer.outputs)  # the same layers, Keras's own trainer
+    assert variables_created_in_functions(plain, lambda m: m.train_on_batch(x, y))  # Keras's behaviour
+    for train in (lambda m: m.train_on_batch(x, y), lambda m: m.fit(x, y, batch_size=2, epochs=1, verbose=0)):
+        model = keras.models.clone_model(sequencer)
+        assert variables_created_in_functions(model, train) == []
+    assert int(model.optimizer.iterations.numpy()) == 3  # fit: 3 batches of 2
+    assert variables_created_in_functions(model, lambda m: m.evaluate(x, y, verbose=0)) == []

@@ -13,7 +13,7 @@ from tests.helpers import (
     quick_first,
     random_images,
     requires_timm,
-    run_in_one_backend_pass,
+    run_in_the_pass_of,
     run_model,
     save_and_reload,
     tiny_arch,
@@ -446,15 +446,15 @@ def test_every_registered_model_at_full_size(name):
     pass, one training step and a .keras round trip, run op by op (compiling a
     full-size training step for a single call costs more than running it).
 
-    Each name is built once, in one backend's pass (spread over the passes by
-    ``run_in_one_backend_pass``): the parameter count does not depend on the backend
+    Each name is built once, in torch's pass (``run_in_the_pass_of``), where running
+    a full-size model op by op costs least: the parameter count does not depend on the backend
     (the layers build the same variables everywhere; tests/kernels/test_dispatch.py
     keeps backend branches out of them), and every backend runs each of these networks
     narrowed (``test_every_registered_architecture_narrowed``), so at full size only the
     widths and depths are new. The ``_392`` names at the small input are the very
     network of their twin (``same_network_at_small_input``, so the same count at any
     input size): run forward only; their training step and round trip are the twin's."""
-    run_in_one_backend_pass(name)
+    run_in_the_pass_of("torch")
     model, size, classes = registered_at_small_input(name)
     assert model.output_shape == (None, classes)
     assert model.count_params() == expected_keras_params(name, size)

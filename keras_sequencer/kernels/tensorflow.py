@@ -154,6 +154,73 @@ def inference_function(block):
     return entry
 
 
+# One traced training function per distinct block (weights, seed state and
+# shapes): the identical blocks of a stage call it instead of each adding its
+# own forward and backward to ``fit``'s graph.
+_TRAINING_FUNCTIONS = {}
+TRAINING_ATTRIBUTE = "_shared_training_fn"
+
+
+def variable_signature(layer):
+    """The shapes and dtypes of ``layer.variables`` (weights and seed states), in order."""
+    return tuple((tuple(v.shape), str(v.dtype)) for v in layer.variables)
+
+
+class SharedTraining(SharedInference):
+    """A :class:`SharedInference` for training, plus ``assigned``: the indices in
+    ``template.variables`` of the variables its function assigns (found when it
+    is traced; the same for every block alike)."""
+
+    __slots__ = ("assigned",)
+
+    def __init__(self, template, fn):
+        super().__init__(template, fn)
+        self.assigned = []
+
+
+def training_function(block):
+    """A :class:`SharedTraining` whose ``fn(values, x) -> (y, new values)``
+    computes ``forward_pass(x, training=True)`` of any block like ``block``
+    from ``values``, the block's ``variables`` as tensors (weights and seed
+    states), and returns the new values of those it assigned (the DropPath
+    seed state, when its rate is > 0). Traced once per distinct block and
+    not inlined (``_noinline``): TensorFlow builds and optimizes its forward
+    and its gradient once, and the graph of ``fit`` calls them block by block
+    instead of holding a copy per block."""
+    config = {k: v for k, v in block.get_config().items() if k != "name"}
+    signature = variable_signature(block)
+    key = (json.dumps(config, sort_keys=True, default=str), signature)
+    entry = _TRAINING_FUNCTIONS.get(key)
+    if entry is None or variable_signature(entry.template) != signature:
+        template = block
+
+        def run(values, x):
+            with keras.StatelessScope(state_mapping=list(zip(template.variables, values))) as scope:
+                y = template.forward_pass(x, training=True)
+                new = [scope.get_current_value(v) for v in template.variables]
+            entry.assigned[:] = [i for i, (n, v) in enumerate(zip(new, values)) if n is not v]
+            return y, [new[i] for i in entry.assigned]
+
+        fn = tf.function(run, autograph=False, experimental_attributes={"_noinline": True})
+        entry = _TRAINING_FUNCTIONS[key] = SharedTraining(template, fn)
+    return entry
+
+
+def shared_training_call(block, x):
+    """``block.forward_pass(x, training=True)`` by :func:`training_function`,
+    the block's variables assigned as the direct call would (its seed states
+    advanced)."""
+    entry = block.__dict__.get(TRAINING_ATTRIBUTE)
+    if entry is None or variable_signature(entry.template) != variable_signature(block):
+        entry = training_function(block)
+        object.__setattr__(block, TRAINING_ATTRIBUTE, entry)
+    variables = block.variables
+    y, new = entry.fn([v.value for v in variables], x)
+    for i, value in zip(entry.assigned, new):
+        variables[i].assign(value)
+    return y
+
+
 def fused_block(block, x, training):
     """A fused ``Sequencer2DBlock``'s call, ``(B, H, W, C) -> (B, H, W, C)``;
     for inference (``training`` false) ``block.forward_pass(x,
@@ -167,7 +234,7 @@ def fused_block(block, x, training):
     of each distinct block compiles it.
     """
     if training:
-        return block.forward_pass(x, training=training)
+        return shared_training_call(block, x)
     entry = block.__dict__.get(ATTRIBUTE)
     if entry is None or weight_signature(entry.template) != weight_signature(block):
         entry = inference_function(block)

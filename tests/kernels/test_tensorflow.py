@@ -1,5 +1,6 @@
 """keras_sequencer.kernels.tensorflow: inference runs each fused block under XLA, and
-alike blocks share one compiled function with their own weights."""
+alike blocks share one compiled function with their own weights; in training,
+alike blocks share one traced function."""
 
 import keras
 import numpy as np
@@ -57,6 +58,60 @@ def test_tensorflow_blocks_alike_share_one_compiled_function_with_their_own_weig
     for block, got in zip((first, second, other), outputs):
         np.testing.assert_allclose(got, to_numpy(block.forward_pass(x)), atol=1e-5, rtol=0)
     assert np.abs(outputs[0] - outputs[1]).max() > 1e-2
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's shared training function")
+def test_tensorflow_training_blocks_alike_share_one_traced_function():
+    """In training, as ``fit`` runs it, every fused block alike calls one traced,
+    not inlined function with its own weights and DropPath seed state: the loss,
+    the gradients w.r.t. the input and every weight, and the advanced seed states
+    equal each block's own forward pass; another configuration gets its own."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)  # DropPath's seeds: masks that keep a sample of each branch
+    x = tf.constant(random_images(4, 5, 3, 8))
+    blocks = [Sequencer2DBlock(4, drop_path_rate=0.25, implementation="fused", name=n) for n in "ab"]
+    blocks.append(Sequencer2DBlock(6, implementation="fused", name="c"))
+    for block in blocks:
+        block.build(x.shape)
+    blocks[1].set_weights([w * 1.5 for w in blocks[0].get_weights()])
+    weights = [w for block in blocks for w in block.trainable_weights]
+    seeds = [block.drop_path.seed_generator.state for block in blocks[:2]]
+    start = [v.numpy() for v in seeds]
+    probe = tf.constant(random_images(4, 5, 3, 8, seed=7))
+
+    def step(call):
+        @tf.function(autograph=False)
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = x
+                for block in blocks:
+                    y = call(block, y)
+                loss = tf.reduce_sum(y * probe)
+            return [loss, *tape.gradient(loss, [x, *weights])]
+
+        for v, s in zip(seeds, start):
+            v.assign(s)
+        values = [[g.numpy() for g in run(x)] for _ in range(2)]  # two draws of the DropPath masks
+        return values, [v.numpy() for v in seeds]
+
+    expected, expected_seeds = step(lambda block, y: block.forward_pass(y, training=True))
+    got, got_seeds = step(lambda block, y: block(y, training=True))
+    functions = [block.__dict__["_shared_training_fn"].fn for block in blocks]
+    assert functions[0] is functions[1] and functions[2] is not functions[0]
+    assert not np.array_equal(got_seeds[0], start[0])
+    np.testing.assert_array_equal(np.array(got_seeds), np.array(expected_seeds))
+    for got_step, expected_step in zip(got, expected):
+        assert len(got_step) == 2 + len(weights)
+        for g, e in zip(got_step, expected_step):
+            np.testing.assert_allclose(g, e, atol=2e-5, rtol=1e-5)
+            assert np.abs(e).max() > 0
+    assert abs(got[0][0] - got[1][0]) > 1e-3  # the masks were drawn anew
+    concrete = functions[0].get_concrete_function(
+        [tf.TensorSpec(v.shape, v.dtype) for v in blocks[0].variables], tf.TensorSpec(x.shape, tf.float32)
+    )
+    assert concrete.function_def.attr["_noinline"].b
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's custom gradient")
