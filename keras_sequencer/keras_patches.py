@@ -162,9 +162,10 @@ def tf_multi_worker_symbolic_build(model, dataset):
 def tf_build_before_tracing(model, iterator=None, data_batch=None):
     """The TensorFlow trainer's ``_maybe_symbolic_build`` for ``model`` without
     a distribution strategy: builds the loss, the metrics and the optimizer
-    (``_symbolic_build``) from one batch of ``iterator`` (which ``fit`` and
-    ``evaluate`` reset afterwards) or from ``data_batch``, as Keras does under
-    a strategy. Keras defers this to the tracing of the train function, where
+    (``_symbolic_build``, as Keras does under a strategy and on JAX and torch),
+    from ``data_batch`` or, only if something other than the optimizer is
+    unbuilt, one batch of ``iterator`` (which ``fit`` and ``evaluate`` reset
+    afterwards). Keras defers this to the tracing of the train function, where
     creating the optimizer's slots and the metrics' variables makes
     ``tf.function`` trace the step twice. Returns whether it built (False with
     a strategy, on another backend, or off the verified versions: Keras's own
@@ -173,9 +174,5 @@ def tf_build_before_tracing(model, iterator=None, data_batch=None):
         return False
     if not applies("tf_build_before_tracing"):
         return False
-    if iterator is not None:
-        for _, _, batches in iterator:
-            data_batch = next(batches)
-            break
-    model._symbolic_build(data_batch=data_batch)
+    model._symbolic_build(iterator=iterator, data_batch=data_batch)
     return True
