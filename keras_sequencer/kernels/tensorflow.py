@@ -131,6 +131,30 @@ def weight_signature(layer):
     return tuple((tuple(w.shape), str(w.dtype)) for w in layer.weights)
 
 
+def shared_entry(block, functions, signature_of, make):
+    """The entry of ``functions`` (a registry above) for every block like
+    ``block``: the same configuration (but the name) and ``signature_of``.
+    ``make(block)`` makes it, with ``block`` as the template, when there is none
+    or when the template has changed since (quantized: other weights)."""
+    config = {k: v for k, v in block.get_config().items() if k != "name"}
+    signature = signature_of(block)
+    key = (json.dumps(config, sort_keys=True, default=str), signature)
+    entry = functions.get(key)
+    if entry is None or signature_of(entry.template) != signature:
+        entry = functions[key] = make(block)
+    return entry
+
+
+def block_entry(block, attribute, signature_of, lookup):
+    """``block``'s entry, kept off Keras's tracking in ``block.__dict__[attribute]``
+    and looked up again (``lookup(block)``) when its signature has changed."""
+    entry = block.__dict__.get(attribute)
+    if entry is None or signature_of(entry.template) != signature_of(block):
+        entry = lookup(block)
+        object.__setattr__(block, attribute, entry)
+    return entry
+
+
 def inference_function(block):
     """A :class:`SharedInference`: the shared ``tf.function(jit_compile=True)`` that
     computes ``forward_pass(x, training=False)`` of any block like ``block``
@@ -138,20 +162,15 @@ def inference_function(block):
     tensors, put in place of the template block's variables by a
     ``keras.StatelessScope``. The template is the first such block; if it has
     changed since (quantized: other weights), ``block`` takes its place."""
-    config = {k: v for k, v in block.get_config().items() if k != "name"}
-    signature = weight_signature(block)
-    key = (json.dumps(config, sort_keys=True, default=str), signature)
-    entry = _INFERENCE_FUNCTIONS.get(key)
-    if entry is None or weight_signature(entry.template) != signature:
-        template = block
 
+    def make(template):
         def run(weights, x):
             with keras.StatelessScope(state_mapping=list(zip(template.weights, weights))):
                 return template.forward_pass(x, training=False)
 
-        fn = tf.function(run, jit_compile=True, autograph=False)
-        entry = _INFERENCE_FUNCTIONS[key] = SharedInference(template, fn)
-    return entry
+        return SharedInference(template, tf.function(run, jit_compile=True, autograph=False))
+
+    return shared_entry(block, _INFERENCE_FUNCTIONS, weight_signature, make)
 
 
 # One traced training function per distinct block (weights, seed state and
@@ -187,13 +206,8 @@ def training_function(block):
     not inlined (``_noinline``): TensorFlow builds and optimizes its forward
     and its gradient once, and the graph of ``fit`` calls them block by block
     instead of holding a copy per block."""
-    config = {k: v for k, v in block.get_config().items() if k != "name"}
-    signature = variable_signature(block)
-    key = (json.dumps(config, sort_keys=True, default=str), signature)
-    entry = _TRAINING_FUNCTIONS.get(key)
-    if entry is None or variable_signature(entry.template) != signature:
-        template = block
 
+    def make(template):
         def run(values, x):
             with keras.StatelessScope(state_mapping=list(zip(template.variables, values))) as scope:
                 y = template.forward_pass(x, training=True)
@@ -201,19 +215,17 @@ def training_function(block):
             entry.assigned[:] = [i for i, (n, v) in enumerate(zip(new, values)) if n is not v]
             return y, [new[i] for i in entry.assigned]
 
-        fn = tf.function(run, autograph=False, experimental_attributes={"_noinline": True})
-        entry = _TRAINING_FUNCTIONS[key] = SharedTraining(template, fn)
-    return entry
+        entry = SharedTraining(template, tf.function(run, autograph=False, experimental_attributes={"_noinline": True}))
+        return entry
+
+    return shared_entry(block, _TRAINING_FUNCTIONS, variable_signature, make)
 
 
 def shared_training_call(block, x):
     """``block.forward_pass(x, training=True)`` by :func:`training_function`,
     the block's variables assigned as the direct call would (its seed states
     advanced)."""
-    entry = block.__dict__.get(TRAINING_ATTRIBUTE)
-    if entry is None or variable_signature(entry.template) != variable_signature(block):
-        entry = training_function(block)
-        object.__setattr__(block, TRAINING_ATTRIBUTE, entry)
+    entry = block_entry(block, TRAINING_ATTRIBUTE, variable_signature, training_function)
     variables = block.variables
     y, new = entry.fn([v.value for v in variables], x)
     for i, value in zip(entry.assigned, new):
@@ -235,8 +247,5 @@ def fused_block(block, x, training):
     """
     if training:
         return shared_training_call(block, x)
-    entry = block.__dict__.get(ATTRIBUTE)
-    if entry is None or weight_signature(entry.template) != weight_signature(block):
-        entry = inference_function(block)
-        object.__setattr__(block, ATTRIBUTE, entry)
+    entry = block_entry(block, ATTRIBUTE, weight_signature, inference_function)
     return entry.fn([tf.convert_to_tensor(w.value) for w in block.weights], x)
