@@ -23,6 +23,8 @@ in code). The random draws are separate from the mixing
 against timm's on the same draws.
 """
 
+from keras_sequencer.training.xla import cached, compiled
+
 MODES = ("batch", "elem")
 
 
@@ -135,6 +137,11 @@ def mix_batch(images, targets, lam, use_cutmix, centres):
     return out, targets * lam + targets[::-1] * (1.0 - lam)
 
 
+@cached
+def _compiled_mix_batch():
+    return compiled(mix_batch)
+
+
 def make_mixer(mixup_alpha, cutmix_alpha, prob=1.0, switch_prob=0.5, mode="batch"):
     """A ``(images, one_hot_targets) -> (images, mixed_targets)`` batch function
     for ``tf.data`` (timm's ``Mixup``), or ``None`` when both alphas are 0 or
@@ -144,9 +151,11 @@ def make_mixer(mixup_alpha, cutmix_alpha, prob=1.0, switch_prob=0.5, mode="batch
     if (mixup_alpha <= 0 and cutmix_alpha <= 0) or prob <= 0:
         return None
 
+    mixed = _compiled_mix_batch()  # one pass over the batch; the draws stay TensorFlow's
+
     def mix(images, targets):
         batch_size = images.shape[0]
         lam, use_cutmix, centres = sample_mix_params(batch_size, mixup_alpha, cutmix_alpha, prob, switch_prob, mode)
-        return mix_batch(images, targets, lam, use_cutmix, centres)
+        return mixed(images, targets, lam, use_cutmix, centres)
 
     return mix

@@ -11,6 +11,15 @@ from keras_sequencer.preprocessing import normalize
 from keras_sequencer.training.augment import parse_auto_augment
 from keras_sequencer.training.mix import make_mixer
 from keras_sequencer.training.transforms import color_jitter, random_erasing, random_resized_crop
+from keras_sequencer.training.xla import cached, compiled
+
+
+@cached
+def _clipped_and_normalized():
+    """``normalize(clip(image, 0, 255))``, compiled (one pass over the image)."""
+    import tensorflow as tf
+
+    return compiled(lambda image: normalize(tf.clip_by_value(image, 0.0, 255.0)))
 
 
 def train_pipeline(dataset, config, num_classes, global_batch_size, repeat=False):
@@ -51,7 +60,7 @@ def train_pipeline(dataset, config, num_classes, global_batch_size, repeat=False
             image = rand_augment(image, policy)
         if jitter:
             image = color_jitter(image, config.color_jitter)
-        image = normalize(tf.clip_by_value(image, 0.0, 255.0))
+        image = _clipped_and_normalized()(image)
         if config.reprob > 0:
             image = random_erasing(image, config.reprob, config.remode, config.recount)
         return image, label

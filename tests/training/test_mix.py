@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sequencer.training import mix
+from keras_sequencer.training import mix, xla
 from tests.helpers import Draws, patched, to_numpy
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -84,6 +84,12 @@ def test_elem_mode_equals_timm_per_image(monkeypatch):
     )
     np.testing.assert_allclose(to_numpy(ours), x.permute(0, 2, 3, 1).numpy(), atol=1e-6)
     np.testing.assert_allclose(to_numpy(mixed), target.numpy(), atol=1e-6)
+    # The pipeline's mixer runs mix_batch compiled by XLA: the same numbers up to
+    # float32's last bit (XLA may fuse a multiply and an add).
+    draws = (lam, use_cutmix, ((centres + 0.5) / np.array([height, width])).astype("float32"))
+    compiled = xla.compiled(mix.mix_batch)(images, tf.one_hot(labels, classes), *draws)
+    for eager, fused in zip((ours, mixed), compiled):
+        np.testing.assert_allclose(to_numpy(fused), to_numpy(eager), rtol=1e-6, atol=1e-6)
 
 
 def test_mix_draws_follow_timm_distributions():

@@ -164,6 +164,30 @@ def test_geometric_ops_move_pixels_as_pillow_on_a_square_image():
     np.testing.assert_array_equal(ours, np.asarray(expected))
 
 
+def test_every_op_in_the_policy_gives_the_pixels_of_apply_op():
+    """Inside ``rand_augment`` most ops run compiled by XLA; each gives exactly
+    the pixels of :func:`randaugment.apply_op` (checked against Pillow above) on
+    the same draws. One op per image, always applied, 120 seeds: every op of the
+    increasing set, both signs of the geometric ones."""
+    image = fixed_image()
+    policy = parse_auto_augment("rand-m9-mstd0.5-inc1-n1-p1.0")
+    seeds = np.stack([np.arange(120), np.full(120, 11)], -1)
+
+    def augment_with_draws(seed):
+        return randaugment.rand_augment(image, policy, seed), randaugment.sample_ops(policy, seed)
+
+    dataset = tf.data.Dataset.from_tensor_slices(seeds).map(augment_with_draws)
+    seen = set()
+    for augmented, draws in dataset.as_numpy_iterator():
+        name = policy.transforms[draws["index"][0]]
+        argument = randaugment.op_argument(name, draws["magnitude"][0], draws["negate"][0])
+        expected = randaugment.apply_op(name, image, argument).numpy()
+        np.testing.assert_array_equal(augmented, expected, err_msg=name)
+        seen.add((name, bool(draws["negate"][0]) if name in GEOMETRIC else None))
+    assert {name for name, _ in seen} == set(policy.transforms)
+    assert {(name, sign) for name, sign in seen if name in GEOMETRIC} >= {(g, s) for g in GEOMETRIC for s in (0, 1)}
+
+
 # -- the random draws ----------------------------------------------------------
 
 
