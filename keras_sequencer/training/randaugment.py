@@ -22,6 +22,9 @@ arithmetic allows:
   fill.) timm picks bilinear or bicubic at random per op when
   ``--train-interpolation random``; here it is always bilinear.
 
+Inside :func:`rand_augment` every op but Equalize runs compiled by XLA
+(:mod:`.xla`), with the same pixels as :func:`apply_op` run op by op.
+
 Posterize to 0 bits gives a black image (timm's intent, and what older Pillow
 did; Pillow >= 10 rejects 0 bits, so timm itself fails there).
 """
