@@ -18,6 +18,8 @@ the result can be checked against timm's on the same draws.
 
 import math
 
+from keras_sequencer.training.xla import cached, compiled
+
 ATTEMPTS = 10
 ERASE_MODES = ("pixel", "rand", "const")
 
@@ -221,4 +223,12 @@ def color_jitter(image, strength=0.4):
 
     factors = tf.random.uniform([3], max(0.0, 1.0 - strength), 1.0 + strength)
     order = tf.random.shuffle(tf.range(3))
-    return color_jitter_from_draws(image, factors, order)
+    return _compiled_color_jitter()(image, factors, order)
+
+
+@cached
+def _compiled_color_jitter():
+    """:func:`color_jitter_from_draws` compiled by XLA (:mod:`.xla`): each step
+    runs only its drawn adjustment (in ``tf.data`` TensorFlow lowers the
+    ``switch_case`` so that all three run), fused into one pass."""
+    return compiled(color_jitter_from_draws)

@@ -1,13 +1,14 @@
 """keras_sequencer.training.transforms: random resized crop and colour jitter against
 timm's and torchvision's on the same random draws."""
 
+import itertools
 import math
 import types
 
 import numpy as np
 import pytest
 
-from keras_sequencer.training import transforms
+from keras_sequencer.training import transforms, xla
 from tests.helpers import Draws, patched, to_numpy
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -78,3 +79,15 @@ def test_color_jitter_equals_torchvision_adjustments():
             expected = ops[op](expected, factors[op])
         ours = transforms.color_jitter_from_draws(tf.constant(image, tf.float32), tf.constant(factors), order)
         assert np.abs(to_numpy(ours) - np.asarray(expected, "float32")).max() <= 3.0
+
+
+def test_color_jitter_compiled_gives_the_pixels_of_its_ops():
+    """The pipeline runs the jitter compiled by XLA: the pixels of the same
+    adjustments run op by op, for every order of the three."""
+    image = tf.constant(np.random.RandomState(5).randint(0, 256, (64, 48, 3)), tf.float32)
+    jitter = xla.compiled(transforms.color_jitter_from_draws)
+    for seed, order in enumerate(itertools.permutations(range(3))):
+        factors = tf.constant(np.random.RandomState(seed).uniform(0.6, 1.4, 3), tf.float32)
+        order = tf.constant(order)
+        expected = to_numpy(transforms.color_jitter_from_draws(image, factors, order))
+        np.testing.assert_array_equal(to_numpy(jitter(image, factors, order)), expected)
