@@ -68,29 +68,32 @@ def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):
 
 def test_results_md_recipe_tables_are_computed_from_the_committed_runs():
     """The recipe tables in benchmarks/RESULTS.md are what the benchmark's report computes
-    from the raw runs kept in benchmarks/recipe_runs/ (one results.json per engine and
-    batch of seeds, each naming the machine, versions and commit it ran on)."""
+    from the raw runs kept in benchmarks/recipe_runs/<architecture>/ (one results.json per
+    engine and batch of seeds, each naming the machine, versions and commit it ran on)."""
     import glob
     import json
     import os
 
     benchmark = _recipe_benchmark()
     root = os.path.join(REPO, "benchmarks")
-    paths = sorted(glob.glob(os.path.join(root, "recipe_runs", "*.json")))
-    assert paths, "benchmarks/recipe_runs/ holds the runs behind RESULTS.md"
-    for path in paths:
-        with open(path) as f:
-            run = json.load(f)
-        assert run["machine"]["cpu"] and run["commit"] and run["versions"]["keras"], path
-    results = benchmark.load_results(paths)
-    engines = ["timm", "keras-sequencer"]
-    tables = (
-        benchmark.summary_table(results, engines, target=True),
-        benchmark.summary_table(results, engines, lambda curve: curve[-1]),
-    )
+    folders = sorted(glob.glob(os.path.join(root, "recipe_runs", "*", "")))
+    assert folders, "benchmarks/recipe_runs/<architecture>/ holds the runs behind RESULTS.md"
     with open(os.path.join(root, "RESULTS.md")) as f:
         text = f.read()
-    rows = [row for table in tables for row in table.splitlines()[2:]]
-    assert len(rows) == 6  # three recipes, best and last epoch
-    for row in rows:
-        assert row in text, row
+    for folder in folders:
+        paths = sorted(glob.glob(os.path.join(folder, "*.json")))
+        for path in paths:
+            with open(path) as f:
+                run = json.load(f)
+            assert run["machine"]["cpu"] and run["commit"] and run["versions"]["keras"], path
+            assert os.path.basename(os.path.dirname(path)) == (run["args"]["arch"] or run["args"]["model"]), path
+        results = benchmark.load_results(paths)
+        engines = ["timm", "keras-sequencer"]
+        tables = (
+            benchmark.summary_table(results, engines, target=True),
+            benchmark.summary_table(results, engines, lambda curve: curve[-1]),
+        )
+        rows = [row for table in tables for row in table.splitlines()[2:]]
+        assert len(rows) == 6, folder  # three recipes, best and last epoch
+        for row in rows:
+            assert row in text, (folder, row)
