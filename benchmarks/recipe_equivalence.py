@@ -216,7 +216,7 @@ def run_timm(folder, recipe, seed, args):
         num_classes=10,
     )
     loss_fn = SoftTargetCrossEntropy() if mixing else LabelSmoothingCrossEntropy(SETTINGS["smoothing"])
-    curve = []
+    curve, updates = [], 0
     for epoch in range(args.epochs):
         model.train()
         for step, (images, labels) in enumerate(train_loader):
@@ -227,6 +227,9 @@ def run_timm(folder, recipe, seed, args):
             loss = loss_fn(model(images), labels)
             optimizer.zero_grad()
             loss.backward()
+            updates += 1
+            if args.timm_adam_eps == "keras":
+                keras_effective_eps(optimizer, updates)
             optimizer.step()
         scheduler.step(epoch + 1)
         model.eval()
@@ -236,6 +239,17 @@ def run_timm(folder, recipe, seed, args):
                 correct += int((model(images).argmax(-1) == labels).sum())
         curve.append(correct / len(val_set))
     return curve
+
+
+def keras_effective_eps(optimizer, update, eps=1e-8):
+    """The ablation ``--timm-adam-eps keras``: sets the eps of timm's AdamW for
+    ``update`` (1, 2, ...) to what Keras's Adam effectively uses. Keras adds eps
+    to the square root of the uncorrected second moment, PyTorch to the
+    bias-corrected one, so Keras's step equals PyTorch's with eps divided by
+    ``sqrt(1 - beta2 ** update)``: 31x at the first update, 1.6x at the 500th."""
+    for group in optimizer.param_groups:
+        beta2 = group["betas"][1]
+        group["eps"] = eps / (1.0 - beta2**update) ** 0.5
 
 
 def summary_table(results, engines, pick=max, target=False):
@@ -334,6 +348,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--aa", default="rand-m9-mstd0.5", help="RandAugment of recipes b and c (both engines)")
     parser.add_argument("--drop-path", type=float, default=0.0)
+    parser.add_argument(
+        "--timm-adam-eps",
+        choices=["torch", "keras"],
+        default="torch",
+        help="ablation: 'keras' gives timm's AdamW the effective eps of Keras's Adam at each update",
+    )
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
     parser.add_argument("--max-batches", type=int, default=None, help="timm loop: batches per epoch, at most")

@@ -11,6 +11,7 @@ TensorFlow until the arguments are parsed.
 from keras_sequencer import variants
 from keras_sequencer.cli.common import CLIError, DefaultsHelpFormatter, require_file
 from keras_sequencer.training.config import (
+    ADAM_EPS_MODES,
     DEFAULT_WARMUP_EPOCHS,
     INITIALIZATIONS,
     INTERPOLATIONS,
@@ -95,6 +96,12 @@ def add_parser(subparsers):
         default=defaults.rnn_bias_step,
         choices=RNN_BIAS_STEPS,
         help="torch: an LSTM's one bias moves as PyTorch's b_ih + b_hh do (twice Adam's step); keras: once",
+    )
+    add(
+        "--adam-eps",
+        default=defaults.adam_eps,
+        choices=ADAM_EPS_MODES,
+        help="torch: AdamW's eps added to the bias-corrected sqrt(v), as timm's AdamW; keras: to the uncorrected one",
     )
 
     group = parser.add_argument_group("Learning rate schedule parameters")

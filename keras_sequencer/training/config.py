@@ -12,6 +12,9 @@ INTERPOLATIONS = ("random", "bilinear", "bicubic")
 # rnn_bias_step: "torch" steps an LSTM's (a SimpleRNN's) one Keras bias as the sum of
 # PyTorch's b_ih + b_hh moves, twice Adam's step (keras_sequencer.optimizers.RecipeAdamW); "keras" once.
 RNN_BIAS_STEPS = ("torch", "keras")
+# adam_eps: "torch" adds AdamW's eps to the bias-corrected sqrt(v), as PyTorch's AdamW
+# (keras_sequencer.optimizers.RecipeAdamW); "keras" to the uncorrected one, as Keras's.
+ADAM_EPS_MODES = ("torch", "keras")
 # The builders' ``initialization`` values (keras_sequencer.initializers.INITIALIZATIONS),
 # the original's first (the default); listed here so that the command line needs no Keras.
 INITIALIZATIONS = ("original", "keras")
@@ -59,7 +62,8 @@ class TrainConfig:
     ``"keras"`` (Keras's defaults); ``seed`` fixes the initial weights.
     ``rnn_bias_step``: ``"torch"`` moves each LSTM's one bias as timm's
     ``b_ih + b_hh`` move (:class:`~keras_sequencer.optimizers.RecipeAdamW`),
-    ``"keras"`` as one bias.
+    ``"keras"`` as one bias. ``adam_eps``: ``"torch"`` adds AdamW's epsilon
+    where timm's (PyTorch's) AdamW adds it, ``"keras"`` where Keras's does.
     """
 
     model: str = "sequencer2d_s"
@@ -80,6 +84,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     clip_grad: float = None
     rnn_bias_step: str = "torch"
+    adam_eps: str = "torch"
     drop_path: float = 0.0
     smoothing: float = 0.1
     mixup: float = 0.0
@@ -115,6 +120,7 @@ class TrainConfig:
             ("train_interpolation", INTERPOLATIONS),
             ("init", INITIALIZATIONS),
             ("rnn_bias_step", RNN_BIAS_STEPS),
+            ("adam_eps", ADAM_EPS_MODES),
         )
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
@@ -219,6 +225,7 @@ def config_from_args(args):
         weight_decay=args.weight_decay,
         clip_grad=args.clip_grad,
         rnn_bias_step=args.rnn_bias_step,
+        adam_eps=args.adam_eps,
         drop_path=args.drop_path,
         smoothing=args.smoothing,
         mixup=args.mixup,

@@ -34,13 +34,15 @@ def learning_rate_schedule(config, steps_per_epoch):
 def build_optimizer(config, model, steps_per_epoch):
     """AdamW (timm's epsilon) with the schedule, global-norm clipping, no decay
     on 1-D weights and, with ``config.rnn_bias_step == "torch"``, the RNN
-    biases stepped as PyTorch's pairs (:class:`RecipeAdamW`)."""
+    biases stepped as PyTorch's pairs; with ``config.adam_eps == "torch"``,
+    epsilon added where PyTorch adds it (:class:`RecipeAdamW`)."""
     optimizer = RecipeAdamW(
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         weight_decay=config.weight_decay,
         epsilon=ADAMW_EPSILON,
         global_clipnorm=config.clip_grad,
         torch_rnn_biases=config.rnn_bias_step == "torch",
+        torch_epsilon=config.adam_eps == "torch",
     )
     optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
     return optimizer

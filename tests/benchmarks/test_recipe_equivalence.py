@@ -97,3 +97,31 @@ def test_results_md_recipe_tables_are_computed_from_the_committed_runs():
         assert len(rows) == 6, folder  # three recipes, best and last epoch
         for row in rows:
             assert row in text, (folder, row)
+
+
+def test_the_keras_eps_ablation_gives_timms_adamw_kerass_steps():
+    """``--timm-adam-eps keras``: torch's AdamW with :func:`keras_effective_eps`
+    before each update moves a weight as Keras's Adam does; with torch's own
+    eps it moves differently where the gradient is as small as eps."""
+    import torch
+
+    benchmark = _recipe_benchmark()
+    gradients = np.array([[1e-8, 3e-6, 0.1], [2e-8, -1e-6, 0.2], [-1e-8, 2e-6, -0.1]], "float32")
+
+    def torch_path(ablation):
+        weight = torch.nn.Parameter(torch.ones(3))
+        optimizer = torch.optim.AdamW([weight], lr=1e-3, eps=1e-8, weight_decay=0.0)
+        for update, gradient in enumerate(gradients, 1):
+            weight.grad = torch.tensor(gradient)
+            if ablation:
+                benchmark.keras_effective_eps(optimizer, update)
+            optimizer.step()
+        return weight.detach().numpy()
+
+    weight = keras.Variable(np.ones(3, "float32"))
+    optimizer = keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-8)
+    for gradient in gradients:
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(gradient), weight)])
+    keras_weight = keras.ops.convert_to_numpy(weight.value)
+    np.testing.assert_allclose(torch_path(ablation=True) - 1, keras_weight - 1, rtol=1e-4, atol=1e-9)
+    assert np.abs((torch_path(ablation=False) - 1)[:2] - (keras_weight - 1)[:2]).max() > 1e-5

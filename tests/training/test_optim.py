@@ -117,3 +117,43 @@ def test_the_two_biases_of_a_sequencer_are_its_lstm_biases():
     # one per LSTM direction: 2 axes x 2 directions per block
     assert len(biases) == 4 * sum(MICRO_ARCH["layers"])
     assert all(len(v.shape) == 1 and v.path.endswith("lstm_cell/bias") for v in biases)
+
+
+@pytest.mark.parametrize("adam_eps", ["torch", "keras"])
+def test_adam_eps_torch_steps_as_pytorchs_adamw(adam_eps):
+    """Where gradients are as small as epsilon, ``adam_eps="torch"`` takes
+    PyTorch's AdamW steps (epsilon after the bias correction) and ``"keras"``
+    Keras's (before it: smaller steps at first); the optimizer saves the choice."""
+    torch = pytest.importorskip("torch")
+    config = tiny_config("unused", lr=0.01, weight_decay=0.05, warmup_epochs=0, adam_eps=adam_eps)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    reference = torch.nn.Linear(3, 2)
+    kernel, bias = model.layers[0].get_weights()
+    with torch.no_grad():
+        reference.weight.copy_(torch.from_numpy(kernel.T.copy()))
+        reference.bias.copy_(torch.from_numpy(bias))
+    optimizer = training.build_optimizer(config, model, steps_per_epoch=10)
+    assert optimizer.torch_epsilon == (adam_eps == "torch")
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert restored.torch_epsilon == optimizer.torch_epsilon
+    model.compile(optimizer=optimizer, loss="mse")
+    torch_optimizer = torch.optim.AdamW(
+        [{"params": [reference.weight], "weight_decay": 0.05}, {"params": [reference.bias], "weight_decay": 0.0}],
+        lr=0.01,
+        eps=training.optim.ADAMW_EPSILON,
+    )
+    rng = np.random.default_rng(0)
+    start = kernel.copy()
+    for _ in range(3):
+        # inputs and targets ~1e-7: gradients of the order of epsilon
+        x, y = (1e-7 * rng.normal(size=shape).astype("float32") for shape in ((8, 3), (8, 2)))
+        model.train_on_batch(x, y)
+        torch_optimizer.zero_grad()
+        torch.nn.functional.mse_loss(reference(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        torch_optimizer.step()
+    ours = model.layers[0].get_weights()[0] - start
+    theirs = reference.weight.detach().numpy().T - start
+    if adam_eps == "torch":
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-7)
+    else:  # Keras's larger effective epsilon: smaller Adam steps, the same decay
+        assert np.abs(ours - theirs).max() > 1e-4
