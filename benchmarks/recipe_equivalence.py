@@ -151,6 +151,7 @@ def run_keras(folder, recipe, seed, args, output):
         mixup=recipe["mixup"],
         cutmix=recipe["cutmix"],
         seed=seed,
+        adam_eps=args.adam_eps,
         output=output,
         verbose=0,
         **options,
@@ -348,6 +349,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--aa", default="rand-m9-mstd0.5", help="RandAugment of recipes b and c (both engines)")
     parser.add_argument("--drop-path", type=float, default=0.0)
+    parser.add_argument(
+        "--adam-eps",
+        choices=["torch", "keras"],
+        default="torch",
+        help="keras-sequencer: where AdamW adds eps (TrainConfig.adam_eps; torch is the recipe's default)",
+    )
     parser.add_argument(
         "--timm-adam-eps",
         choices=["torch", "keras"],
