@@ -121,17 +121,12 @@ def write_digits_folder(root, train_limit=None, val_limit=None, image_size=32):
     return root
 
 
-def run_keras(folder, recipe, seed, args, output):
-    """Validation top-1 per epoch of :func:`keras_sequencer.training.fit`."""
-    import keras
-
+def recipe_config(recipe, seed, args, output):
+    """keras-sequencer's :class:`~keras_sequencer.training.TrainConfig` of ``recipe``."""
     from keras_sequencer import training
-    from keras_sequencer.training import data
 
-    keras.backend.clear_session()
-    splits = data.load(folder)
     options = dict(arch=ARCHS[args.arch]) if args.arch else {}
-    config = training.TrainConfig(
+    return training.TrainConfig(
         model=args.arch or args.model,
         image_size=(SETTINGS["image_size"],) * 2,
         crop_pct=1.0,
@@ -156,26 +151,73 @@ def run_keras(folder, recipe, seed, args, output):
         verbose=0,
         **options,
     )
-    _, history = training.fit(config, splits)
+
+
+def run_keras(folder, recipe, seed, args, output):
+    """Validation top-1 per epoch of :func:`keras_sequencer.training.fit`; with
+    ``--swap-batches``, of its model, optimizer and loss trained on timm's batches."""
+    import keras
+
+    from keras_sequencer import training
+    from keras_sequencer.training import data
+
+    keras.backend.clear_session()
+    config = recipe_config(recipe, seed, args, output)
+    if args.swap_batches:
+        return run_keras_on_timm_batches(folder, recipe, seed, args, config)
+    _, history = training.fit(config, data.load(folder))
     return [float(v) for v in history.history["val_accuracy"]]
 
 
-def run_timm(folder, recipe, seed, args):
-    """Validation top-1 per epoch of a loop made of timm's components."""
+def run_keras_on_timm_batches(folder, recipe, seed, args, config):
+    """The ablation ``--swap-batches`` for keras-sequencer: ``fit``'s model
+    (``build_model``), optimizer (``build_optimizer``, its schedule stepped per
+    epoch) and loss, trained with ``train_on_batch`` on the batches of timm's
+    loader and ``Mixup`` (:func:`timm_data`, seeded as timm's loop) and validated
+    on timm's validation loader (the same pixels as keras-sequencer's: the
+    images are already 32 px)."""
+    import keras
+    import torch
+
+    from keras_sequencer.training.loop import build_model
+    from keras_sequencer.training.optim import build_optimizer
+
+    train_loader, val_loader, targets = timm_data(folder, recipe, seed, args)
+    keras.utils.set_random_seed(seed)
+    model = build_model(config, 10)
+    model.compile(optimizer=build_optimizer(config, model, len(train_loader)), loss="categorical_crossentropy")
+    smoothing = SETTINGS["smoothing"]
+    curve = []
+    for _ in range(args.epochs):
+        for step, (images, labels) in enumerate(train_loader):
+            if args.max_batches and step >= args.max_batches:
+                break
+            images, labels = targets(images, labels)
+            if labels.ndim == 1:  # LabelSmoothingCrossEntropy's targets
+                labels = torch.nn.functional.one_hot(labels, 10) * (1.0 - smoothing) + smoothing / 10
+            model.train_on_batch(images.permute(0, 2, 3, 1).numpy(), labels.numpy())
+        correct = 0
+        for images, labels in val_loader:
+            scores = model.predict_on_batch(images.permute(0, 2, 3, 1).numpy())
+            correct += int((np.argmax(scores, -1) == labels.numpy()).sum())
+        curve.append(correct / len(val_loader.dataset))
+    return curve
+
+
+def timm_data(folder, recipe, seed, args):
+    """timm's side of the data, seeded by ``seed`` (torch, numpy, random):
+    ``(train_loader, val_loader, targets)``; ``targets(images, labels)`` gives
+    the batch as timm's loss sees it: MixUp/CutMix's soft targets (label smoothing
+    included) or the labels."""
     import random
 
-    import timm
     import torch
     from timm.data import Mixup, create_transform
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import CosineLRScheduler
     from torchvision.datasets import ImageFolder
 
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     size = SETTINGS["image_size"]
     train_tf = create_transform(
         size,
@@ -194,6 +236,62 @@ def run_timm(folder, recipe, seed, args):
         train_set, batch_size=SETTINGS["batch_size"], shuffle=True, drop_last=True, generator=generator
     )
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=128)
+    smoothing = SETTINGS["smoothing"]
+    mixer = (recipe["mixup"] > 0 or recipe["cutmix"] > 0) and Mixup(
+        mixup_alpha=recipe["mixup"],
+        cutmix_alpha=recipe["cutmix"],
+        prob=1.0,
+        switch_prob=0.5,
+        mode="batch",
+        label_smoothing=smoothing,
+        num_classes=10,
+    )
+
+    def targets(images, labels):
+        return mixer(images, labels) if mixer else (images, labels)
+
+    return train_loader, val_loader, targets
+
+
+def keras_batches(folder, recipe, seed, args):
+    """The ablation ``--swap-batches`` for timm: an iterator over keras-sequencer's
+    training batches (``train_pipeline`` as ``fit`` builds it, seeded by ``seed``),
+    as torch tensors, NCHW, with the soft targets timm's ``SoftTargetCrossEntropy``
+    takes (label smoothing applied to the one-hot or mixed labels), and the number
+    of batches per epoch."""
+    import keras
+    import torch
+
+    from keras_sequencer.training import data
+    from keras_sequencer.training.pipeline import train_pipeline
+
+    config = recipe_config(recipe, seed, args, None)
+    keras.utils.set_random_seed(seed)
+    splits = data.load(folder)
+    batches = train_pipeline(splits.train, config, 10, SETTINGS["batch_size"], repeat=True).as_numpy_iterator()
+    smoothing = SETTINGS["smoothing"]
+
+    def torch_batches():
+        for images, labels in batches:
+            images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+            yield images, torch.from_numpy(labels * (1.0 - smoothing) + smoothing / 10)
+
+    return torch_batches(), splits.train_size // SETTINGS["batch_size"]
+
+
+def run_timm(folder, recipe, seed, args):
+    """Validation top-1 per epoch of a loop made of timm's components; with
+    ``--swap-batches``, trained on keras-sequencer's batches (:func:`keras_batches`)."""
+    import timm
+    import torch
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    train_loader, val_loader, targets = timm_data(folder, recipe, seed, args)
+    if args.swap_batches:
+        swapped, steps_per_epoch = keras_batches(folder, recipe, seed, args)
     if args.arch:
         model = timm.models.sequencer.Sequencer2d(num_classes=10, drop_path_rate=args.drop_path, **ARCHS[args.arch])
     else:
@@ -206,26 +304,19 @@ def run_timm(folder, recipe, seed, args):
         warmup_lr_init=SETTINGS["warmup_lr"],
         warmup_t=min(SETTINGS["warmup_epochs"], args.epochs),
     )
-    mixing = recipe["mixup"] > 0 or recipe["cutmix"] > 0
-    mixer = mixing and Mixup(
-        mixup_alpha=recipe["mixup"],
-        cutmix_alpha=recipe["cutmix"],
-        prob=1.0,
-        switch_prob=0.5,
-        mode="batch",
-        label_smoothing=SETTINGS["smoothing"],
-        num_classes=10,
-    )
-    loss_fn = SoftTargetCrossEntropy() if mixing else LabelSmoothingCrossEntropy(SETTINGS["smoothing"])
+    soft_loss, hard_loss = SoftTargetCrossEntropy(), LabelSmoothingCrossEntropy(SETTINGS["smoothing"])
     curve, updates = [], 0
     for epoch in range(args.epochs):
         model.train()
-        for step, (images, labels) in enumerate(train_loader):
+        epoch_batches = (
+            (next(swapped) for _ in range(steps_per_epoch))
+            if args.swap_batches
+            else (targets(images, labels) for images, labels in train_loader)
+        )
+        for step, (images, labels) in enumerate(epoch_batches):
             if args.max_batches and step >= args.max_batches:
                 break
-            if mixer:
-                images, labels = mixer(images, labels)
-            loss = loss_fn(model(images), labels)
+            loss = (soft_loss if labels.ndim == 2 else hard_loss)(model(images), labels)
             optimizer.zero_grad()
             loss.backward()
             updates += 1
@@ -238,7 +329,7 @@ def run_timm(folder, recipe, seed, args):
         with torch.no_grad():
             for images, labels in val_loader:
                 correct += int((model(images).argmax(-1) == labels).sum())
-        curve.append(correct / len(val_set))
+        curve.append(correct / len(val_loader.dataset))
     return curve
 
 
@@ -360,6 +451,12 @@ def parse_args(argv=None):
         choices=["torch", "keras"],
         default="torch",
         help="ablation: 'keras' gives timm's AdamW the effective eps of Keras's Adam at each update",
+    )
+    parser.add_argument(
+        "--swap-batches",
+        action="store_true",
+        help="ablation: each engine trains on the other's augmented batches (keras-sequencer on timm's "
+        "loader and Mixup, timm on keras-sequencer's tf.data pipeline); validation is unchanged",
     )
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
