@@ -22,6 +22,33 @@ def test_recipe_equivalence_benchmark_smoke_run(tmp_path):
         assert len(curve) == 1 and 0.0 <= curve[0] <= 1.0
     assert "(c) + MixUp 0.8 / CutMix 1.0" in table and "(a)" not in table
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "results.json").exists()
+    # The ablation: each engine trains on the other's batches (timm's loop on the tf.data
+    # pipeline's, keras-sequencer's model on timm's loader's) and still validates.
+    swapped = benchmark.main(["--smoke", "--recipes", "b", "--swap-batches", "--output", str(tmp_path / "swap")])[0]
+    for engine in ("timm", "keras-sequencer"):
+        curve = swapped[engine]["b"]["0"]
+        assert len(curve) == 1 and 0.0 <= curve[0] <= 1.0
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the benchmark script's mechanics: run once, on torch")
+def test_swapped_batches_are_what_each_loss_expects(tmp_path):
+    """``--swap-batches``: keras-sequencer's batches reach timm's loop as NCHW float32
+    tensors with label-smoothed soft targets (what ``SoftTargetCrossEntropy`` takes);
+    timm's MixUp/CutMix batches carry soft targets that sum to 1."""
+    benchmark = _recipe_benchmark()
+    args = benchmark.parse_args(["--smoke"])
+    folder = benchmark.write_digits_folder(str(tmp_path / "digits"), train_limit=64, val_limit=10)
+    batches, steps = benchmark.keras_batches(folder, benchmark.RECIPES["c"], 0, args)
+    assert steps == 64 // benchmark.SETTINGS["batch_size"]
+    images, targets = next(batches)
+    assert tuple(images.shape) == (32, 3, 32, 32) and str(images.dtype) == "torch.float32"
+    np.testing.assert_allclose(targets.sum(-1).numpy(), 1.0, atol=1e-6)
+    assert float(targets.min()) >= 0.01 - 1e-7  # smoothing 0.1 over 10 classes
+    assert float(images.std()) > 0.5  # normalised pixels, not 0-1 or 0-255
+    train_loader, _, mix = benchmark.timm_data(folder, benchmark.RECIPES["c"], 0, args)
+    images, labels = mix(*next(iter(train_loader)))
+    assert tuple(images.shape) == (32, 3, 32, 32) and labels.shape == targets.shape
+    np.testing.assert_allclose(labels.sum(-1).numpy(), 1.0, atol=1e-6)
 
 
 def test_recipe_equivalence_reports_runs_made_side_by_side(tmp_path):
@@ -82,13 +109,15 @@ def test_results_md_recipe_tables_are_computed_from_the_committed_runs():
     with open(os.path.join(root, "RESULTS.md")) as f:
         text = f.read()
     for folder in folders:
-        paths = sorted(glob.glob(os.path.join(folder, "*.json")))
+        paths, swapped = sorted(glob.glob(os.path.join(folder, "*.json"))), set()
         for path in paths:
             with open(path) as f:
                 run = json.load(f)
             assert run["machine"]["cpu"] and run["commit"] and run["versions"]["keras"], path
             architecture = run["args"]["arch"] or run["args"]["model"]
             assert os.path.basename(os.path.dirname(path)).split("-")[0] == architecture, path
+            swapped.add(bool(run["args"].get("swap_batches")))
+        assert len(swapped) == 1, folder  # one table, one setting: all runs swapped batches or none
         results = benchmark.load_results(paths)
         engines = ["timm", "keras-sequencer"]
         tables = (
