@@ -186,7 +186,6 @@ def run_keras_on_timm_batches(folder, recipe, seed, args, config):
     keras.utils.set_random_seed(seed)
     model = build_model(config, 10)
     model.compile(optimizer=build_optimizer(config, model, len(train_loader)), loss="categorical_crossentropy")
-    smoothing = SETTINGS["smoothing"]
     curve = []
     for _ in range(args.epochs):
         for step, (images, labels) in enumerate(train_loader):
@@ -194,7 +193,7 @@ def run_keras_on_timm_batches(folder, recipe, seed, args, config):
                 break
             images, labels = targets(images, labels)
             if labels.ndim == 1:  # LabelSmoothingCrossEntropy's targets
-                labels = torch.nn.functional.one_hot(labels, 10) * (1.0 - smoothing) + smoothing / 10
+                labels = smoothed(torch.nn.functional.one_hot(labels, 10))
             model.train_on_batch(images.permute(0, 2, 3, 1).numpy(), labels.numpy())
         correct = 0
         for images, labels in val_loader:
@@ -202,6 +201,13 @@ def run_keras_on_timm_batches(folder, recipe, seed, args, config):
             correct += int((np.argmax(scores, -1) == labels.numpy()).sum())
         curve.append(correct / len(val_loader.dataset))
     return curve
+
+
+def smoothed(one_hot):
+    """Label smoothing of one-hot (or mixed) targets over the 10 classes, as timm's
+    ``mixup_target`` and ``LabelSmoothingCrossEntropy`` apply it."""
+    smoothing = SETTINGS["smoothing"]
+    return one_hot * (1.0 - smoothing) + smoothing / 10
 
 
 def timm_data(folder, recipe, seed, args):
@@ -269,12 +275,11 @@ def keras_batches(folder, recipe, seed, args):
     keras.utils.set_random_seed(seed)
     splits = data.load(folder)
     batches = train_pipeline(splits.train, config, 10, SETTINGS["batch_size"], repeat=True).as_numpy_iterator()
-    smoothing = SETTINGS["smoothing"]
 
     def torch_batches():
         for images, labels in batches:
             images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-            yield images, torch.from_numpy(labels * (1.0 - smoothing) + smoothing / 10)
+            yield images, torch.from_numpy(smoothed(labels))
 
     return torch_batches(), splits.train_size // SETTINGS["batch_size"]
 
