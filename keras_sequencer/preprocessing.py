@@ -9,7 +9,9 @@ model built with ``include_preprocessing=True`` does the latter itself.
 
 This module is the one home of the ImageNet statistics, of the pixel
 normalisation (:func:`normalize`, used by :func:`preprocess_input` and the
-training pipeline) and of the list of image file suffixes the package reads.
+training pipeline), of the eval transform's geometry (:func:`eval_geometry`)
+and Pillow's resize (:func:`pil_resize`), which the training pipeline's crops and
+validation also use, and of the list of image file suffixes the package reads.
 It imports nothing else of the package but :mod:`keras_sequencer.optional` (to name a missing Pillow).
 """
 
@@ -132,6 +134,57 @@ def image_error_reason(error):
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def eval_geometry(image_height: int, image_width: int, height: int, width: int, crop_pct: float):
+    """Where timm's eval transform puts an ``image_height`` x ``image_width``
+    image for a ``height`` x ``width`` crop: ``(resized_height, resized_width,
+    top, left)``, the size it is resized to (bicubic) and the corner of the
+    centre crop in it.
+
+    A square crop: torchvision's ``Resize(int)``, the shorter side to
+    ``floor(height / crop_pct)``, the longer one truncated. Otherwise timm's
+    ``ResizeKeepRatio``: the shorter side relative to ``(height, width) /
+    crop_pct`` fits. Then torchvision's ``CenterCrop``. The aspect ratio is
+    kept: a 500 x 375 photo is not squashed.
+    """
+    if height == width:
+        scale = math.floor(height / crop_pct)
+        if image_width <= image_height:
+            new_w, new_h = scale, int(scale * image_height / image_width)
+        else:
+            new_w, new_h = int(scale * image_width / image_height), scale
+    else:
+        target_h, target_w = math.floor(height / crop_pct), math.floor(width / crop_pct)
+        ratio = min(image_height / target_h, image_width / target_w)
+        new_h, new_w = round(image_height / ratio), round(image_width / ratio)
+    return new_h, new_w, int(round((new_h - height) / 2.0)), int(round((new_w - width) / 2.0))
+
+
+# Pillow's resampling filters (PIL.Image.Resampling values) by the names of the package's options.
+PIL_FILTERS = {"nearest": 0, "bilinear": 2, "bicubic": 3}
+
+
+def pil_resize(pixels: np.ndarray, height: int, width: int, interpolation: str = "bicubic") -> np.ndarray:
+    """``pixels`` ``(h, w, C)`` resized by Pillow to ``(height, width, C)``, in
+    their own dtype: the pixels timm's transforms (torchvision on PIL images)
+    give. uint8 images with 1 or 3 channels resize as one 8-bit image, as timm's
+    do; any other dtype or channel count resizes channel by channel in Pillow's
+    float32 mode ``F`` (no rounding). ``interpolation``: a key of
+    :data:`PIL_FILTERS`."""
+    from PIL import Image
+
+    resample = PIL_FILTERS[interpolation]
+    size = (int(width), int(height))
+    channels = pixels.shape[-1]
+    if pixels.dtype == np.uint8 and channels in (1, 3):
+        image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if channels == 1 else pixels))
+        return np.asarray(image.resize(size, resample)).reshape(size[1], size[0], channels)
+    planes = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c], dtype=np.float32)).resize(size, resample))
+        for c in range(channels)
+    ]
+    return np.stack(planes, -1).astype(pixels.dtype)
+
+
 def load_image(
     image: "str | os.PathLike | Image.Image",
     image_size: int | Sequence[int] = 224,
@@ -173,22 +226,8 @@ def load_image(
     else:
         image = to_rgb(image)
     img_w, img_h = image.size
-    if height == width:
-        # torchvision Resize(int): shorter side -> scale, longer side truncated.
-        scale = math.floor(height / crop_pct)
-        if img_w <= img_h:
-            new_w, new_h = scale, int(scale * img_h / img_w)
-        else:
-            new_w, new_h = int(scale * img_w / img_h), scale
-    else:
-        # timm ResizeKeepRatio(longest=0): shorter side relative to the target fits.
-        target_h, target_w = math.floor(height / crop_pct), math.floor(width / crop_pct)
-        ratio = min(img_h / target_h, img_w / target_w)
-        new_h, new_w = round(img_h / ratio), round(img_w / ratio)
+    new_h, new_w, top, left = eval_geometry(img_h, img_w, height, width, crop_pct)
     if (new_w, new_h) != (img_w, img_h):
         image = image.resize((new_w, new_h), Image.BICUBIC)
-    # torchvision CenterCrop.
-    top = int(round((new_h - height) / 2.0))
-    left = int(round((new_w - width) / 2.0))
     image = image.crop((left, top, left + width, top + height))
     return np.asarray(image, dtype="float32")

@@ -7,7 +7,7 @@ Both take the unbatched ``(uint8 image (H, W, 3), int32 label)`` datasets of
 normalised images, float32 (B, num_classes) one-hot or mixed labels)``.
 """
 
-from keras_sequencer.preprocessing import normalize
+from keras_sequencer.preprocessing import eval_geometry, normalize, pil_resize
 from keras_sequencer.training.augment import parse_auto_augment
 from keras_sequencer.training.mix import make_mixer
 from keras_sequencer.training.transforms import color_jitter, random_erasing, random_resized_crop
@@ -87,7 +87,10 @@ def train_pipeline(dataset, config, num_classes, global_batch_size, repeat=False
 
 
 def eval_pipeline(dataset, config, num_classes, global_batch_size, batch_multiple=1, drop_remainder=False):
-    """Validation data: resize to ``image_size / crop_pct``, centre crop, normalise.
+    """Validation data: timm's eval transform, as :func:`keras_sequencer.load_image`
+    does it: the shorter side resized (Pillow, bicubic) to ``image_size /
+    crop_pct``, the aspect ratio kept (:func:`keras_sequencer.preprocessing.eval_geometry`),
+    the centre crop, normalised.
 
     ``batch_multiple``: trim the last batch to a multiple of it (JAX's
     ``DataParallel`` needs every batch to split evenly over the devices), which
@@ -98,13 +101,17 @@ def eval_pipeline(dataset, config, num_classes, global_batch_size, batch_multipl
     import tensorflow as tf
 
     height, width = config.image_size
-    resize = (int(height / config.crop_pct), int(width / config.crop_pct))
+
+    def resized_and_cropped(pixels):
+        new_h, new_w, top, left = eval_geometry(pixels.shape[0], pixels.shape[1], height, width, config.crop_pct)
+        if (new_h, new_w) != pixels.shape[:2]:
+            pixels = pil_resize(pixels, new_h, new_w, "bicubic")
+        return pixels[top : top + height, left : left + width]
 
     def prepare(image, label):
-        image = tf.image.resize(image, resize, method="bicubic", antialias=True)
-        top, left = (resize[0] - height) // 2, (resize[1] - width) // 2
-        image = tf.clip_by_value(image[top : top + height, left : left + width], 0.0, 255.0)
-        return normalize(image), tf.one_hot(label, num_classes)
+        pixels = tf.numpy_function(resized_and_cropped, [image], image.dtype, stateful=False)
+        image = tf.ensure_shape(tf.cast(pixels, tf.float32), (height, width, image.shape[-1]))
+        return normalize(tf.clip_by_value(image, 0.0, 255.0)), tf.one_hot(label, num_classes)
 
     def trim(images, labels):
         keep = tf.shape(images)[0] // batch_multiple * batch_multiple

@@ -63,6 +63,22 @@ def test_eval_pipeline_resizes_and_centre_crops():
     np.testing.assert_array_equal(y.numpy(), [[0, 1, 0]])
 
 
+def test_eval_pipeline_is_load_image_and_keeps_the_aspect_ratio():
+    """timm's eval transform: the shorter side resized, not the image squashed."""
+    from PIL import Image
+
+    from keras_sequencer.preprocessing import load_image, normalize
+
+    image = np.random.RandomState(1).randint(0, 256, (1, 30, 21, 3)).astype("uint8")
+    splits = data.from_arrays((image, [0]), (image, [0]))
+    config = tiny_config("unused", image_size=(16, 16), crop_pct=0.8)  # shorter side 20: 21 x 30 -> 20 x 28
+    x, _ = next(iter(training.eval_pipeline(splits.val, config, 2, 4)))
+    expected = to_numpy(normalize(load_image(Image.fromarray(image[0]), (16, 16), 0.8)[None]))
+    np.testing.assert_allclose(x.numpy(), expected, atol=1e-6)
+    squashed = keras.ops.image.resize(image.astype("float32"), (20, 20), interpolation="bicubic")[:, 2:18, 2:18]
+    assert np.abs(x.numpy() - to_numpy(normalize(squashed))).max() > 0.5
+
+
 @pytest.mark.slow
 def test_rand_augment_in_the_pipeline():
     """--aa rand-m9-mstd0.5-inc1 (slow: tracing keras.layers.RandAugment in tf.data)."""
