@@ -221,3 +221,21 @@ def test_load_image_without_pillow_names_the_package_to_install(monkeypatch, tmp
     message = r"load_image needs the PIL.Image package .*keras-sequencer\[images\]"
     with pytest.raises(MissingPackageError, match=message):
         load_image(str(tmp_path / "x.jpg"))
+
+
+def test_pil_resize_of_gray_and_float_pixels():
+    """``pil_resize`` (validation in the training pipeline): a one-channel uint8 image
+    resizes as Pillow's grayscale image; float pixels resize per channel unrounded."""
+    from PIL import Image
+
+    from keras_sequencer.preprocessing import pil_resize
+
+    image = np.random.RandomState(0).randint(0, 256, (20, 31, 3)).astype("uint8")
+    gray = pil_resize(image[..., :1], 16, 12, "bilinear")
+    expected = np.asarray(Image.fromarray(image[..., 0]).resize((12, 16), Image.BILINEAR))
+    assert gray.shape == (16, 12, 1) and gray.dtype == np.uint8
+    np.testing.assert_array_equal(gray[..., 0], expected)
+    floats = pil_resize(image.astype("float32") + 0.25, 16, 12, "bicubic")
+    rounded = pil_resize(image, 16, 12, "bicubic")
+    assert floats.shape == (16, 12, 3) and floats.dtype == np.float32
+    assert np.abs(floats - 0.25 - rounded).max() <= 2.0 and (floats != np.round(floats)).any()

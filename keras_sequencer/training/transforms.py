@@ -3,8 +3,7 @@
 - :func:`random_resized_crop_box`: timm's
   ``RandomResizedCropAndInterpolation.get_params`` (area fraction uniform in
   ``scale``, aspect ratio log-uniform in ``ratio``, 10 attempts, else the
-  centre crop of the closest allowed aspect ratio); :func:`resized_crop`: the
-  crop resized by Pillow, timm's pixels;
+  centre crop of the closest allowed aspect ratio);
 - :func:`random_erasing`: timm's ``RandomErasing`` on one normalised image
   (``mode`` ``pixel``: per-pixel N(0, 1), ``rand``: one N(0, 1) colour per box,
   ``const``: zeros; area fraction in ``(0.02, 1/3)``, log aspect in
@@ -19,7 +18,6 @@ the result can be checked against timm's on the same draws.
 
 import math
 
-from keras_sequencer.preprocessing import pil_resize
 from keras_sequencer.training.xla import cached, compiled
 
 ATTEMPTS = 10
@@ -82,37 +80,21 @@ def random_resized_crop_box(height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 
 def random_resized_crop(image, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bilinear"):
     """timm's random resized crop of one image ``(H, W, C)`` to ``size``
     ``(height, width)``; float32. ``interpolation``: ``bilinear``, ``bicubic``
-    or ``random`` (one of the two per image, timm's default). The box is drawn
-    as timm draws it (:func:`random_resized_crop_box`), the pixels are
-    :func:`resized_crop`'s."""
+    or ``random`` (one of the two per image, timm's default)."""
     import tensorflow as tf
 
     shape = tf.shape(image)
-    box = random_resized_crop_box(shape[0], shape[1], scale, ratio)
-    bicubic = tf.random.uniform([]) >= 0.5 if interpolation == "random" else tf.constant(interpolation == "bicubic")
-    return resized_crop(image, box, size, bicubic)
+    top, left, crop_h, crop_w = random_resized_crop_box(shape[0], shape[1], scale, ratio)
+    crop = tf.cast(image[top : top + crop_h, left : left + crop_w], tf.float32)
 
+    def resize(method):
+        return tf.image.resize(crop, size, method=method, antialias=True)
 
-def resized_crop(image, box, size, bicubic):
-    """The ``box`` ``(top, left, crop_height, crop_width)`` of ``image`` ``(H,
-    W, C)`` resized to ``size`` ``(height, width)`` by Pillow, bicubic where the
-    boolean ``bicubic`` holds, else bilinear; float32 ``(height, width, C)``.
-
-    timm's ``RandomResizedCropAndInterpolation`` crops and resizes the PIL image
-    (torchvision's ``resized_crop``); :func:`keras_sequencer.preprocessing.pil_resize`
-    gives the same uint8 pixels, rounded as timm's are (the image is held by
-    Python for the call; Pillow releases the GIL while it resamples)."""
-    import tensorflow as tf
-
-    top, left, crop_h, crop_w = box
-    height, width = size
-
-    def resize(pixels, cubic):
-        return pil_resize(pixels, height, width, "bicubic" if cubic else "bilinear")
-
-    crop = image[top : top + crop_h, left : left + crop_w]
-    out = tf.numpy_function(resize, [crop, bicubic], image.dtype, stateful=False)
-    return tf.ensure_shape(tf.cast(out, tf.float32), (height, width, image.shape[-1]))
+    if interpolation == "random":
+        out = tf.cond(tf.random.uniform([]) < 0.5, lambda: resize("bilinear"), lambda: resize("bicubic"))
+    else:
+        out = resize(interpolation)
+    return tf.ensure_shape(out, (*size, image.shape[-1]))
 
 
 def erase_boxes_from_draws(height, width, area_fractions, log_aspects, offsets, count):

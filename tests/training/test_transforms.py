@@ -49,33 +49,6 @@ def test_crop_box_equals_timm_get_params_on_the_same_draws(height, width, monkey
         assert fallbacks > 0  # the centre-crop fallback was exercised
 
 
-def test_resized_crop_gives_timm_pixels():
-    """The pixels of timm's RandomResizedCropAndInterpolation (torchvision's
-    resized_crop of the PIL image) for the same box and filter, exactly."""
-    from PIL import Image
-
-    tvf = pytest.importorskip("torchvision.transforms.functional")
-    modes = tvf.InterpolationMode
-    rng = np.random.RandomState(0)
-    image = rng.randint(0, 256, (37, 53, 3)).astype("uint8")
-    crop = tf.function(transforms.resized_crop)
-    cases = [((3, 5, 20, 31), (16, 16), False), ((0, 0, 37, 53), (24, 12), True), ((9, 2, 7, 5), (16, 20), True)]
-    for box, size, bicubic in cases:
-        mode = modes.BICUBIC if bicubic else modes.BILINEAR
-        expected = np.asarray(tvf.resized_crop(Image.fromarray(image), *box, list(size), mode))
-        got = to_numpy(crop(tf.constant(image), box, size, tf.constant(bicubic)))
-        assert got.dtype == np.float32 and got.shape == (*size, 3)
-        np.testing.assert_array_equal(got, expected)
-    # one channel: as a grayscale PIL image; float pixels: resized without rounding
-    gray = image[..., :1]
-    expected = np.asarray(tvf.resized_crop(Image.fromarray(gray[..., 0]), 3, 5, 20, 31, [16, 16], modes.BILINEAR))
-    got = to_numpy(crop(tf.constant(gray), (3, 5, 20, 31), (16, 16), tf.constant(False)))
-    np.testing.assert_array_equal(got[..., 0], expected)
-    floats = to_numpy(crop(tf.constant(image.astype("float32") + 0.25), (3, 5, 20, 31), (16, 16), tf.constant(True)))
-    rounded = to_numpy(crop(tf.constant(image), (3, 5, 20, 31), (16, 16), tf.constant(True)))
-    assert np.abs(floats - 0.25 - rounded).max() <= 2.0 and (floats != np.round(floats)).any()
-
-
 def test_crop_aspect_ratio_is_log_uniform_and_area_uniform():
     tf.random.set_seed(0)
 
