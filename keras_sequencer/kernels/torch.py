@@ -13,13 +13,14 @@ import keras
 import torch
 from keras import ops
 
-from keras_sequencer.kernels import generic, torch_lstm
+from keras_sequencer.kernels import generic, torch_gemm, torch_lstm
 from keras_sequencer.kernels.generic import layer_norm  # noqa: F401  (the kernel API)
 
 
 def project(x, kernel, bias):
-    """``x @ kernel + bias`` as one ``addmm``: ``(M, C) @ (C, K) + (K,)``."""
-    return torch.addmm(bias, x, kernel)
+    """``x @ kernel + bias`` as one GEMM with the bias inside: ``(M, C) @ (C, K) +
+    (K,)`` (``addmm``, or oneDNN's linear: :func:`torch_gemm.linear`)."""
+    return torch_gemm.linear(x, kernel, bias)
 
 
 def no_grad():
@@ -94,10 +95,16 @@ def residual_dense(layer, x, y, in_place=False):
     accumulates into it in place (``addmm_``), where ``x + (y @ kernel +
     bias)`` costs a bias copy, the GEMM and a separate add. With ``in_place``
     (a contiguous ``x`` that nothing else reads, no autograd) the result is
-    written over ``x`` itself: no new buffer."""
+    written over ``x`` itself: no new buffer. Where oneDNN runs the GEMMs
+    (:func:`torch_gemm.library`) it adds ``x`` inside its GEMM instead
+    (:func:`torch_gemm.residual_linear`), into a new buffer."""
     if not is_plain_dense(layer):
         return x + layer(y)
     kernel, bias = (ops.cast(v, y.dtype) for v in (layer.kernel, layer.bias))
+    if x.is_contiguous():  # oneDNN adds the residual inside its GEMM (torch_gemm.library)
+        fused = torch_gemm.residual_linear(x.view(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), kernel, bias)
+        if fused is not None:
+            return fused.view(x.shape)
     if in_place and x.is_contiguous() and x.dtype == bias.dtype:
         out = x.view(-1, x.shape[-1]).add_(bias)
     else:

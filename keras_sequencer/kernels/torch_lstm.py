@@ -17,6 +17,7 @@ import functools
 
 import torch
 
+from keras_sequencer.kernels import torch_gemm
 from keras_sequencer.kernels.generic import cell_weight
 
 # Gate order inside the recurrence: the three sigmoid gates, then the tanh one,
@@ -76,7 +77,7 @@ def bilstm2d_lstms(x, cells, directions):
     batch, height, width, channels = x.shape
     units = cells[0].units
     kernel, bias, recurrent = stepping_weights(cells, x.dtype)
-    projections = torch.addmm(bias, x.reshape(-1, channels), kernel).view(-1, 4 * units)
+    projections = torch_gemm.linear(x.reshape(-1, channels), kernel, bias).view(-1, 4 * units)
     plan = stepping_plan(batch, height, width, tuple(directions), x.device)
     if torch.is_grad_enabled() and (projections.requires_grad or recurrent.requires_grad):
         hidden = BiLSTM2DRecurrence.apply(projections, recurrent, plan)
