@@ -12,9 +12,11 @@ BiLSTM2D's input projection of all four directions, the MLP's two, the token mix
   behind timm's LSTM (its input projections) and inductor's frozen linears;
 - ``numpy``: NumPy's BLAS (OpenBLAS in NumPy's wheels).
 
-Prints GFLOP/s per shape and library (the median of ``--repeats`` calls after a
-warm-up) and the FLOP-weighted rate over the shapes: which library a fused path
-should call on this CPU. ``benchmarks/RESULTS.md`` records runs.
+Prints GFLOP/s per shape and library (the median of ``--repeats`` calls in each of
+two rounds, each library's calls in a block after a pause, so that one library's
+spinning worker threads do not steal the cores of the next) and the FLOP-weighted
+rate over the shapes: which library a fused path should call on this CPU. Every
+library runs ``--threads`` threads (NumPy's through threadpoolctl). ``benchmarks/RESULTS.md`` records runs.
 """
 
 import argparse
@@ -35,14 +37,28 @@ SHAPES = (
     (2048, 1152, 384),
 )
 LIBRARIES = ("mkl", "onednn", "numpy")
+ROUNDS = 2
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--pause", type=float, default=0.3, help="seconds of rest before each library's calls")
     parser.add_argument("--scale", type=int, default=1, help="divide the token counts by this (a quick check)")
     return parser.parse_args(argv)
+
+
+def blas_threads(threads):
+    """A context that gives NumPy's BLAS ``threads`` threads (threadpoolctl, which
+    scikit-learn installs); without threadpoolctl, NumPy keeps its own count."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(threads, user_api="blas")
 
 
 def gemms(m, k, n, threads):
@@ -77,13 +93,15 @@ def run(args):
         m = max(1, m // args.scale)
         calls = gemms(m, k, n, args.threads)
         times = {name: [] for name in LIBRARIES}
-        for call in calls.values():
-            call()  # warm-up
-        for _ in range(args.repeats):  # interleaved, so drift hits every library alike
+        for _ in range(ROUNDS):  # rounds of each library's calls in turn, so drift hits all alike
             for name, call in calls.items():
-                start = time.perf_counter()
-                call()
-                times[name].append(time.perf_counter() - start)
+                time.sleep(args.pause)  # the previous library's spinning worker threads go idle
+                with blas_threads(args.threads):
+                    call()  # warm-up
+                    for _ in range(args.repeats):
+                        start = time.perf_counter()
+                        call()
+                        times[name].append(time.perf_counter() - start)
         flop = 2.0 * m * k * n
         flops += flop
         rates[(m, k, n)] = {}
@@ -98,7 +116,7 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     result = run(args)
-    print(f"fp32 GEMM, GFLOP/s, {args.threads} thread(s), median of {args.repeats} calls")
+    print(f"fp32 GEMM, GFLOP/s, {args.threads} thread(s), median of {ROUNDS} x {args.repeats} calls")
     print("| (M, K, N) | " + " | ".join(LIBRARIES) + " |")
     print("| --- |" + " ---: |" * len(LIBRARIES))
     for shape, row in result["rates"].items():

@@ -34,9 +34,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-DENSE_GEMM = ("aten::mm", "aten::addmm", "aten::addmm_")
+# mkldnn::_linear_pointwise: oneDNN's linear, which the fused path runs where
+# keras_sequencer.kernels.torch_gemm chooses it (AMD CPUs), the residual add fused or not.
+DENSE_GEMM = ("aten::mm", "aten::addmm", "aten::addmm_", "mkldnn::_linear_pointwise")
 CATEGORIES = {
-    "dense GEMM (mm, addmm, addmm_)": DENSE_GEMM,
+    "dense GEMM (mm, addmm, addmm_, oneDNN linear)": DENSE_GEMM,
     "recurrent GEMM (bmm, baddbmm)": ("aten::bmm", "aten::baddbmm", "aten::baddbmm_"),
     "oneDNN LSTM": ("aten::mkldnn_rnn_layer",),
     "copies / layout": (
@@ -78,6 +80,10 @@ def gemm_flops(name, shapes):
         return 2 * m * k * n
     if name in ("aten::addmm", "aten::addmm_"):
         (m, k), (_, n) = shapes[1], shapes[2]
+        return 2 * m * k * n
+    if name == "mkldnn::_linear_pointwise":  # (x, weight (N, K), bias, ...) or (x, other, weight, bias, ...)
+        weight = shapes[1] if len(shapes[2]) == 1 else shapes[2]
+        (m, k), (n, _) = shapes[0], weight
         return 2 * m * k * n
     if name in ("aten::bmm", "aten::baddbmm"):
         a, b = (shapes[0], shapes[1]) if name == "aten::bmm" else (shapes[1], shapes[2])

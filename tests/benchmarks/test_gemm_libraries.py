@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="times torch's GEMM libraries; once is enough")
 def test_gemm_libraries_rates_every_library_on_every_shape(capsys):
     module = load_script("benchmarks/gemm_libraries.py")
-    result = module.main(["--threads", "1", "--repeats", "1", "--scale", "512"])
+    result = module.main(["--threads", "1", "--repeats", "1", "--scale", "512", "--pause", "0"])
     assert len(result["rates"]) == len(module.SHAPES)
     for row in [*result["rates"].values(), result["overall"]]:
         assert set(row) == set(module.LIBRARIES)
