@@ -10,8 +10,8 @@ model built with ``include_preprocessing=True`` does the latter itself.
 This module is the one home of the ImageNet statistics, of the pixel
 normalisation (:func:`normalize`, used by :func:`preprocess_input` and the
 training pipeline), of the eval transform's geometry (:func:`eval_geometry`)
-and Pillow's resize (:func:`pil_resize`), which the training pipeline's crops and
-validation also use, and of the list of image file suffixes the package reads.
+and Pillow's resize (:func:`pil_resize`), which the training pipeline's validation
+also uses, and of the list of image file suffixes the package reads.
 It imports nothing else of the package but :mod:`keras_sequencer.optional` (to name a missing Pillow).
 """
 
@@ -134,7 +134,9 @@ def image_error_reason(error):
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def eval_geometry(image_height: int, image_width: int, height: int, width: int, crop_pct: float):
+def eval_geometry(
+    image_height: int, image_width: int, height: int, width: int, crop_pct: float
+) -> tuple[int, int, int, int]:
     """Where timm's eval transform puts an ``image_height`` x ``image_width``
     image for a ``height`` x ``width`` crop: ``(resized_height, resized_width,
     top, left)``, the size it is resized to (bicubic) and the corner of the
