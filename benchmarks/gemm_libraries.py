@@ -4,7 +4,7 @@
 
 Times ``x @ w + b`` for S's dense GEMMs at batch 8 and 224 px (stages 1 and 2: the
 BiLSTM2D's input projection of all four directions, the MLP's two, the token mixer's
-``fc``) in three libraries, interleaved, in one process:
+``fc``) in three libraries, in one process:
 
 - ``mkl``: torch's ``addmm``, which the x86 wheels run with MKL: timm's ``Linear``
   layers and keras-sequencer's fused torch path;
